@@ -1,0 +1,18 @@
+/* moefuse — fused kernels for Mixture-of-Experts decode, on CPU SIMD and
+ * Vulkan. The umbrella header: include this one.
+ *
+ *   base.h    version, status codes, types, activations, impl selection
+ *   ctx.h     the context (CPU kernel set, threads, GPU), CPU discovery
+ *   tensor.h  weight descriptors, quantization formats, conversions
+ *   ops.h     gating, combine, glu, dequant_act, qmv, moe_gate_up,
+ *             moe_down_combine
+ */
+#ifndef MOEFUSE_H
+#define MOEFUSE_H
+
+#include "base.h"
+#include "ctx.h"
+#include "tensor.h"
+#include "ops.h"
+
+#endif

@@ -1,0 +1,247 @@
+/* moefuse — the ops.
+ *
+ * Conventions shared by every op:
+ *  - Each op takes the context and a descriptor whose first field `impl`
+ *    selects the implementation (mf_impl; 0 = MF_IMPL_AUTO). Start descriptors
+ *    zeroed ({0}) and set what you need: every zero field is a valid default.
+ *  - Arrays are dense, row-major, host memory, no alignment required. Shapes
+ *    are given outermost first: [T, k, D] means D innermost.
+ *  - Arguments are validated before anything is written. On any error the
+ *    outputs are untouched. Errors common to all ops:
+ *      MF_ERR_INVALID_ARG  ctx, d or a required pointer NULL; a dimension
+ *                          < 1 or over its limit; a size that overflows;
+ *                          an enum out of range; an expert index out of
+ *                          [0, E); outputs overlapping inputs (except where
+ *                          an op allows it).
+ *      MF_ERR_UNSUPPORTED  the forced impl is not in this build or machine;
+ *                          a type/format combination the op does not take.
+ *      MF_ERR_OUT_OF_MEMORY a scratch allocation failed.
+ *  - Limits: T (tokens / rows) <= 65536, E <= 4096, k <= E, widths <= 2^24.
+ *  - Results: indices are identical across every impl. Float results of the
+ *    reference are the oracle; other impls meet the tolerance each op states.
+ *  - Thread-safety: see ctx.h (one thread per context at a time). */
+#ifndef MOEFUSE_OPS_H
+#define MOEFUSE_OPS_H
+
+#include "ctx.h"
+#include "tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- gating -- */
+
+typedef enum mf_gating_mode {
+    /* p = softmax(logits + bias); idx = top-k(p); w = p[idx];
+     * if renormalize: w /= sum(w). (Qwen3, OLMoE, DeepSeek-V2) */
+    MF_GATING_SOFTMAX_TOPK = 0,
+    /* idx = top-k(logits + bias); w = softmax(logits[idx] + bias[idx]).
+     * (Mixtral, GPT-OSS with its router bias) */
+    MF_GATING_TOPK_SOFTMAX = 1,
+    /* s = sigmoid(logits); score = s + bias (bias for selection only);
+     * if n_group > 1: a group's score = sum of its two highest scores
+     * (its one score if the group has a single expert); the topk_group best
+     * groups are kept, the others' experts excluded; idx = top-k(score);
+     * w = s[idx]; if renormalize: w /= sum(w); w *= scale.
+     * (DeepSeek-V3, GLM-4.5) */
+    MF_GATING_SIGMOID_GROUPED = 2,
+    MF_GATING_MODE_COUNT_
+} mf_gating_mode;
+
+typedef struct mf_gating_desc {
+    mf_impl impl;
+    mf_gating_mode mode;
+    int32_t n_experts;   /* E, 1..4096 */
+    int32_t k;           /* 1..E */
+    int32_t renormalize; /* 0 or 1 (ignored by TOPK_SOFTMAX: sums to 1) */
+    const float *bias;   /* [E] or NULL; see the modes */
+    int32_t n_group;     /* SIGMOID_GROUPED: 0 or 1 = no groups, else divides
+                            E; other modes must be 0 or 1 */
+    int32_t topk_group;  /* groups kept, 1..n_group (with n_group > 1) */
+    float scale;         /* multiplies the final weights in every mode;
+                            0 means 1.0 (DeepSeek-V3 uses 2.5) */
+} mf_gating_desc;
+
+/* Router logits [T, E] (f32) -> idx [T, k] (int32) and weights [T, k] (f32).
+ *
+ * Selection is by descending score; ties go to the lower expert index; the k
+ * indices come out in that order, each expert at most once.
+ *
+ * Non-finite logits: NaN counts as -Inf everywhere (it is never preferred
+ * over a number, and its probability is 0). A +Inf logit takes the whole
+ * softmax mass, shared equally among the +Inf entries (the limit of the
+ * function). A row whose logits are all -Inf/NaN selects experts 0..k-1 in
+ * the softmax modes and gets weight 0 for each. A sum of zero under
+ * renormalize leaves the weights at 0 (never NaN). In sigmoid mode
+ * sigmoid(+Inf) = 1 and sigmoid(-Inf) = 0; a NaN bias counts as -Inf.
+ *
+ * Tolerance of non-reference impls: indices identical; weights within 4 ulp
+ * + 1e-7 absolute of the reference (their exp/sigmoid are polynomial
+ * approximations accurate to 2 ulp; normalization adds a few roundings).
+ * MF_IMPL_UNFUSED runs softmax over E, a full sort, gather and normalize as
+ * separate passes; it matches the reference bit for bit.
+ *
+ * Errors: the common ones; k > E; n_group not dividing E; topk_group out of
+ * range; topk_group * (E / n_group) < k. */
+mf_status mf_gating(mf_ctx *ctx, const mf_gating_desc *d, const float *logits,
+                    int64_t T, int32_t *idx, float *weights);
+
+/* --------------------------------------------------------------- combine -- */
+
+typedef struct mf_combine_desc {
+    mf_impl impl;
+    int32_t exact; /* 1 = round like the unfused sequence (below) */
+} mf_combine_desc;
+
+/* out[t, :] = sum_j w[t, j] * x[t, j, :]  (+ residual[t, :] if not NULL).
+ * x [T, k, D], w [T, k], residual [T, D] or NULL, out [T, D]; all f32.
+ * out may be the same pointer as residual (in-place add) but must not
+ * otherwise overlap an input.
+ *
+ * exact = 1 computes, per element, in this order with every product and sum
+ * rounded to f32 and no fused multiply-add:
+ *   acc = w0*x0; acc = acc + w1*x1; ...; acc = acc + w_{k-1}*x_{k-1};
+ *   out = acc + residual
+ * which is what the unfused passes (scale, sum, add) produce: results are
+ * bit-identical to MF_IMPL_UNFUSED and MF_IMPL_REF in every impl.
+ * exact = 0 may use FMA: within (k + 1) * 2^-24 * sum_j |w_j x_j| (+|res|)
+ * of the reference. NaN/Inf propagate as IEEE arithmetic. */
+mf_status mf_combine(mf_ctx *ctx, const mf_combine_desc *d, int64_t T,
+                     int32_t k, int64_t D, const float *x, const float *w,
+                     const float *residual, float *out);
+
+/* ------------------------------------------------------------------- glu -- */
+
+typedef enum mf_glu_kind {
+    MF_GLU_SWIGLU = 0,      /* silu(g) * u */
+    MF_GLU_GEGLU_TANH = 1,  /* gelu_tanh(g) * u */
+    MF_GLU_GEGLU_ERF = 2,   /* gelu_erf(g) * u */
+    MF_GLU_SWIGLU_OAI = 3,  /* GPT-OSS: g = min(g, limit);
+                               u = clamp(u, -limit, limit);
+                               (u + 1) * g * sigmoid(alpha * g) */
+    MF_GLU_KIND_COUNT_
+} mf_glu_kind;
+
+typedef enum mf_glu_layout {
+    MF_GLU_SEPARATE = 0,    /* gate [T, n] and up [T, n] */
+    MF_GLU_CONCAT = 1,      /* one array [T, 2n]: each row [g_0..g_n-1 | u_0..u_n-1] */
+    MF_GLU_INTERLEAVED = 2, /* one array [T, 2n]: each row g_0 u_0 g_1 u_1 ... */
+    MF_GLU_LAYOUT_COUNT_
+} mf_glu_layout;
+
+typedef struct mf_glu_desc {
+    mf_impl impl;
+    mf_glu_kind kind;
+    mf_glu_layout layout;
+    mf_type in_type;  /* F32, F16 or BF16 */
+    mf_type out_type; /* F32, F16 or BF16 */
+    float limit;      /* SWIGLU_OAI clamp; 0 = 7.0 */
+    float alpha;      /* SWIGLU_OAI sigmoid slope; 0 = 1.702 */
+} mf_glu_desc;
+
+/* out [T, n] = glu(gate, up). With CONCAT/INTERLEAVED, `gate` is the one
+ * [T, 2n] input and `up` must be NULL. Math is f32; inputs are widened
+ * exactly, the output rounded once to out_type.
+ * Tolerance of non-reference impls: f32 output within 8 ulp + 1e-30 of the
+ * reference (polynomial exp/erf/tanh, each accurate to a few ulp); f16/bf16
+ * outputs within one unit in the last place of the output type. NaN/Inf propagate (min/clamp of NaN is NaN). */
+mf_status mf_glu(mf_ctx *ctx, const mf_glu_desc *d, int64_t T, int64_t n,
+                 const void *gate, const void *up, void *out);
+
+/* ----------------------------------------------------------- dequant_act -- */
+
+typedef struct mf_dequant_desc {
+    mf_impl impl;
+    mf_act act;       /* applied after dequantization */
+    mf_type out_type; /* F32, F16 or BF16 */
+} mf_dequant_desc;
+
+/* out [E*N, K] (dense, out_type) = act(dequant(w)). w may be any type.
+ * Dequantization is exact (the f32 value the format defines: Q4_0
+ * d*(q-8), Q8_0 d*q, MLX scale*q+bias with one rounding, as fmaf does not:
+ * the product is rounded, then the sum); every impl matches it bit for bit
+ * when act = NONE and out_type = F32. With an activation: the activation's
+ * tolerance as in mf_glu. */
+mf_status mf_dequant_act(mf_ctx *ctx, const mf_dequant_desc *d,
+                         const mf_tensor *w, void *out);
+
+/* ------------------------------------------------------------------- qmv -- */
+
+typedef enum mf_precision {
+    /* f32 activations, weights dequantized in registers, f32 sums. */
+    MF_PREC_EXACT = 0,
+    /* activations quantized to int8 per block of 32 (scale = absmax/127,
+     * round to nearest), integer dot products per block, f32 across blocks.
+     * Error bound per output: sum over blocks of |w|_1 * d_x / 2 where d_x
+     * is the block's activation scale (half a quantization step per
+     * element), plus the EXACT path's rounding. */
+    MF_PREC_INT8 = 1,
+    MF_PREC_COUNT_
+} mf_precision;
+
+typedef struct mf_qmv_desc {
+    mf_impl impl;
+    mf_precision prec;
+    mf_act act;        /* applied after the bias */
+    const float *bias; /* [N] or NULL */
+} mf_qmv_desc;
+
+/* y [M, N] = act(x [M, K] * w^T + bias), w an [1, N, K] tensor of any type.
+ * M is 1..65536. M <= 32 (decode) streams the weights once for all M rows.
+ * M > 32 dequantizes w to f32 and calls OpenBLAS sgemm (the prec field is
+ * then ignored: the result is the EXACT one).
+ * Tolerance (EXACT): |y - ref| <= 2^-22 * K * sum_i |w_i x_i| — the sum order
+ * differs. */
+mf_status mf_qmv(mf_ctx *ctx, const mf_qmv_desc *d, const mf_tensor *w,
+                 const float *x, int64_t M, float *y);
+
+/* ------------------------------------------------------------- moe ops -- */
+
+typedef struct mf_moe_gate_up_desc {
+    mf_impl impl;
+    mf_precision prec;
+    mf_glu_kind glu;
+    float limit, alpha;     /* for MF_GLU_SWIGLU_OAI, as in mf_glu_desc */
+    /* SEPARATE: w_gate and w_up both [E, F, H].
+     * CONCAT: w_gate [E, 2F, H] whose first F rows are gate rows, next F up
+     * rows; w_up NULL. INTERLEAVED: w_gate [E, 2F, H], rows alternate gate,
+     * up (GPT-OSS); w_up NULL. */
+    mf_glu_layout layout;
+    const mf_tensor *w_gate;
+    const mf_tensor *w_up;
+    /* Expert biases or NULL: SEPARATE: b_gate, b_up [E, F]; otherwise b_gate
+     * [E, 2F] in the same layout as the rows and b_up NULL. */
+    const float *b_gate;
+    const float *b_up;
+} mf_moe_gate_up_desc;
+
+/* For each token t and slot j with e = idx[t, j]:
+ *   h[t, j, :] = glu(Wg[e] x[t] + bg[e], Wu[e] x[t] + bu[e])
+ * x [T, H] f32, idx [T, k] int32, h [T, k, F] f32. Tokens routed to the same
+ * expert share one pass over its weights. Tolerance: qmv's, then glu's. */
+mf_status mf_moe_gate_up(mf_ctx *ctx, const mf_moe_gate_up_desc *d, int64_t T,
+                         int32_t k, const float *x, const int32_t *idx,
+                         float *h);
+
+typedef struct mf_moe_down_desc {
+    mf_impl impl;
+    mf_precision prec;
+    const mf_tensor *w_down; /* [E, H, F] */
+    const float *b_down;     /* [E, H] or NULL */
+} mf_moe_down_desc;
+
+/* y[t, :] = sum_j w[t, j] * (Wd[idx[t, j]] h[t, j] + bd[idx[t, j]])
+ *           (+ residual[t, :] if not NULL)
+ * h [T, k, F], idx [T, k], w [T, k], residual [T, H] or NULL, y [T, H].
+ * The weighted sum runs in slot order j = 0..k-1 like mf_combine (exact=0).
+ * y may be the same pointer as residual. Tolerance: qmv's plus combine's. */
+mf_status mf_moe_down_combine(mf_ctx *ctx, const mf_moe_down_desc *d,
+                              int64_t T, int32_t k, const float *h,
+                              const int32_t *idx, const float *w,
+                              const float *residual, float *y);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

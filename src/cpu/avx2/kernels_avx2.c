@@ -1,0 +1,7 @@
+/* The avx2 kernel set: each family file defines mf_avx2_init_<family>. */
+#include "avx2.h"
+
+void mf_kernels_init_avx2(mf_kernels *k)
+{
+    (void)k;
+}

@@ -1,0 +1,7 @@
+/* The avx512 kernel set: each family file defines mf_avx512_init_<family>. */
+#include "avx512.h"
+
+void mf_kernels_init_avx512(mf_kernels *k)
+{
+    (void)k;
+}

@@ -1,0 +1,7 @@
+/* The neon kernel set: each family file defines mf_neon_init_<family>. */
+#include "neon.h"
+
+void mf_kernels_init_neon(mf_kernels *k)
+{
+    (void)k;
+}

@@ -1,0 +1,8 @@
+/* neon kernel families. Only files of this directory include this header;
+ * they are compiled with the neon flags. */
+#ifndef MF_CPU_NEON_H
+#define MF_CPU_NEON_H
+
+#include "../kernels.h"
+
+#endif

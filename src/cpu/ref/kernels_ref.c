@@ -1,0 +1,6 @@
+#include "ref.h"
+
+void mf_kernels_init_ref(mf_kernels *k)
+{
+    *k = (mf_kernels){.isa = MF_ISA_SCALAR};
+}

@@ -1,0 +1,59 @@
+/* Internals shared by the front door (src/dispatch/): the context, impl
+ * resolution, the thread pool. Not installed. */
+#ifndef MF_DISPATCH_INTERNAL_H
+#define MF_DISPATCH_INTERNAL_H
+
+#include <moefuse/moefuse.h>
+
+#include "../cpu/kernels.h"
+#include "../gpu/gpu.h"
+#include "pool.h"
+
+struct mf_ctx {
+    mf_isa isa;              /* the context's kernel set (never AUTO) */
+    const mf_kernels *kern;  /* its table */
+    int threads;             /* >= 1 */
+    mf_pool *pool;           /* NULL when threads == 1 */
+    mf_gpu *gpu;             /* NULL when CPU-only */
+    mf_status gpu_status;    /* why gpu is NULL (MF_OK when it is not) */
+    char *cache_path;        /* owned */
+};
+
+/* How a CPU op call runs, resolved from its mf_impl. */
+typedef struct mf_exec {
+    const mf_kernels *kern; /* kernel table */
+    int threads;            /* 1 for MF_IMPL_REF */
+    mf_pool *pool;          /* NULL when threads == 1 */
+} mf_exec;
+
+/* Resolves impl for a CPU run: AUTO and CPU -> the context's set and
+ * threads; REF -> reference kernels, one thread; SCALAR/AVX2/AVX512/NEON ->
+ * that set on the context's threads if this build and CPU have it, else
+ * MF_ERR_UNSUPPORTED. UNFUSED and GPU are not CPU kernel sets: the caller
+ * handles them before calling this (it returns MF_ERR_INVALID_ARG for
+ * them, and for values out of range). */
+mf_status mf_exec_resolve(const mf_ctx *ctx, mf_impl impl, mf_exec *out);
+
+/* Runs fn(arg, i, n) for i in [0, n) where n = min(ex->threads, max_tasks)
+ * (at least 1), the caller being task 0, and returns when all are done.
+ * With max_tasks <= 1 or one thread it is a plain call. */
+void mf_exec_parallel(const mf_exec *ex, int max_tasks,
+                      void (*fn)(void *arg, int i, int n), void *arg);
+
+/* Splits [0, total) into n nearly equal parts, rounding part edges to a
+ * multiple of `align` (except the end); part i is [*lo, *hi). */
+void mf_split(int64_t total, int n, int i, int64_t align, int64_t *lo,
+              int64_t *hi);
+
+/* Checked size arithmetic: 0 on overflow (and *out untouched), 1 on ok. */
+int mf_mul_size(size_t a, size_t b, size_t *out);
+
+/* 1 if the byte ranges [a, a+na) and [b, b+nb) intersect. */
+int mf_overlap(const void *a, size_t na, const void *b, size_t nb);
+
+/* Op limits (ops.h). */
+#define MF_MAX_T 65536
+#define MF_MAX_E 4096
+#define MF_MAX_DIM (1 << 24)
+
+#endif

@@ -1,0 +1,187 @@
+/* Persistent thread pool. Workers spin on a generation counter for a short
+ * while after each run (no system call to wake them while they spin), then
+ * sleep on a condition variable. The caller runs task 0 and spins until the
+ * others report done. */
+#include "pool.h"
+
+#include <hwloc.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ volatile("yield")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+/* ~50-100 us of spinning before a worker sleeps. */
+#define SPIN_ITERS 20000
+
+typedef struct worker {
+    mf_pool *pool;
+    int index;
+    pthread_t thread;
+} worker;
+
+struct mf_pool {
+    int n_threads;
+    worker *workers;
+    hwloc_topology_t topo;
+    int have_topo;
+    int pin;
+
+    _Atomic unsigned gen;      /* bumped per run */
+    _Atomic int done;          /* tasks finished in this run */
+    _Atomic int sleepers;      /* workers blocked on cond */
+    _Atomic int quit;
+    void (*fn)(void *, int, int);
+    void *arg;
+    int n_tasks;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+};
+
+static void pin_self(mf_pool *p, int index)
+{
+    if (!p->have_topo || !p->pin)
+        return;
+    int cores = hwloc_get_nbobjs_by_type(p->topo, HWLOC_OBJ_CORE);
+    if (cores < 1)
+        return;
+    hwloc_obj_t core = hwloc_get_obj_by_type(p->topo, HWLOC_OBJ_CORE,
+                                             (unsigned)(index % cores));
+    if (!core || !core->cpuset)
+        return;
+    hwloc_bitmap_t set = hwloc_bitmap_dup(core->cpuset);
+    if (!set)
+        return;
+    hwloc_bitmap_singlify(set);
+    hwloc_set_cpubind(p->topo, set, HWLOC_CPUBIND_THREAD); /* best effort */
+    hwloc_bitmap_free(set);
+}
+
+static void *worker_main(void *a)
+{
+    worker *w = a;
+    mf_pool *p = w->pool;
+    pin_self(p, w->index);
+    unsigned seen = atomic_load_explicit(&p->gen, memory_order_acquire);
+    for (;;) {
+        unsigned g;
+        int spins = 0;
+        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
+            if (atomic_load_explicit(&p->quit, memory_order_relaxed))
+                return NULL;
+            if (++spins < SPIN_ITERS) {
+                cpu_relax();
+                continue;
+            }
+            pthread_mutex_lock(&p->mu);
+            atomic_fetch_add(&p->sleepers, 1);
+            while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit))
+                pthread_cond_wait(&p->cond, &p->mu);
+            atomic_fetch_sub(&p->sleepers, 1);
+            pthread_mutex_unlock(&p->mu);
+            spins = 0;
+        }
+        seen = g;
+        if (atomic_load_explicit(&p->quit, memory_order_relaxed))
+            return NULL;
+        if (w->index < p->n_tasks)
+            p->fn(p->arg, w->index, p->n_tasks);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+    }
+}
+
+mf_status mf_pool_create(int n_threads, int pin, mf_pool **out)
+{
+    if (!out || n_threads < 2)
+        return MF_ERR_INVALID_ARG;
+    mf_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return MF_ERR_OUT_OF_MEMORY;
+    p->n_threads = n_threads;
+    p->pin = pin;
+    p->workers = calloc((size_t)n_threads, sizeof *p->workers);
+    if (!p->workers) {
+        free(p);
+        return MF_ERR_OUT_OF_MEMORY;
+    }
+    if (pin && hwloc_topology_init(&p->topo) == 0) {
+        if (hwloc_topology_load(p->topo) == 0)
+            p->have_topo = 1;
+        else
+            hwloc_topology_destroy(p->topo);
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    int started = 1;
+    for (int i = 1; i < n_threads; i++) {
+        p->workers[i].pool = p;
+        p->workers[i].index = i;
+        if (pthread_create(&p->workers[i].thread, NULL, worker_main,
+                           &p->workers[i]) != 0)
+            break;
+        started++;
+    }
+    if (started != n_threads) {
+        p->n_threads = started; /* destroy joins the ones that started */
+        mf_pool_destroy(p);
+        return MF_ERR_OUT_OF_MEMORY;
+    }
+    *out = p;
+    return MF_OK;
+}
+
+void mf_pool_destroy(mf_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    atomic_store(&p->quit, 1);
+    atomic_fetch_add(&p->gen, 1);
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 1; i < p->n_threads; i++)
+        pthread_join(p->workers[i].thread, NULL);
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->mu);
+    if (p->have_topo)
+        hwloc_topology_destroy(p->topo);
+    free(p->workers);
+    free(p);
+}
+
+int mf_pool_threads(const mf_pool *p) { return p ? p->n_threads : 1; }
+
+void mf_pool_run(mf_pool *p, int n, void (*fn)(void *arg, int i, int n),
+                 void *arg)
+{
+    if (n > p->n_threads)
+        n = p->n_threads;
+    if (n <= 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    p->fn = fn;
+    p->arg = arg;
+    p->n_tasks = n;
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    atomic_fetch_add(&p->gen, 1); /* seq_cst: ordered before the sleepers load */
+    if (atomic_load(&p->sleepers) > 0) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->cond);
+        pthread_mutex_unlock(&p->mu);
+    }
+    fn(arg, 0, n);
+    /* every worker reports, also those without a task this run */
+    while (atomic_load_explicit(&p->done, memory_order_acquire) <
+           p->n_threads - 1)
+        cpu_relax();
+}

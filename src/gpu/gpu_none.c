@@ -1,0 +1,67 @@
+/* The GPU side of a build without Vulkan: every entry says unsupported. */
+#include "gpu.h"
+
+mf_status mf_gpu_create(const mf_ctx_options *opts, mf_gpu **out)
+{
+    (void)opts;
+    (void)out;
+    return MF_ERR_UNSUPPORTED;
+}
+
+void mf_gpu_destroy(mf_gpu *g) { (void)g; }
+
+mf_status mf_gpu_gating(mf_gpu *g, const mf_gating_desc *d,
+                        const float *logits, int64_t T, int32_t *idx,
+                        float *weights)
+{
+    (void)g, (void)d, (void)logits, (void)T, (void)idx, (void)weights;
+    return MF_ERR_UNSUPPORTED;
+}
+
+mf_status mf_gpu_combine(mf_gpu *g, const mf_combine_desc *d, int64_t T,
+                         int32_t k, int64_t D, const float *x, const float *w,
+                         const float *residual, float *out)
+{
+    (void)g, (void)d, (void)T, (void)k, (void)D, (void)x, (void)w;
+    (void)residual, (void)out;
+    return MF_ERR_UNSUPPORTED;
+}
+
+mf_status mf_gpu_glu(mf_gpu *g, const mf_glu_desc *d, int64_t T, int64_t n,
+                     const void *gate, const void *up, void *out)
+{
+    (void)g, (void)d, (void)T, (void)n, (void)gate, (void)up, (void)out;
+    return MF_ERR_UNSUPPORTED;
+}
+
+mf_status mf_gpu_dequant_act(mf_gpu *g, const mf_dequant_desc *d,
+                             const mf_tensor *w, void *out)
+{
+    (void)g, (void)d, (void)w, (void)out;
+    return MF_ERR_UNSUPPORTED;
+}
+
+mf_status mf_gpu_qmv(mf_gpu *g, const mf_qmv_desc *d, const mf_tensor *w,
+                     const float *x, int64_t M, float *y)
+{
+    (void)g, (void)d, (void)w, (void)x, (void)M, (void)y;
+    return MF_ERR_UNSUPPORTED;
+}
+
+mf_status mf_gpu_moe_gate_up(mf_gpu *g, const mf_moe_gate_up_desc *d,
+                             int64_t T, int32_t k, const float *x,
+                             const int32_t *idx, float *h)
+{
+    (void)g, (void)d, (void)T, (void)k, (void)x, (void)idx, (void)h;
+    return MF_ERR_UNSUPPORTED;
+}
+
+mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
+                                  int64_t T, int32_t k, const float *h,
+                                  const int32_t *idx, const float *w,
+                                  const float *residual, float *y)
+{
+    (void)g, (void)d, (void)T, (void)k, (void)h, (void)idx, (void)w;
+    (void)residual, (void)y;
+    return MF_ERR_UNSUPPORTED;
+}
