@@ -51,6 +51,31 @@ int mf_mul_size(size_t a, size_t b, size_t *out);
 /* 1 if the byte ranges [a, a+na) and [b, b+nb) intersect. */
 int mf_overlap(const void *a, size_t na, const void *b, size_t nb);
 
+/* Placement: which device an MF_IMPL_AUTO call runs on. */
+typedef enum mf_op_id {
+    MF_OP_GATING = 0,
+    MF_OP_COMBINE,
+    MF_OP_GLU,
+    MF_OP_DEQUANT,
+    MF_OP_QMV,
+    MF_OP_MOE_GATE_UP,
+    MF_OP_MOE_DOWN,
+    MF_OP_COUNT_
+} mf_op_id;
+
+/* The shape of one op call as the router sees it: T tokens/rows, E experts,
+ * k slots, N output width, K reduction width, weight type. Unused fields 0. */
+typedef struct mf_op_shape {
+    mf_op_id op;
+    int64_t T, E, k, N, K;
+    mf_type wtype;
+    int mode; /* op-specific variant (gating mode, glu kind, ...) */
+} mf_op_shape;
+
+/* 1 when an MF_IMPL_AUTO call of this shape should run on the context's GPU
+ * (never when it has none), 0 for the CPU. Implemented in route.c. */
+int mf_route_gpu(const mf_ctx *ctx, const mf_op_shape *s);
+
 /* Op limits (ops.h). */
 #define MF_MAX_T 65536
 #define MF_MAX_E 4096
