@@ -1,0 +1,79 @@
+/* moefuse-bench internals: timing, statistics, results, metadata, data. */
+#ifndef MF_BENCH_H
+#define MF_BENCH_H
+
+#include <moefuse/moefuse.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ---- timing ------------------------------------------------------------- */
+double bench_now_us(void);
+
+typedef struct bench_stats {
+    double median_us, p10_us, p90_us;
+    int runs;
+} bench_stats;
+
+/* Runs fn(arg, i) with i = 0, 1, 2, ... : `warmup` untimed calls, then timed
+ * samples until both min_runs samples and budget_us have passed (or
+ * max_runs). A sample times `batch` consecutive calls and counts their mean
+ * (batch > 1 for sub-microsecond ops, where one clock read costs as much as
+ * the op). fn returns non-zero on failure, which stops the measurement and
+ * is returned. */
+typedef int (*bench_fn)(void *arg, int i);
+int bench_measure(bench_fn fn, void *arg, int warmup, int batch, int min_runs,
+                  int max_runs, double budget_us, bench_stats *out);
+
+/* ---- STREAM-style triad a = b + s*c over arrays of n floats ----------- */
+/* Median GB/s (3 * n * 4 bytes per pass) with `threads` threads. */
+double bench_triad_gbps(size_t n, int threads, int reps);
+
+/* ---- results -------------------------------------------------------------- */
+typedef struct bench_record {
+    char op[32];
+    char shape[128];
+    char impl[16];
+    bench_stats st;
+    double bytes; /* 0 when not memory-bound */
+    double gbps;
+} bench_record;
+
+typedef struct bench_results {
+    bench_record *rec;
+    int n, cap;
+    double triad_gbps, triad1_gbps;
+    double empty_dispatch_us, device_copy_gbps; /* GPU runs; < 0 if none */
+} bench_results;
+
+void bench_results_add(bench_results *r, const char *op, const char *shape,
+                       const char *impl, const bench_stats *st, double bytes);
+void bench_results_free(bench_results *r);
+/* Writes the results file (the format every benchmark tool shares). */
+int bench_results_write_json(const bench_results *r, const mf_ctx *ctx,
+                             int threads, const char *path);
+/* One human line per record, grouped under op/shape headers. */
+void bench_print_record(FILE *f, const bench_record *rec, double floor_gbps);
+
+/* ---- metadata -------------------------------------------------------------- */
+void bench_write_machine_json(FILE *f, const mf_ctx *ctx, int threads);
+const char *bench_git_sha(void);
+
+/* ---- data ---------------------------------------------------------------------- */
+/* Random weights of `type` for an [e, n, k] stack (MLX: group 64, bf16
+ * scales), filled directly with random codes and sane scales (no slow
+ * quantization). Free with bench_weights_free. NULL data on failure. */
+typedef struct bench_weights {
+    mf_tensor t;
+    void *data, *scales, *biases;
+    size_t bytes; /* codes + scales + biases */
+} bench_weights;
+int bench_weights_make(bench_weights *w, mf_type type, int64_t e, int64_t n,
+                       int64_t k, uint64_t seed);
+void bench_weights_free(bench_weights *w);
+/* Bytes one row of K elements occupies in type, scales and biases included. */
+double bench_row_bytes(mf_type type, int64_t k);
+uint64_t bench_rand(uint64_t *s);
+void bench_fill(float *x, size_t n, uint64_t *s, float scale);
+
+#endif

@@ -1,0 +1,63 @@
+/* Machine metadata for results files. */
+#include <time.h>
+
+#include "bench.h"
+#include "mf_config.h"
+#include "git_sha.h"
+
+const char *bench_git_sha(void) { return MF_GIT_SHA; }
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+void bench_write_machine_json(FILE *f, const mf_ctx *ctx, int threads)
+{
+    mf_cpu_info ci;
+    mf_cpu_info_get(&ci);
+    fprintf(f, "{\"cpu\": ");
+    json_str(f, ci.model);
+    fprintf(f, ", \"arch\": \"%s\", \"cores\": %d, \"logical_cpus\": %d",
+            ci.arch, ci.physical_cores, ci.logical_cpus);
+    fprintf(f, ", \"isa_set\": [");
+    int first = 1;
+    for (int i = MF_ISA_SCALAR; i < MF_ISA_COUNT_; i++) {
+        if (ci.isa_available[i]) {
+            fprintf(f, "%s\"%s\"", first ? "" : ", ", mf_isa_name((mf_isa)i));
+            first = 0;
+        }
+    }
+    fprintf(f, "], \"isa\": \"%s\", \"threads\": %d",
+            mf_isa_name(mf_ctx_isa(ctx)), threads);
+    fprintf(f, ", \"gpu\": ");
+    mf_status gs = mf_ctx_gpu_status(ctx);
+    if (gs == MF_OK) {
+        fprintf(f, "\"in use\"");
+    } else {
+        fprintf(f, "null, \"gpu_status\": ");
+        json_str(f, mf_status_str(gs));
+    }
+    fprintf(f, ", \"compiler\": ");
+    json_str(f, MF_BUILD_COMPILER);
+    fprintf(f, ", \"flags\": ");
+    json_str(f, MF_BUILD_FLAGS);
+    fprintf(f, ", \"library_version\": \"%s\", \"git_sha\": \"%s\"",
+            mf_version(), bench_git_sha());
+    char date[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    fprintf(f, ", \"date\": \"%s\"}", date);
+}

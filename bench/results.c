@@ -1,0 +1,74 @@
+/* Results: collection, the shared JSON results file, the human table. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+
+void bench_results_add(bench_results *r, const char *op, const char *shape,
+                       const char *impl, const bench_stats *st, double bytes)
+{
+    if (r->n == r->cap) {
+        int cap = r->cap ? r->cap * 2 : 64;
+        bench_record *p = realloc(r->rec, (size_t)cap * sizeof *p);
+        if (!p)
+            return;
+        r->rec = p;
+        r->cap = cap;
+    }
+    bench_record *rec = &r->rec[r->n++];
+    memset(rec, 0, sizeof *rec);
+    snprintf(rec->op, sizeof rec->op, "%s", op);
+    snprintf(rec->shape, sizeof rec->shape, "%s", shape);
+    snprintf(rec->impl, sizeof rec->impl, "%s", impl);
+    rec->st = *st;
+    rec->bytes = bytes;
+    rec->gbps = bytes > 0 && st->median_us > 0 ? bytes / (st->median_us * 1e3) : 0;
+}
+
+void bench_results_free(bench_results *r)
+{
+    free(r->rec);
+    memset(r, 0, sizeof *r);
+}
+
+int bench_results_write_json(const bench_results *r, const mf_ctx *ctx,
+                             int threads, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "{\n  \"machine\": ");
+    bench_write_machine_json(f, ctx, threads);
+    fprintf(f, ",\n  \"floor\": {\"triad_gbps\": %.2f, \"triad_1t_gbps\": %.2f",
+            r->triad_gbps, r->triad1_gbps);
+    if (r->empty_dispatch_us >= 0)
+        fprintf(f, ", \"empty_dispatch_us\": %.2f", r->empty_dispatch_us);
+    if (r->device_copy_gbps >= 0)
+        fprintf(f, ", \"device_copy_gbps\": %.2f", r->device_copy_gbps);
+    fprintf(f, "},\n  \"results\": [\n");
+    for (int i = 0; i < r->n; i++) {
+        const bench_record *x = &r->rec[i];
+        fprintf(f,
+                "    {\"op\": \"%s\", \"shape\": \"%s\", \"impl\": \"%s\", "
+                "\"median_us\": %.4f, \"p10_us\": %.4f, \"p90_us\": %.4f, "
+                "\"runs\": %d",
+                x->op, x->shape, x->impl, x->st.median_us, x->st.p10_us,
+                x->st.p90_us, x->st.runs);
+        if (x->bytes > 0)
+            fprintf(f, ", \"bytes\": %.0f, \"gbps\": %.3f", x->bytes, x->gbps);
+        fprintf(f, "}%s\n", i + 1 < r->n ? "," : "");
+    }
+    fprintf(f, "  ]\n}\n");
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+void bench_print_record(FILE *f, const bench_record *rec, double floor_gbps)
+{
+    fprintf(f, "  %-8s %10.3f us  [p10 %9.3f  p90 %9.3f]  runs %5d",
+            rec->impl, rec->st.median_us, rec->st.p10_us, rec->st.p90_us,
+            rec->st.runs);
+    if (rec->bytes > 0)
+        fprintf(f, "  %7.2f GB/s  %5.1f%% of triad", rec->gbps,
+                floor_gbps > 0 ? 100.0 * rec->gbps / floor_gbps : 0.0);
+    fputc('\n', f);
+}

@@ -1,0 +1,59 @@
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench.h"
+
+double bench_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double quantile(const double *sorted, int n, double q)
+{
+    double pos = q * (n - 1);
+    int i = (int)pos;
+    double f = pos - i;
+    return i + 1 < n ? sorted[i] * (1 - f) + sorted[i + 1] * f : sorted[i];
+}
+
+int bench_measure(bench_fn fn, void *arg, int warmup, int batch, int min_runs,
+                  int max_runs, double budget_us, bench_stats *out)
+{
+    int rc, call = 0;
+    if (batch < 1)
+        batch = 1;
+    for (int i = 0; i < warmup; i++)
+        if ((rc = fn(arg, call++)) != 0)
+            return rc;
+    double *t = malloc((size_t)max_runs * sizeof *t);
+    if (!t)
+        return -1;
+    int n = 0;
+    double start = bench_now_us();
+    while (n < max_runs && (n < min_runs || bench_now_us() - start < budget_us)) {
+        double t0 = bench_now_us();
+        for (int b = 0; b < batch; b++) {
+            if ((rc = fn(arg, call++)) != 0) {
+                free(t);
+                return rc;
+            }
+        }
+        t[n++] = (bench_now_us() - t0) / batch;
+    }
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    out->median_us = quantile(t, n, 0.5);
+    out->p10_us = quantile(t, n, 0.1);
+    out->p90_us = quantile(t, n, 0.9);
+    out->runs = n;
+    free(t);
+    return 0;
+}

@@ -1,0 +1,21 @@
+/* Benchmark suites and their options. */
+#ifndef MF_BENCH_SUITE_H
+#define MF_BENCH_SUITE_H
+
+#include "bench.h"
+
+typedef struct bench_opts {
+    int quick;           /* fewer shapes and runs */
+    double budget_us;    /* time per (op, shape, impl) */
+    int threads;         /* 0 = the context's default */
+    const char *filter;  /* only ops whose name contains this */
+    const char *model;   /* only this model preset */
+    int progress;        /* progress lines on stderr */
+    double mem_gb;       /* cap on one weight stack's size */
+} bench_opts;
+
+/* Runs the CPU suite into res. 0 on success; non-zero on an op failure
+ * (printed). */
+int bench_suite_cpu(mf_ctx *ctx, const bench_opts *o, bench_results *res);
+
+#endif
