@@ -6,6 +6,7 @@
  *   tensor.h  weight descriptors, quantization formats, conversions
  *   ops.h     gating, combine, glu, dequant_act, qmv, moe_gate_up,
  *             moe_down_combine
+ *   layer.h   one MoE block end to end, model presets
  */
 #ifndef MOEFUSE_H
 #define MOEFUSE_H
@@ -14,5 +15,6 @@
 #include "ctx.h"
 #include "tensor.h"
 #include "ops.h"
+#include "layer.h"
 
 #endif
