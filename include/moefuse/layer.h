@@ -47,10 +47,10 @@ const char *const *mf_moe_preset_names(void);
  *  - correction_bias: [E] f32 when config.correction_bias, else NULL.
  *  - gate, up: [E, F, H] with SEPARATE layout; with CONCAT / INTERLEAVED
  *    `gate` is [E, 2F, H] and `up` has data NULL.
- *  - gate_up_bias, down_bias: f32 when config.expert_bias, else NULL.
- *    gate_up_bias is [E, 2F] in the row layout of `gate` (CONCAT,
- *    INTERLEAVED) or, with SEPARATE, [E, F] gate biases followed by [E, F]
- *    up biases; down_bias is [E, H].
+ *  - gate_bias, up_bias, down_bias: f32 when config.expert_bias, else NULL.
+ *    SEPARATE: gate_bias and up_bias [E, F]; CONCAT / INTERLEAVED:
+ *    gate_bias [E, 2F] in the row layout of `gate` and up_bias NULL.
+ *    down_bias [E, H].
  *  - down: [E, H, F].
  *  - shared_gate, shared_up: [1, Fs, H]; shared_down: [1, H, Fs] when
  *    config.n_shared == 1 (SwiGLU, separate). */
@@ -59,7 +59,7 @@ typedef struct mf_moe_weights {
     const float *router_bias;
     const float *correction_bias;
     mf_tensor gate, up, down;
-    const float *gate_up_bias;
+    const float *gate_bias, *up_bias;
     const float *down_bias;
     mf_tensor shared_gate, shared_up, shared_down;
 } mf_moe_weights;

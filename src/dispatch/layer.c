@@ -49,8 +49,8 @@ static mf_status check_weights(const mf_moe_config *c, const mf_moe_weights *w)
         return MF_ERR_INVALID_ARG;
     if (!c->router_bias != !w->router_bias ||
         !c->correction_bias != !w->correction_bias ||
-        !c->expert_bias != !w->gate_up_bias ||
-        !c->expert_bias != !w->down_bias)
+        !c->expert_bias != !w->gate_bias || !c->expert_bias != !w->down_bias ||
+        (c->expert_bias && (c->gate_up_layout == MF_GLU_SEPARATE) != !!w->up_bias))
         return MF_ERR_INVALID_ARG;
     if (c->gate_up_layout == MF_GLU_SEPARATE) {
         if (!tensor_is(&w->gate, E, F, H) || !tensor_is(&w->up, E, F, H) ||
@@ -199,14 +199,12 @@ mf_status mf_moe_layer_forward(mf_moe_layer *l, const mf_moe_run *run,
     st = mf_gating(l->ctx, &gd, l->logits, T, l->idx, l->wts);
     if (st != MF_OK)
         return st;
-    int64_t EF = (int64_t)c->n_experts * c->expert_ffn;
     int sep = c->gate_up_layout == MF_GLU_SEPARATE;
     mf_moe_gate_up_desc gu = {
         .impl = r.impl, .prec = r.prec, .glu = c->glu, .limit = c->glu_limit,
         .alpha = c->glu_alpha, .layout = c->gate_up_layout,
         .w_gate = &l->w.gate, .w_up = sep ? &l->w.up : NULL,
-        .b_gate = l->w.gate_up_bias,
-        .b_up = sep && l->w.gate_up_bias ? l->w.gate_up_bias + EF : NULL};
+        .b_gate = l->w.gate_bias, .b_up = l->w.up_bias};
     st = mf_moe_gate_up(l->ctx, &gu, T, c->top_k, x, l->idx, l->h);
     if (st != MF_OK)
         return st;
