@@ -9,4 +9,14 @@
 
 #include <moefuse/moefuse.h>
 
+/* mf_qmv: whole-matrix dequantization, sgemv per activation row, bias pass,
+ * activation pass (qmv.c). MF_ERR_OUT_OF_MEMORY when the f32 matrix cannot
+ * be allocated. */
+mf_status mf_unfused_qmv(const mf_qmv_desc *d, const mf_tensor *w,
+                         const float *x, int64_t M, float *y);
+/* mf_dequant_act: dequantization pass, activation pass, conversion pass
+ * (dequant_act.c). */
+mf_status mf_unfused_dequant_act(const mf_dequant_desc *d, const mf_tensor *w,
+                                 void *out);
+
 #endif
