@@ -10,10 +10,11 @@
  *                 result within 1 unit of the smallest subnormal
  *   mfq_sigmoid   <= 3 ulp;  mfq_silu <= 4 ulp where sigmoid(x) is normal
  *   mfq_tanh      <= 3 ulp
+ *   mfq_erf       <= 3 ulp;  mfq_erfc <= 6 ulp where erfc(x) >= 2^-126
  * Edges: NaN in gives NaN out (FMIN/FMAX propagate NaN); exp(+Inf) = +Inf,
  * exp(-Inf) = 0; sigmoid(-Inf) = 0, sigmoid(+Inf) = 1; tanh(+-Inf) = +-1;
- * silu(-Inf) = NaN as
- * x * sigmoid(x) evaluates in C.
+ * erf(+-Inf) = +-1; erfc(-Inf) = 2, erfc(+Inf) = 0; silu(-Inf) = NaN as
+ * x * sigmoid(x) evaluates in C (the GELUs likewise).
  *
  * Conversions: f16 by FCVT (round to nearest even under the default FPCR),
  * bf16 in integer arithmetic; both bit-identical to mf_f32_to_f16 /
@@ -92,6 +93,87 @@ static inline float32x4_t mfq_tanh(float32x4_t x)
     float32x4_t mag = vbslq_f32(vcltq_f32(ax, vdupq_n_f32(0.625f)), small, big);
     uint32x4_t sign = vandq_u32(vreinterpretq_u32_f32(x), vdupq_n_u32(0x80000000u));
     return vreinterpretq_f32_u32(vorrq_u32(vreinterpretq_u32_f32(mag), sign));
+}
+
+/* erfc(a) for a = |x| >= 0.5 (any a >= 0 or NaN computes): erfc(a) =
+ * exp(-a^2) g(t), t = 1 / (1 + a/2), g a degree-9 polynomial fitted on
+ * a in [0.5, 10.1] (relative error 1.2e-8 with these f32 coefficients);
+ * a^2 is carried as s + lo (lo exact by FMA) and exp(-a^2) =
+ * exp(-s) (1 - lo). a is clamped to 10.1, where erfc already rounds to 0. */
+static inline float32x4_t mfq_erfc_tail(float32x4_t a)
+{
+    a = vminq_f32(a, vdupq_n_f32(10.1f));
+    float32x4_t t = vdivq_f32(vdupq_n_f32(1.0f), vfmaq_n_f32(vdupq_n_f32(1.0f), a, 0.5f));
+    float32x4_t g = vdupq_n_f32(-7.728861272e-02f);
+    g = vfmaq_f32(vdupq_n_f32(3.634350896e-01f), g, t);
+    g = vfmaq_f32(vdupq_n_f32(-6.333355904e-01f), g, t);
+    g = vfmaq_f32(vdupq_n_f32(4.296478331e-01f), g, t);
+    g = vfmaq_f32(vdupq_n_f32(-1.232236400e-01f), g, t);
+    g = vfmaq_f32(vdupq_n_f32(2.417527884e-01f), g, t);
+    g = vfmaq_f32(vdupq_n_f32(2.331139892e-01f), g, t);
+    g = vfmaq_f32(vdupq_n_f32(2.839283049e-01f), g, t);
+    g = vfmaq_f32(vdupq_n_f32(2.819534838e-01f), g, t);
+    g = vfmaq_f32(vdupq_n_f32(4.770354735e-06f), g, t);
+    float32x4_t s = vmulq_f32(a, a);
+    float32x4_t lo = vnegq_f32(vfmsq_f32(s, a, a));
+    float32x4_t e = mfq_exp_le89(vnegq_f32(s));
+    e = vfmsq_f32(e, e, lo);
+    return vmulq_f32(e, g);
+}
+
+/* x P(x^2), the small-argument erf. */
+static inline float32x4_t mfq_erf_small(float32x4_t x)
+{
+    float32x4_t z = vmulq_f32(x, x);
+    float32x4_t p = vdupq_n_f32(4.719082732e-03f);
+    p = vfmaq_f32(vdupq_n_f32(-2.675773203e-02f), p, z);
+    p = vfmaq_f32(vdupq_n_f32(1.128283143e-01f), p, z);
+    p = vfmaq_f32(vdupq_n_f32(-3.761260808e-01f), p, z);
+    p = vfmaq_f32(vdupq_n_f32(1.128379107e+00f), p, z);
+    return vmulq_f32(x, p);
+}
+
+/* erf(x): |x| < 0.5: x P(x^2) (degree 4, fitted, error 1.5e-9);
+ * otherwise sign(x) (1 - erfc(|x|)), erfc(|x|) <= 0.48. */
+static inline float32x4_t mfq_erf(float32x4_t x)
+{
+    float32x4_t ax = vabsq_f32(x);
+    float32x4_t big = vsubq_f32(vdupq_n_f32(1.0f), mfq_erfc_tail(ax));
+    uint32x4_t sign = vandq_u32(vreinterpretq_u32_f32(x), vdupq_n_u32(0x80000000u));
+    big = vreinterpretq_f32_u32(vorrq_u32(vreinterpretq_u32_f32(big), sign));
+    return vbslq_f32(vcltq_f32(ax, vdupq_n_f32(0.5f)), mfq_erf_small(x), big);
+}
+
+/* erfc(x): |x| < 0.5: 1 - x P(x^2); x >= 0.5: the tail form;
+ * x <= -0.5: 2 - erfc(-x). */
+static inline float32x4_t mfq_erfc(float32x4_t x)
+{
+    float32x4_t ax = vabsq_f32(x);
+    float32x4_t tail = mfq_erfc_tail(ax);
+    tail = vbslq_f32(vcltzq_f32(x), vsubq_f32(vdupq_n_f32(2.0f), tail), tail);
+    float32x4_t small = vsubq_f32(vdupq_n_f32(1.0f), mfq_erf_small(x));
+    return vbslq_f32(vcltq_f32(ax, vdupq_n_f32(0.5f)), small, tail);
+}
+
+/* GELU (erf form): x * (0.5 * erfc(-x / sqrt 2)) — the erfc form has no
+ * cancellation for negative x. The argument is the f32 product
+ * x * -0x1.6a09e6p-1, as in the reference. */
+static inline float32x4_t mfq_gelu_erf(float32x4_t x)
+{
+    float32x4_t c = mfq_erfc(vmulq_n_f32(x, -0.70710678118654752f));
+    return vmulq_f32(x, vmulq_n_f32(c, 0.5f));
+}
+
+/* GELU (tanh form): 0.5 x (1 + tanh(y')) = x * sigmoid(y), with
+ * y = x * (c1 + c2 * (x * x)), c1 = 2 sqrt(2/pi), c2 = c1 * 0.044715,
+ * computed with separate multiplies and adds in this order (no FMA) so it
+ * rounds exactly as the reference does. */
+static inline float32x4_t mfq_gelu_tanh(float32x4_t x)
+{
+    float32x4_t t = vmulq_f32(x, x);
+    t = vmulq_n_f32(t, 0.0713548162726f);
+    t = vaddq_f32(t, vdupq_n_f32(1.5957691216057308f));
+    return vmulq_f32(x, mfq_sigmoid(vmulq_f32(x, t)));
 }
 
 /* ---- f16 / bf16 <-> f32, 4 lanes (p unaligned: byte loads). */
