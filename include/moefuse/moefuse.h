@@ -6,7 +6,9 @@
  *   tensor.h  weight descriptors, quantization formats, conversions
  *   ops.h     gating, combine, glu, dequant_act, qmv, moe_gate_up,
  *             moe_down_combine
+ *   route.h   placement: where AUTO calls run (placement cache, router)
  *   layer.h   one MoE block end to end, model presets
+ *   io.h      one layer's weights from GGUF / safetensors files
  */
 #ifndef MOEFUSE_H
 #define MOEFUSE_H
@@ -15,6 +17,8 @@
 #include "ctx.h"
 #include "tensor.h"
 #include "ops.h"
+#include "route.h"
 #include "layer.h"
+#include "io.h"
 
 #endif
