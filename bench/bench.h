@@ -59,21 +59,6 @@ void bench_print_record(FILE *f, const bench_record *rec, double floor_gbps);
 void bench_write_machine_json(FILE *f, const mf_ctx *ctx, int threads);
 const char *bench_git_sha(void);
 
-/* ---- data ---------------------------------------------------------------------- */
-/* Random weights of `type` for an [e, n, k] stack (MLX: group 64, bf16
- * scales), filled directly with random codes and sane scales (no slow
- * quantization). Free with bench_weights_free. NULL data on failure. */
-typedef struct bench_weights {
-    mf_tensor t;
-    void *data, *scales, *biases;
-    size_t bytes; /* codes + scales + biases */
-} bench_weights;
-int bench_weights_make(bench_weights *w, mf_type type, int64_t e, int64_t n,
-                       int64_t k, uint64_t seed);
-void bench_weights_free(bench_weights *w);
-/* Bytes one row of K elements occupies in type, scales and biases included. */
-double bench_row_bytes(mf_type type, int64_t k);
-uint64_t bench_rand(uint64_t *s);
-void bench_fill(float *x, size_t n, uint64_t *s, float scale);
+#include "../tools/synth.h"
 
 #endif
