@@ -130,11 +130,11 @@ static void check_impl(mf_moe_layer *l, const mf_moe_config *c, mf_impl impl,
 static void run_preset(const char *preset, mf_type fmt, int64_t T, int residual)
 {
     mf_moe_config c = small(preset, 128, 64, 16, 4);
+    mft_rng r = mft_rng_make((uint64_t)T * 31 + (uint64_t)fmt);
     synth_layer L;
-    cr_assert_eq(synth_layer_make(&L, &c, fmt, (uint64_t)mft_next(&(mft_rng){{1, 2, 3, 4}})), 0);
+    cr_assert_eq(synth_layer_make(&L, &c, fmt, mft_next(&r)), 0);
     mf_moe_layer *l;
     cr_assert_eq(mf_moe_layer_create(mft_ctx(), &c, &L.w, &l), MF_OK, "%s", preset);
-    mft_rng r = mft_rng_make((uint64_t)T * 31 + (uint64_t)fmt);
     size_t TH = (size_t)T * (size_t)c.hidden;
     float *x = malloc(TH * 4), *res = residual ? malloc(TH * 4) : NULL;
     mft_fill_normal(&r, x, TH, 1.0f);
