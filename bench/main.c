@@ -10,13 +10,16 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: moefuse-bench [cpu] [options]\n"
+        "usage: moefuse-bench [cpu|layer] [options]\n"
         "\n"
-        "Benchmarks every moefuse op at the model shapes (Qwen3-30B-A3B,\n"
-        "Mixtral-8x7B, DeepSeek-V3, GPT-OSS-20B; T = 1 and 32; Q4_0, Q8_0,\n"
-        "MLX q4 g64) for the scalar reference, the unfused baseline and each\n"
-        "kernel set this CPU has. Prints medians with p10/p90 and GB/s against\n"
-        "a STREAM-style triad measured in the same run.\n"
+        "cpu (default): every op at the model shapes (Qwen3-30B-A3B,\n"
+        "  Mixtral-8x7B, DeepSeek-V3, GPT-OSS-20B; T = 1 and 32; Q4_0, Q8_0,\n"
+        "  MLX q4 g64) for the scalar reference, the unfused baseline and each\n"
+        "  kernel set this CPU has.\n"
+        "layer: one MoE block's decode step (T = 1, 4, 32) per preset and\n"
+        "  format: unfused reference, fused CPU, GPU, routed.\n"
+        "Prints medians with p10/p90 and GB/s against a STREAM-style triad\n"
+        "measured in the same run.\n"
         "\n"
         "options:\n"
         "  --json PATH     also write the results file (bench/results format)\n"
@@ -82,7 +85,8 @@ int main(int argc, char **argv)
         }
     }
     const char *suite = optind < argc ? argv[optind++] : "cpu";
-    if (optind < argc || strcmp(suite, "cpu") != 0) {
+    int is_layer = strcmp(suite, "layer") == 0;
+    if (optind < argc || (strcmp(suite, "cpu") != 0 && !is_layer)) {
         fprintf(stderr, "moefuse-bench: unknown suite or extra argument '%s'\n",
                 optind < argc ? argv[optind] : suite);
         usage(stderr);
@@ -93,7 +97,7 @@ int main(int argc, char **argv)
 
     mf_ctx_options co = mf_ctx_options_default();
     co.threads = o.threads;
-    co.gpu = MF_GPU_DISABLED;
+    co.gpu = is_layer ? MF_GPU_AUTO : MF_GPU_DISABLED;
     mf_ctx *ctx;
     mf_status st = mf_ctx_create(&co, &ctx);
     if (st != MF_OK) {
@@ -109,13 +113,14 @@ int main(int argc, char **argv)
     res.triad1_gbps = bench_triad_gbps(n, 1, o.quick ? 5 : 9);
     res.triad_gbps = threads > 1 ? bench_triad_gbps(n, threads, o.quick ? 5 : 9)
                                  : res.triad1_gbps;
-    printf("moefuse-bench cpu: isa %s, %d threads; triad %.1f GB/s (%d threads), "
+    printf("moefuse-bench %s: isa %s, %d threads; triad %.1f GB/s (%d threads), "
            "%.1f GB/s (1 thread)\n",
-           mf_isa_name(mf_ctx_isa(ctx)), threads, res.triad_gbps, threads,
+           suite, mf_isa_name(mf_ctx_isa(ctx)), threads, res.triad_gbps, threads,
            res.triad1_gbps);
     printf("%% of triad: against the 1-thread triad for ref, the %d-thread "
            "triad otherwise\n\n", threads);
-    int rc = bench_suite_cpu(ctx, &o, &res);
+    int rc = is_layer ? bench_suite_layer(ctx, &o, &res)
+                      : bench_suite_cpu(ctx, &o, &res);
     if (json && bench_results_write_json(&res, ctx, threads, json) != 0) {
         fprintf(stderr, "moefuse-bench: cannot write %s\n", json);
         rc = 1;

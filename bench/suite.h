@@ -18,4 +18,8 @@ typedef struct bench_opts {
  * (printed). */
 int bench_suite_cpu(mf_ctx *ctx, const bench_opts *o, bench_results *res);
 
+/* The MoE layer's decode step per preset and format: unfused, fused CPU,
+ * GPU chain and routed. */
+int bench_suite_layer(mf_ctx *ctx, const bench_opts *o, bench_results *res);
+
 #endif

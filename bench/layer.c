@@ -1,0 +1,165 @@
+/* moefuse-bench layer: one MoE block's decode step per model preset and
+ * weight format, for the unfused reference, the fused CPU path, the GPU
+ * path and the routed (AUTO) path. Weights come from DRAM: the whole layer
+ * is allocated (up to the memory cap) and tokens change every iteration. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "suite.h"
+
+#define N_INPUTS 16
+
+typedef struct layer_case {
+    mf_moe_layer *layer;
+    mf_moe_run run;
+    int64_t T, H;
+    float *x, *y; /* x: N_INPUTS sets of [T, H] */
+} layer_case;
+
+static int run_layer(void *a, int i)
+{
+    layer_case *c = a;
+    size_t TH = (size_t)(c->T * c->H);
+    return mf_moe_layer_forward(c->layer, &c->run,
+                                c->x + (size_t)(i % N_INPUTS) * TH, c->T, NULL,
+                                c->y);
+}
+
+/* Weight bytes one forward reads: router, the distinct experts' gate/up/down
+ * rows, shared experts; averaged over the inputs (routing is real). */
+static double step_bytes(layer_case *c, const mf_moe_config *m, mf_type fmt,
+                         int32_t E)
+{
+    double per_expert = synth_row_bytes(fmt, m->hidden) * (double)(2 * m->expert_ffn) +
+                        synth_row_bytes(fmt, m->expert_ffn) * (double)m->hidden;
+    double fixed = synth_row_bytes(MF_TYPE_F32, m->hidden) * (double)E;
+    if (m->n_shared)
+        fixed += synth_row_bytes(fmt, m->hidden) * (double)(2 * m->shared_ffn) +
+                 synth_row_bytes(fmt, m->shared_ffn) * (double)m->hidden;
+    unsigned char *seen = calloc((size_t)E, 1);
+    double uniq = 0;
+    mf_moe_run run = {MF_IMPL_CPU, MF_PREC_EXACT};
+    for (int i = 0; i < N_INPUTS && seen; i++) {
+        memset(seen, 0, (size_t)E);
+        size_t TH = (size_t)(c->T * c->H);
+        if (mf_moe_layer_forward(c->layer, &run, c->x + (size_t)i * TH, c->T,
+                                 NULL, c->y) != MF_OK)
+            break;
+        const int32_t *idx = mf_moe_layer_last_routing(c->layer, NULL, NULL);
+        for (int64_t j = 0; j < c->T * m->top_k; j++) {
+            uniq += !seen[idx[j]];
+            seen[idx[j]] = 1;
+        }
+    }
+    free(seen);
+    return fixed + uniq / N_INPUTS * per_expert;
+}
+
+static const char *const layer_models[] = {"qwen3-30b-a3b", "mixtral-8x7b",
+                                           "deepseek-v3", "gpt-oss-20b",
+                                           "olmoe-1b-7b"};
+
+int bench_suite_layer(mf_ctx *ctx, const bench_opts *o, bench_results *res)
+{
+    static const int64_t Ts[] = {1, 4, 32};
+    static const mf_type fmts[] = {MF_TYPE_Q4_0, MF_TYPE_Q8_0, MF_TYPE_MLX_Q4};
+    struct {
+        const char *name;
+        mf_impl impl;
+    } impls[] = {{"unfused", MF_IMPL_UNFUSED}, {"cpu", MF_IMPL_CPU},
+                 {"gpu", MF_IMPL_GPU}, {"routed", MF_IMPL_AUTO}};
+    int nm = o->model ? 1 : (int)(sizeof layer_models / sizeof *layer_models);
+    for (int mi = 0; mi < nm; mi++) {
+        const char *name = o->model ? o->model : layer_models[mi];
+        mf_moe_config m;
+        if (mf_moe_preset(name, &m) != MF_OK) {
+            fprintf(stderr, "moefuse-bench: unknown model '%s'\n", name);
+            return 1;
+        }
+        for (int f = 0; f < 3; f++) {
+            mf_type fmt = fmts[f];
+            mf_moe_config lc = m;
+            double per_expert = synth_row_bytes(fmt, m.hidden) * (double)(2 * m.expert_ffn) +
+                                synth_row_bytes(fmt, m.expert_ffn) * (double)m.hidden;
+            if (per_expert * lc.n_experts > o->mem_gb * 1e9) {
+                lc.n_experts = (int32_t)(o->mem_gb * 1e9 / per_expert);
+                if (lc.n_group > 1)
+                    lc.n_experts -= lc.n_experts % lc.n_group;
+                if (lc.n_experts < 2 * lc.top_k)
+                    lc.n_experts = 2 * lc.top_k;
+                if (lc.n_group > 1 && lc.n_experts / lc.n_group * lc.topk_group < lc.top_k)
+                    lc.n_group = lc.topk_group = 1;
+            }
+            if (o->progress)
+                fprintf(stderr, "moefuse-bench: layer %s %s (E=%d)...\n", name,
+                        mf_type_name(fmt), lc.n_experts);
+            synth_layer L;
+            if (synth_layer_make(&L, &lc, fmt, 0x1a7e5u + (uint64_t)f)) {
+                fprintf(stderr, "moefuse-bench: out of memory for %s\n", name);
+                return 1;
+            }
+            mf_moe_layer *layer;
+            mf_status st = mf_moe_layer_create(ctx, &lc, &L.w, &layer);
+            if (st != MF_OK) {
+                fprintf(stderr, "moefuse-bench: layer %s: %s\n", name, mf_status_str(st));
+                synth_layer_free(&L);
+                return 1;
+            }
+            int rc = 0;
+            for (int ti = 0; ti < 3 && !rc; ti++) {
+                int64_t T = Ts[ti];
+                layer_case c = {.layer = layer, .T = T, .H = m.hidden};
+                size_t TH = (size_t)(T * m.hidden);
+                c.x = malloc((size_t)N_INPUTS * TH * sizeof(float));
+                c.y = malloc(TH * sizeof(float));
+                if (!c.x || !c.y) {
+                    free(c.x);
+                    free(c.y);
+                    rc = 1;
+                    break;
+                }
+                uint64_t s = 0xfeed + (uint64_t)T;
+                synth_fill(c.x, (size_t)N_INPUTS * TH, &s, 3.46f);
+                double bytes = step_bytes(&c, &lc, fmt, lc.n_experts);
+                char shape[160];
+                snprintf(shape, sizeof shape, "model=%s,T=%lld,fmt=%s%s%s",
+                         name, (long long)T, mf_type_name(fmt),
+                         fmt == MF_TYPE_MLX_Q4 ? "_g64" : "",
+                         lc.n_experts < m.n_experts ? ",E_alloc=" : "");
+                if (lc.n_experts < m.n_experts) {
+                    size_t l = strlen(shape);
+                    snprintf(shape + l, sizeof shape - l, "%d", lc.n_experts);
+                }
+                printf("layer  %s  (%.1f MB of weights per step)\n", shape, bytes / 1e6);
+                for (size_t k = 0; k < sizeof impls / sizeof *impls && !rc; k++) {
+                    c.run = (mf_moe_run){impls[k].impl, MF_PREC_EXACT};
+                    bench_stats bs;
+                    int slow = impls[k].impl == MF_IMPL_UNFUSED;
+                    int r = bench_measure(run_layer, &c, slow ? 1 : 3, 1,
+                                          o->quick ? 5 : 11, 100000,
+                                          o->budget_us, &bs);
+                    if (r == MF_ERR_UNSUPPORTED) {
+                        printf("  %-9s unsupported here\n", impls[k].name);
+                        continue;
+                    }
+                    if (r) {
+                        fprintf(stderr, "moefuse-bench: layer %s %s: %s\n", shape,
+                                impls[k].name, mf_status_str((mf_status)r));
+                        rc = 1;
+                        break;
+                    }
+                    bench_results_add(res, "layer", shape, impls[k].name, &bs, bytes);
+                    bench_print_record(stdout, &res->rec[res->n - 1], res->triad_gbps);
+                    fflush(stdout);
+                }
+                free(c.x);
+                free(c.y);
+            }
+            mf_moe_layer_destroy(layer);
+            synth_layer_free(&L);
+            if (rc)
+                return 1;
+        }
+    }
+    return 0;
+}
