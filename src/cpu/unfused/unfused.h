@@ -19,4 +19,16 @@ mf_status mf_unfused_qmv(const mf_qmv_desc *d, const mf_tensor *w,
 mf_status mf_unfused_dequant_act(const mf_dequant_desc *d, const mf_tensor *w,
                                  void *out);
 
+/* mf_moe_gate_up / mf_moe_down_combine: per (token, slot) pair, whole
+ * expert dequantization, sgemv, then separate bias, activation, multiply
+ * (gate/up) or bias, scale, sum, residual (down) passes (moe.c).
+ * MF_ERR_OUT_OF_MEMORY when the f32 matrices cannot be allocated. */
+mf_status mf_unfused_moe_gate_up(const mf_moe_gate_up_desc *d, int64_t T,
+                                 int32_t k, const float *x,
+                                 const int32_t *idx, float *h);
+mf_status mf_unfused_moe_down_combine(const mf_moe_down_desc *d, int64_t T,
+                                      int32_t k, const float *h,
+                                      const int32_t *idx, const float *w,
+                                      const float *residual, float *y);
+
 #endif
