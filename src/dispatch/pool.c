@@ -71,7 +71,9 @@ static void *worker_main(void *a)
     worker *w = a;
     mf_pool *p = w->pool;
     pin_self(p, w->index);
-    unsigned seen = atomic_load_explicit(&p->gen, memory_order_acquire);
+    /* gen is 0 at creation; a run may bump it before this thread starts,
+     * so the starting value is not re-read here */
+    unsigned seen = 0;
     for (;;) {
         unsigned g;
         int spins = 0;
