@@ -5,4 +5,8 @@
 
 #include "../kernels.h"
 
+void mf_avx2_init_combine(mf_kernels *k);
+void mf_avx2_init_glu(mf_kernels *k);
+void mf_avx2_init_act(mf_kernels *k);
+
 #endif

@@ -31,4 +31,17 @@ mf_status mf_unfused_moe_down_combine(const mf_moe_down_desc *d, int64_t T,
                                       const int32_t *idx, const float *w,
                                       const float *residual, float *y);
 
+/* mf_combine (both variants): scale pass per slot into a temporary, sum
+ * pass, residual add pass (combine.c). Bit-identical to the exact sequence.
+ * MF_ERR_OUT_OF_MEMORY when the (k + 1) * D temporary cannot be allocated. */
+mf_status mf_unfused_combine(int64_t T, int32_t k, int64_t D, const float *x,
+                             const float *w, const float *residual,
+                             float *out);
+
+/* mf_glu: widening passes, activation pass over the gate into a temporary,
+ * multiply pass, conversion pass (glu.c). Bit-identical to the reference.
+ * MF_ERR_OUT_OF_MEMORY when the 3 * n temporary cannot be allocated. */
+mf_status mf_unfused_glu(const mf_glu_desc *d, int64_t T, int64_t n,
+                         const void *gate, const void *up, void *out);
+
 #endif

@@ -1,0 +1,64 @@
+/* avx512 element kernels: `act` (in-place activation with vmath.h's
+ * functions, arguments formed as the reference forms them) and `store`
+ * (f32 -> f32/f16/bf16, round to nearest even, bit-identical to
+ * mf_f32_to_f16 / mf_f32_to_bf16). Tails use masked loads and stores. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+#include <string.h>
+
+#include "avx512.h"
+#include "vmath.h"
+
+static inline __attribute__((always_inline)) void
+act_loop(mf_act act, float *x, int64_t n)
+{
+    int64_t i = 0;
+    for (; i < n; i += 16) {
+        const __mmask16 m = mf512_head(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        switch (act) {
+        case MF_ACT_SILU: v = mf512_silu(v); break;
+        case MF_ACT_GELU: v = mf512_gelu_erf(v); break;
+        default: v = mf512_gelu_tanh(v); break;
+        }
+        _mm512_mask_storeu_ps(x + i, m, v);
+    }
+}
+
+static void act_avx512(mf_act act, float *x, int64_t n)
+{
+    switch (act) {
+    case MF_ACT_SILU: act_loop(MF_ACT_SILU, x, n); break;
+    case MF_ACT_GELU: act_loop(MF_ACT_GELU, x, n); break;
+    case MF_ACT_GELU_TANH: act_loop(MF_ACT_GELU_TANH, x, n); break;
+    default: break;
+    }
+}
+
+/* Forward conversion: dst may be src (output i's bytes belong to input
+ * i/2 or earlier, loaded before they are overwritten). */
+static void store_avx512(mf_type t, const float *src, void *dst, int64_t n)
+{
+    if (t == MF_TYPE_F32) {
+        if (dst != (const void *)src)
+            memmove(dst, src, (size_t)n * sizeof(float));
+        return;
+    }
+    char *d = dst;
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = mf512_head(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, src + i);
+        if (t == MF_TYPE_F16)
+            mf512_store_f16_m(d + 2 * i, m, v);
+        else
+            mf512_store_bf16_m(d + 2 * i, m, v);
+    }
+}
+
+void mf_avx512_init_act(mf_kernels *k)
+{
+    k->act = act_avx512;
+    k->store = store_avx512;
+}
