@@ -78,6 +78,21 @@ int mf_ctx_threads(const mf_ctx *ctx);
  * build has no Vulkan or gpu was DISABLED, MF_ERR_DEVICE when none came up,
  * MF_ERR_DEVICE_LOST after a loss). */
 mf_status mf_ctx_gpu_status(const mf_ctx *ctx);
+/* The placement cache read at mf_ctx_create (from opts.cache_path, else
+ * $XDG_CACHE_HOME/moefuse/placement.json, else ~/.cache/moefuse/placement.json):
+ * MF_OK when it was loaded and is used by the router; MF_ERR_IO when there is
+ * none (the machine is unprofiled: run moefuse-profile) or it could not be
+ * read; MF_ERR_CACHE_FORMAT when it is corrupt, truncated, malformed or of
+ * another format version; MF_ERR_CACHE_MISMATCH when it was made on another
+ * machine, for another CPU kernel set or thread count, another GPU or driver,
+ * or by another library version. Any status but MF_OK means the cache is
+ * ignored and the built-in rule places ops (see route.h). NULL ctx gives
+ * MF_ERR_INVALID_ARG. */
+mf_status mf_ctx_cache_status(const mf_ctx *ctx);
+/* The placement cache path the context uses (static for the context's
+ * lifetime), or NULL when none could be formed (no $XDG_CACHE_HOME or $HOME
+ * and no opts.cache_path) or ctx is NULL. */
+const char *mf_ctx_cache_path(const mf_ctx *ctx);
 
 /* What this CPU offers, found by CPUID (x86) or HWCAP (aarch64) and hwloc. */
 typedef struct mf_cpu_info {

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache.h"
 #include "internal.h"
 
 mf_ctx_options mf_ctx_options_default(void)
@@ -86,6 +87,7 @@ mf_status mf_ctx_create(const mf_ctx_options *opts, mf_ctx **out)
             }
         }
     }
+    mf_ctx_cache_attach(c);
     *out = c;
     return MF_OK;
 }
@@ -94,6 +96,7 @@ void mf_ctx_destroy(mf_ctx *ctx)
 {
     if (!ctx)
         return;
+    mf_ctx_cache_detach(ctx);
     mf_gpu_destroy(ctx->gpu);
     mf_pool_destroy(ctx->pool);
     free(ctx->cache_path);

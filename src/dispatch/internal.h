@@ -17,6 +17,9 @@ struct mf_ctx {
     mf_gpu *gpu;             /* NULL when CPU-only */
     mf_status gpu_status;    /* why gpu is NULL (MF_OK when it is not) */
     char *cache_path;        /* owned */
+    struct mf_placement *placement; /* placement cache in use, or NULL
+                                       (cache.h) */
+    mf_status cache_status;  /* mf_ctx_cache_status */
 };
 
 /* How a CPU op call runs, resolved from its mf_impl. */
