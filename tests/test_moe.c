@@ -1013,3 +1013,18 @@ Test(moe, down_errors)
     mft_free(bd);
     free_weights(&wd);
 }
+
+/* Enough tokens that the call scratch (quantized activations, expert
+ * groups, per-thread result blocks) outgrows the stack buffer and comes
+ * from the heap. */
+Test(moe, many_tokens_heap_scratch)
+{
+    gu_cfg g = {8, 64, 96, 2, MF_GLU_SEPARATE, MF_GLU_SWIGLU, 0, 0, 0.5f};
+    dn_cfg c = {8, 64, 96, 2, 0.5f};
+    for (int fi = 0; fi < 3; fi += 2)
+        for (int route = 0; route < 2; route++) {
+            uint64_t s = (uint64_t)__LINE__ * 1000 + (uint64_t)(fi * 2 + route);
+            run_gate_up(&g, &fmts[fi], 640, route, s);
+            run_down(&c, &fmts[fi], 640, route, RES_INPLACE, s);
+        }
+}

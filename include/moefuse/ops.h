@@ -219,7 +219,25 @@ typedef struct mf_moe_gate_up_desc {
 /* For each token t and slot j with e = idx[t, j]:
  *   h[t, j, :] = glu(Wg[e] x[t] + bg[e], Wu[e] x[t] + bu[e])
  * x [T, H] f32, idx [T, k] int32, h [T, k, F] f32. Tokens routed to the same
- * expert share one pass over its weights. Tolerance: qmv's, then glu's. */
+ * expert share one pass over its weights. Every idx entry must lie in
+ * [0, E); an expert may occur in several slots of one token (each slot is
+ * computed on its own). w_up (SEPARATE) has w_gate's type, E, F and H; each
+ * MLX tensor keeps its own group size and scale type. limit and alpha are
+ * read for SWIGLU_OAI only: limit finite and >= 0 (0 = 7.0), alpha finite
+ * (0 = 1.702). h must not overlap any input.
+ * INT8 quantizes each x row once per call; float weight types (F32, F16,
+ * BF16) ignore prec and give the EXACT result. MF_IMPL_UNFUSED always gives
+ * the EXACT result.
+ * Scratch: up to 48 KiB on the caller's stack, enough for one-token decode
+ * of the common models; above that one allocation per call.
+ * Tolerance, per output: the gate and up values g, u each within qmv's bound
+ * for their row (EXACT: 2^-22 * H * sum_i |w_i x_i|; INT8 adds sum over
+ * blocks of |w|_1 * d_x / 2) plus half an ulp for the bias add, e_g and e_u;
+ * then |h - ref| <= 1.25 e_g (|u| + 1 + e_u) + |act(g)| e_u plus glu's
+ * tolerance (1.25 bounds the slope of every activation).
+ * Errors: the common ones; w_up missing, of another type or shape
+ * (SEPARATE), or given with CONCAT/INTERLEAVED (also b_up); an odd row count
+ * for CONCAT/INTERLEAVED; k > E. */
 mf_status mf_moe_gate_up(mf_ctx *ctx, const mf_moe_gate_up_desc *d, int64_t T,
                          int32_t k, const float *x, const int32_t *idx,
                          float *h);
@@ -234,8 +252,19 @@ typedef struct mf_moe_down_desc {
 /* y[t, :] = sum_j w[t, j] * (Wd[idx[t, j]] h[t, j] + bd[idx[t, j]])
  *           (+ residual[t, :] if not NULL)
  * h [T, k, F], idx [T, k], w [T, k], residual [T, H] or NULL, y [T, H].
- * The weighted sum runs in slot order j = 0..k-1 like mf_combine (exact=0).
- * y may be the same pointer as residual. Tolerance: qmv's plus combine's. */
+ * idx as in mf_moe_gate_up. The weighted sum runs in slot order
+ * j = 0..k-1 with every product and sum rounded to f32 and no fused
+ * multiply-add, mf_combine's exact sequence: given the same expert outputs
+ * v_j, the result is bit-identical to mf_combine with exact = 1.
+ * y may be the same pointer as residual but must not otherwise overlap an
+ * input. INT8 quantizes each h row once per call; float weight types and
+ * MF_IMPL_UNFUSED give the EXACT result. Scratch as in mf_moe_gate_up
+ * (per-thread result blocks of T * k rows count too).
+ * Tolerance, per output: sum_j |w_j| e_j + (k + 1) * 2^-24 *
+ * (sum_j |w_j v_j| + |residual|), e_j being qmv's bound for slot j's row
+ * (INT8 with h's block scales) plus half an ulp for the bias add.
+ * Errors: the common ones; k > E; y overlapping an input other than being
+ * residual itself. */
 mf_status mf_moe_down_combine(mf_ctx *ctx, const mf_moe_down_desc *d,
                               int64_t T, int32_t k, const float *h,
                               const int32_t *idx, const float *w,

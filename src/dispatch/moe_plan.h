@@ -8,9 +8,11 @@
 
 /* Call scratch (expert groups, quantized activations, per-thread blocks)
  * lives in a buffer on the caller's stack up to this many bytes; a larger
- * need takes one malloc per call. Decode shapes of the models in FACTS.md
- * (T = 1) fit, so a decode call never allocates. */
-#define MF_MOE_STACK_BYTES 16384
+ * need takes one malloc per call. One-token decode of every common model
+ * fits with up to 16 threads (the largest, Mixtral's INT8 down step, needs
+ * 36 KiB: 2 rows of 14336 quantized activations), so decode never
+ * allocates. */
+#define MF_MOE_STACK_BYTES (48 * 1024)
 
 /* At most this many tokens per kernel call; their x/y pointer arrays and
  * result blocks live on the worker's stack. */
