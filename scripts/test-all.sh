@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Builds moefuse and runs the whole test suite, every way CI does. Installs
+# its dependencies first (scripts/install-deps.sh, apt-get). Stops at the
+# first failure with a non-zero status.
+#
+#   scripts/test-all.sh              every stage below, in this order
+#   scripts/test-all.sh gcc clang    only the stages named
+#
+# Stages (each in its own folder under $MOEFUSE_BUILD_ROOT, default build-test):
+#   gcc      gcc, release, -Werror: build and run the suite
+#   install  install the gcc build into a scratch prefix; build and run
+#            examples/gating_combine.c through `pkg-config --static moefuse`
+#   asan     gcc with -fsanitize=address,undefined: build and run the suite
+#   clang    clang, release, -Werror: build and run the suite
+#   minimal  gcc with -Dvulkan=disabled -Davx2=disabled -Davx512=disabled
+#   aarch64  cross build for aarch64 (NEON, no Vulkan), suite run under
+#            qemu-aarch64 with a CPU that has the NEON kernel set's features
+#
+# MOEFUSE_SEED=N reproduces the random inputs of a failed run (every test
+# prints the seed it used).
+set -euo pipefail
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$top"
+root=$(realpath -m "${MOEFUSE_BUILD_ROOT:-build-test}")
+all=(gcc install asan clang minimal aarch64)
+stages=("$@")
+[ "${#stages[@]}" -gt 0 ] || stages=("${all[@]}")
+for s in "${stages[@]}"; do
+    case " ${all[*]} " in
+    *" $s "*) ;;
+    *) echo "test-all.sh: unknown stage '$s' (stages: ${all[*]})" >&2; exit 2 ;;
+    esac
+done
+
+case " ${stages[*]} " in
+*" aarch64 "*) scripts/install-deps.sh --cross ;;
+*) scripts/install-deps.sh ;;
+esac
+
+jobs=$(nproc)
+# Sanitizer reports fail the test that triggers them.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:halt_on_error=1:detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:abort_on_error=1:print_stacktrace=1}
+
+# setup DIR [meson options...]: configure DIR (again when it exists).
+setup() {
+    local dir=$1
+    shift
+    if [ -f "$dir/build.ninja" ]; then
+        meson setup --reconfigure "$dir" "$@"
+    else
+        meson setup "$dir" "$@"
+    fi
+}
+
+build_and_test() {
+    local dir=$1
+    ninja -C "$dir" -j "$jobs"
+    meson test -C "$dir" --no-rebuild --print-errorlogs
+}
+
+stage_gcc() {
+    CC=gcc setup "$root/gcc" --werror
+    build_and_test "$root/gcc"
+}
+
+stage_install() {
+    [ -f "$root/gcc/build.ninja" ] || stage_gcc
+    ninja -C "$root/gcc" -j "$jobs"
+    local dest="$root/install"
+    rm -rf "$dest"
+    meson install -C "$root/gcc" --no-rebuild --quiet --destdir "$dest"
+    local pc
+    pc=$(find "$dest" -name moefuse.pc -print -quit)
+    [ -n "$pc" ] || { echo "test-all.sh: moefuse.pc was not installed" >&2; return 1; }
+    # The .pc names the real prefix; the sysroot maps it into the scratch one.
+    local flags
+    flags=$(PKG_CONFIG_PATH=$(dirname "$pc") PKG_CONFIG_SYSROOT_DIR=$dest \
+            pkg-config --static --cflags --libs moefuse)
+    echo "pkg-config --static --cflags --libs moefuse: $flags"
+    # shellcheck disable=SC2086 # flags are words
+    gcc -std=c11 -Wall -Wextra -Werror examples/gating_combine.c $flags \
+        -o "$dest/gating_combine"
+    local out
+    out=$("$dest/gating_combine")
+    echo "$out"
+    # softmax top-2 of the example's logits, renormalized: experts 1 and 4
+    # with weights 1/(1+e^-0.5) and 1/(1+e^0.5)
+    grep -q '^experts 1 4, weights 0.6225 0.3775$' <<<"$out" ||
+        { echo "test-all.sh: the example printed something unexpected" >&2; return 1; }
+}
+
+stage_asan() {
+    CC=gcc setup "$root/asan" --werror -Dbuildtype=debugoptimized \
+        -Db_sanitize=address,undefined -Db_lundef=false
+    build_and_test "$root/asan"
+}
+
+stage_clang() {
+    CC=clang setup "$root/clang" --werror
+    build_and_test "$root/clang"
+}
+
+stage_minimal() {
+    CC=gcc setup "$root/minimal" --werror -Dvulkan=disabled -Davx2=disabled \
+        -Davx512=disabled
+    build_and_test "$root/minimal"
+}
+
+stage_aarch64() {
+    local dir=$root/aarch64
+    setup "$dir" --werror -Dvulkan=disabled \
+        --cross-file .sysroot/arm64/paths.ini \
+        --cross-file cross/aarch64-linux-gnu.ini
+    ninja -C "$dir" -j "$jobs"
+    # The suite must exercise the NEON kernels: check the emulated CPU offers
+    # them to this build.
+    local sets
+    sets=$(qemu-aarch64 -cpu max -L / "$dir/tools/moefuse-doctor" --json |
+           grep '"kernel_sets"' || true)
+    echo "aarch64 under qemu: $sets"
+    grep -q '"neon"' <<<"$sets" ||
+        { echo "test-all.sh: NEON is not available under qemu" >&2; return 1; }
+    meson test -C "$dir" --no-rebuild --print-errorlogs
+}
+
+declare -A took
+for s in "${stages[@]}"; do
+    echo "=== $s"
+    t0=$(date +%s)
+    "stage_$s"
+    took[$s]=$(($(date +%s) - t0))
+done
+echo "=== all passed:"
+for s in "${stages[@]}"; do
+    printf '  %-8s %4ss\n' "$s" "${took[$s]}"
+done
