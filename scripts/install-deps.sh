@@ -31,6 +31,7 @@ export DEBIAN_FRONTEND=noninteractive
 native=(
     gcc clang meson ninja-build pkgconf git ca-certificates
     libcriterion-dev libopenblas-dev libhwloc-dev
+    libudev-dev  # hwloc's private library: `pkg-config --static moefuse`
     libvulkan-dev glslc mesa-vulkan-drivers vulkan-validationlayers
 )
 # The arm64 libraries the cross build links and runs against. All of them are

@@ -61,29 +61,28 @@ build_and_test() {
 }
 
 stage_gcc() {
-    CC=gcc setup "$root/gcc" --werror
+    # (the prefix is where the install stage puts the library)
+    CC=gcc setup "$root/gcc" --werror --prefix "$root/install/prefix"
     build_and_test "$root/gcc"
 }
 
 stage_install() {
     [ -f "$root/gcc/build.ninja" ] || stage_gcc
     ninja -C "$root/gcc" -j "$jobs"
-    local dest="$root/install"
-    rm -rf "$dest"
-    meson install -C "$root/gcc" --no-rebuild --quiet --destdir "$dest"
+    local prefix=$root/install/prefix
+    rm -rf "$prefix"
+    meson install -C "$root/gcc" --no-rebuild --quiet
     local pc
-    pc=$(find "$dest" -name moefuse.pc -print -quit)
+    pc=$(find "$prefix" -name moefuse.pc -print -quit)
     [ -n "$pc" ] || { echo "test-all.sh: moefuse.pc was not installed" >&2; return 1; }
-    # The .pc names the real prefix; the sysroot maps it into the scratch one.
     local flags
-    flags=$(PKG_CONFIG_PATH=$(dirname "$pc") PKG_CONFIG_SYSROOT_DIR=$dest \
-            pkg-config --static --cflags --libs moefuse)
+    flags=$(PKG_CONFIG_PATH=$(dirname "$pc") pkg-config --static --cflags --libs moefuse)
     echo "pkg-config --static --cflags --libs moefuse: $flags"
     # shellcheck disable=SC2086 # flags are words
     gcc -std=c11 -Wall -Wextra -Werror examples/gating_combine.c $flags \
-        -o "$dest/gating_combine"
+        -o "$root/install/gating_combine"
     local out
-    out=$("$dest/gating_combine")
+    out=$("$root/install/gating_combine")
     echo "$out"
     # softmax top-2 of the example's logits, renormalized: experts 1 and 4
     # with weights 1/(1+e^-0.5) and 1/(1+e^0.5)
