@@ -45,12 +45,13 @@ const char *mf_route_op_name(mf_route_op op);
  *   GATING           tokens     n_experts  k      0        0      F32      gating mode
  *   COMBINE          tokens     0          k      D        0      F32      exact (0/1)
  *   GLU              tokens     0          0      n        0      in_type  glu kind
- *   DEQUANT_ACT      1          w->e       0      w->n     w->k   w->type  act
+ *   DEQUANT_ACT      0 or 1     w->e       0      w->n     w->k   w->type  act
  *   QMV              M          1          0      w->n     w->k   w->type  prec
- *   MOE_GATE_UP      tokens     w->e       k      F        H      w->type  prec
- *   MOE_DOWN_COMBINE tokens     w->e       k      H        F      w->type  prec
+ *   MOE_GATE_UP      tokens     w->e       k      F        H      w->type  glu kind
+ *   MOE_DOWN_COMBINE tokens     w->e       k      H        F      w->type  0
  * (F is one expert's intermediate width: w_gate->n for SEPARATE, half of it
- * otherwise.) Limits are those of ops.h. */
+ * otherwise.) These are the shapes the ops' front doors route by. Limits
+ * are those of ops.h; T = 0 counts as 1. */
 typedef struct mf_route_shape {
     mf_route_op op;
     int64_t T, E, k, N, K;
