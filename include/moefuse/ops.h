@@ -105,8 +105,10 @@ typedef struct mf_combine_desc {
  *   out = acc + residual
  * which is what the unfused passes (scale, sum, add) produce: results are
  * bit-identical to MF_IMPL_UNFUSED and MF_IMPL_REF in every impl.
- * exact = 0 may use FMA: within (k + 1) * 2^-24 * sum_j |w_j x_j| (+|res|)
- * of the reference. NaN/Inf propagate as IEEE arithmetic. */
+ * exact = 0 may use FMA (and other summation roundings): within
+ * 2 (k + 1) 2^-24 (sum_j |w_j x_j| + |residual|) of the reference — each of
+ * the two is within half of that of the exact sum. NaN/Inf given as inputs
+ * propagate as IEEE arithmetic in every impl. */
 mf_status mf_combine(mf_ctx *ctx, const mf_combine_desc *d, int64_t T,
                      int32_t k, int64_t D, const float *x, const float *w,
                      const float *residual, float *out);
@@ -143,9 +145,24 @@ typedef struct mf_glu_desc {
 /* out [T, n] = glu(gate, up). With CONCAT/INTERLEAVED, `gate` is the one
  * [T, 2n] input and `up` must be NULL. Math is f32; inputs are widened
  * exactly, the output rounded once to out_type.
- * Tolerance of non-reference impls: f32 output within 8 ulp + 1e-30 of the
- * reference (polynomial exp/erf/tanh, each accurate to a few ulp); f16/bf16
- * outputs within one unit in the last place of the output type. NaN/Inf propagate (min/clamp of NaN is NaN). */
+ * The reference: silu(g) = g * sigmoid(g); gelu_erf(g) = g * (0.5 erfc(z))
+ * with z the f32 product g * -0x1.6a09e6p-1; gelu_tanh(g) = g * sigmoid(y)
+ * with y = g * (c1 + c2 * (g * g)) in f32 steps, c1 = 2 sqrt(2/pi),
+ * c2 = 0.044715 c1 (the tanh form, rewritten without its cancellation for
+ * g < 0); OAI's factor g * sigmoid(alpha * g). Each factor (sigmoid,
+ * 0.5 erfc) is rounded once from double; then act * u, and for OAI
+ * (u + 1) * factor, in f32.
+ * Tolerance of non-reference impls: f32 output within 8 ulp (GEGLU_ERF:
+ * 10 ulp) + 1e-30 absolute of the reference. They form the same arguments
+ * with the same f32 operations and evaluate the factor with polynomials
+ * (sigmoid <= 3 ulp, the avx512 silu <= 5 ulp, erfc <= 6 ulp), then apply
+ * the same two products; the 1e-30 covers factors that underflow (the
+ * avx512 silu gives -0 for g < -88.7, where g sigmoid(g) < 2.7e-37).
+ * f16/bf16 outputs within one unit in the last place of the output type.
+ * MF_IMPL_UNFUSED matches the reference bit for bit.
+ * NaN/Inf propagate as the formulas evaluate in IEEE arithmetic: a NaN g or
+ * u gives NaN (min/clamp of NaN is NaN); silu(-Inf) = -Inf * 0 = NaN;
+ * OAI clamps +-Inf to finite values. */
 mf_status mf_glu(mf_ctx *ctx, const mf_glu_desc *d, int64_t T, int64_t n,
                  const void *gate, const void *up, void *out);
 

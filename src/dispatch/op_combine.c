@@ -9,14 +9,17 @@
 #include "internal.h"
 
 /* Measured with a timing program on the development machine (AMD EPYC,
- * 2 cores, AVX-512 kernels, exact = 0, pool workers spinning), median of
- * many calls, 1 thread vs 2:
- *   k = 8, D = 2048 (T = 1, 16K floats read):  0.65 us vs 1.03 us
- *   k = 8, T = 1, D = 4096 (32K floats):       1.27 us vs 1.22 us
- *   k = 8, T = 1, D = 7168 (57K floats):       2.5 us  vs 1.7 us
- * Waking the second worker and joining costs ~0.5 us, so the split pays
- * from about 32K floats read. */
-#define COMBINE_PAR_MIN_READ 32768
+ * 2 cores, AVX-512 kernels, exact = 0, k = 8, T = 1, pool workers spinning;
+ * median of 301 x 10 calls, taken while the machine was shared, load
+ * average ~10), 1 thread vs the split forced on 2:
+ *   D = 2048 (16K floats read):  0.57 us vs 0.94 us
+ *   D = 4096 (32K):              1.40 us vs 1.41 us
+ *   D = 5120 (40K):              1.75 us vs 1.68 us
+ *   D = 7168 (56K):              2.43 us vs 2.02 us
+ *   D = 16384 (128K):            5.75 us vs 3.57 us
+ * Waking the second worker and joining costs ~0.7 us: the split pays from
+ * about 40K floats read. */
+#define COMBINE_PAR_MIN_READ 40960
 
 typedef struct combine_job {
     void (*fn)(int32_t k, int64_t D, int64_t d0, int64_t d1, const float *x_t,

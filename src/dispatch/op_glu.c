@@ -10,14 +10,19 @@
 #include "internal.h"
 
 /* Measured with a timing program on the development machine (AMD EPYC,
- * 2 cores, AVX-512 kernels, SwiGLU f32 SEPARATE, pool workers spinning),
- * median of many calls, 1 thread vs 2:
- *   n = 768:   0.08 us vs 0.6 us
- *   n = 4096:  0.4 us  vs 0.7 us
- *   n = 16384: 1.6 us  vs 1.3 us
- * Waking the second worker and joining costs ~0.5 us, so the split pays
- * from about 12K outputs. */
-#define GLU_PAR_MIN_ELEMS 12288
+ * 2 cores, AVX-512 kernels, SwiGLU f32 SEPARATE, T = 1, pool workers
+ * spinning; median of 301 x 10 calls, taken while the machine was shared,
+ * load average ~10), 1 thread vs the split forced on 2:
+ *   n = 768:    0.11 us vs 0.83 us
+ *   n = 4096:   0.55 us vs 0.98 us
+ *   n = 8192:   1.10 us vs 1.33 us
+ *   n = 12288:  1.64 us vs 1.62 us
+ *   n = 16384:  2.15 us vs 1.86 us
+ *   n = 32768:  4.22 us vs 2.87 us
+ * Waking the second worker and joining costs ~0.7 us: the split pays from
+ * about 16K outputs (the other kinds cost more per element, so this is
+ * conservative for them). */
+#define GLU_PAR_MIN_ELEMS 16384
 
 typedef struct glu_job {
     const mf_kernels *kern;
