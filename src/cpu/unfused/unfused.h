@@ -9,6 +9,11 @@
 
 #include <moefuse/moefuse.h>
 
+/* mf_gating: per row, softmax/sigmoid pass, full qsort, gather, normalize
+ * and scale passes (gating.c). Bit-identical to the reference. */
+mf_status mf_unfused_gating(const mf_gating_desc *d, const float *logits,
+                            int64_t T, int32_t *idx, float *weights);
+
 /* mf_qmv: whole-matrix dequantization, sgemv per activation row, bias pass,
  * activation pass (qmv.c). MF_ERR_OUT_OF_MEMORY when the f32 matrix cannot
  * be allocated. */

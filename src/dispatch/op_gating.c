@@ -1,0 +1,142 @@
+/* mf_gating: validation, impl resolution, the row split across threads.
+ *
+ * Kernels take one row with a scratch of 4 * E + 64 floats: a stack buffer
+ * per task (a small one for E <= 256, so decode-size calls touch one or two
+ * pages), never the heap. Rows are split across the context's threads only
+ * when the call is large enough to pay for waking the workers (see
+ * GATING_PAR_MIN_ELEMS). */
+#include <math.h>
+
+#include "../cpu/unfused/unfused.h"
+#include "internal.h"
+
+#define GATING_SMALL_E 256
+
+/* A row split across threads pays once the call has this many logits
+ * (T * E). Measured on the development machine (2 cores, AVX-512 kernels,
+ * pool workers spinning): see the comment at gating_tasks. */
+#define GATING_PAR_MIN_ELEMS 4096
+
+typedef struct gating_job {
+    const mf_kernels *kern;
+    const mf_gating_desc *d;
+    const float *logits;
+    int64_t T;
+    int32_t *idx;
+    float *w;
+} gating_job;
+
+static void rows(const gating_job *jb, int64_t r0, int64_t r1, float *scratch)
+{
+    const int64_t E = jb->d->n_experts, k = jb->d->k;
+    for (int64_t r = r0; r < r1; r++)
+        jb->kern->gating_row(jb->d, jb->logits + r * E, jb->idx + r * k,
+                             jb->w + r * k, scratch);
+}
+
+static __attribute__((noinline)) void rows_big(const gating_job *jb,
+                                               int64_t r0, int64_t r1)
+{
+    _Alignas(64) float scratch[4 * MF_MAX_E + 64];
+    rows(jb, r0, r1, scratch);
+}
+
+static void gating_task(void *arg, int i, int n)
+{
+    const gating_job *jb = arg;
+    int64_t r0, r1;
+    mf_split(jb->T, n, i, 1, &r0, &r1);
+    if (jb->d->n_experts <= GATING_SMALL_E) {
+        _Alignas(64) float scratch[4 * GATING_SMALL_E + 64];
+        rows(jb, r0, r1, scratch);
+    } else {
+        rows_big(jb, r0, r1);
+    }
+}
+
+static mf_status check(const mf_gating_desc *d, const float *logits,
+                       int64_t T, const int32_t *idx, const float *w)
+{
+    if ((unsigned)d->impl >= MF_IMPL_COUNT_ ||
+        (unsigned)d->mode >= MF_GATING_MODE_COUNT_)
+        return MF_ERR_INVALID_ARG;
+    if (!logits || !idx || !w || T < 1 || T > MF_MAX_T)
+        return MF_ERR_INVALID_ARG;
+    const int32_t E = d->n_experts, k = d->k;
+    if (E < 1 || E > MF_MAX_E || k < 1 || k > E)
+        return MF_ERR_INVALID_ARG;
+    if (d->renormalize != 0 && d->renormalize != 1)
+        return MF_ERR_INVALID_ARG;
+    if (!isfinite(d->scale))
+        return MF_ERR_INVALID_ARG;
+    if (d->n_group > 1) {
+        if (d->mode != MF_GATING_SIGMOID_GROUPED || E % d->n_group != 0)
+            return MF_ERR_INVALID_ARG;
+        if (d->topk_group < 1 || d->topk_group > d->n_group ||
+            (int64_t)d->topk_group * (E / d->n_group) < k)
+            return MF_ERR_INVALID_ARG;
+    } else if (d->n_group < 0 || d->topk_group < 0 || d->topk_group > 1) {
+        return MF_ERR_INVALID_ARG;
+    }
+    size_t nl, no;
+    if (!mf_mul_size((size_t)T, (size_t)E * sizeof(float), &nl) ||
+        !mf_mul_size((size_t)T, (size_t)k * sizeof(float), &no))
+        return MF_ERR_INVALID_ARG;
+    const size_t nb = d->bias ? (size_t)E * sizeof(float) : 0;
+    if (mf_overlap(idx, no, w, no) || mf_overlap(idx, no, logits, nl) ||
+        mf_overlap(w, no, logits, nl) || mf_overlap(idx, no, d->bias, nb) ||
+        mf_overlap(w, no, d->bias, nb))
+        return MF_ERR_INVALID_ARG;
+    return MF_OK;
+}
+
+/* Tasks for a CPU run. Measured with a timing program over mf_gating
+ * (softmax mode, k = 8, AVX-512 kernels, 2 threads vs 1): see
+ * GATING_PAR_MIN_ELEMS. */
+static int gating_tasks(const mf_exec *ex, int64_t T, int32_t E)
+{
+    if (ex->threads < 2 || T < 2 || T * E < GATING_PAR_MIN_ELEMS)
+        return 1;
+    return T < ex->threads ? (int)T : ex->threads;
+}
+
+mf_status mf_gating(mf_ctx *ctx, const mf_gating_desc *d, const float *logits,
+                    int64_t T, int32_t *idx, float *weights)
+{
+    if (!ctx || !d)
+        return MF_ERR_INVALID_ARG;
+    mf_status st = check(d, logits, T, idx, weights);
+    if (st != MF_OK)
+        return st;
+    switch (d->impl) {
+    case MF_IMPL_UNFUSED:
+        return mf_unfused_gating(d, logits, T, idx, weights);
+    case MF_IMPL_GPU:
+        if (!ctx->gpu)
+            return MF_ERR_UNSUPPORTED;
+        return mf_gpu_gating(ctx->gpu, d, logits, T, idx, weights);
+    case MF_IMPL_AUTO: {
+        mf_op_shape s = {.op = MF_OP_GATING, .T = T, .E = d->n_experts,
+                         .k = d->k, .mode = (int)d->mode};
+        if (mf_route_gpu(ctx, &s)) {
+            st = mf_gpu_gating(ctx->gpu, d, logits, T, idx, weights);
+            /* A device failure leaves the work to the CPU below. */
+            if (st != MF_ERR_DEVICE && st != MF_ERR_DEVICE_LOST &&
+                st != MF_ERR_DEVICE_OOM)
+                return st;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    mf_exec ex;
+    st = mf_exec_resolve(ctx, d->impl, &ex);
+    if (st != MF_OK)
+        return st;
+    gating_job jb = {.kern = ex.kern, .d = d, .logits = logits, .T = T,
+                     .idx = idx, .w = weights};
+    mf_exec_parallel(&ex, gating_tasks(&ex, T, d->n_experts), gating_task,
+                     &jb);
+    return MF_OK;
+}
