@@ -23,6 +23,7 @@ typedef struct path {
     double max_abs, max_rel;
     int diverged_step; /* feedback: first step whose routing differs; -1 never */
     double feedback_rel;
+    const char *why_off; /* reason when not run */
 } path;
 
 static void usage(FILE *f)
@@ -225,6 +226,11 @@ int main(int argc, char **argv)
                 continue;
             mf_moe_run run = {paths[p].impl, paths[p].prec};
             st = mf_moe_layer_forward(layer, &run, x, T, NULL, p ? y : y0);
+            if (st == MF_ERR_UNSUPPORTED && p > 0) {
+                paths[p].on = 0;
+                paths[p].why_off = "unsupported by this build or device";
+                continue;
+            }
             if (st != MF_OK) {
                 fprintf(stderr, "moefuse-validate: %s forward: %s\n", paths[p].name,
                         mf_status_str(st));
@@ -299,7 +305,9 @@ int main(int argc, char **argv)
         path *q = &paths[p];
         if (!q->on) {
             printf("%-9s (not run: %s)\n", q->name,
-                   p == 3 ? mf_status_str(mf_ctx_gpu_status(ctx)) : "not asked");
+                   q->why_off ? q->why_off
+                   : p == 3   ? mf_status_str(mf_ctx_gpu_status(ctx))
+                              : "not asked");
             continue;
         }
         if (p == 0) {
