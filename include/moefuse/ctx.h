@@ -78,6 +78,43 @@ int mf_ctx_threads(const mf_ctx *ctx);
  * build has no Vulkan or gpu was DISABLED, MF_ERR_DEVICE when none came up,
  * MF_ERR_DEVICE_LOST after a loss). */
 mf_status mf_ctx_gpu_status(const mf_ctx *ctx);
+
+/* Vulkan physical device kinds (VkPhysicalDeviceType). */
+typedef enum mf_gpu_type {
+    MF_GPU_TYPE_OTHER = 0,
+    MF_GPU_TYPE_INTEGRATED = 1,
+    MF_GPU_TYPE_DISCRETE = 2,
+    MF_GPU_TYPE_VIRTUAL = 3,
+    MF_GPU_TYPE_CPU = 4 /* a software rasterizer such as lavapipe */
+} mf_gpu_type;
+
+/* The context's Vulkan device. */
+typedef struct mf_gpu_info {
+    char name[256];          /* VkPhysicalDeviceProperties::deviceName */
+    uint32_t vendor_id, device_id;
+    uint32_t driver_version; /* vendor-encoded, as Vulkan reports it */
+    uint32_t api_version;    /* VK_MAKE_API_VERSION encoding */
+    char uuid[33];           /* deviceUUID as 32 lowercase hex digits (the
+                                form mf_ctx_options.gpu_uuid takes) */
+    mf_gpu_type type;
+    int zero_copy;           /* 1: a memory type is both device-local and
+                                host-visible; op inputs are written in place
+                                (outputs too on integrated/CPU devices; a
+                                discrete GPU's outputs always come back
+                                through a staging copy) */
+    int subgroup_size;       /* reported subgroup size */
+    int subgroup_arithmetic; /* 1: reductions use subgroup operations,
+                                0: shared-memory trees */
+    int timestamps;          /* 1: the compute queue writes timestamps */
+    uint32_t shared_memory_bytes; /* per workgroup */
+    uint64_t device_local_bytes;  /* sum of the device-local heaps */
+} mf_gpu_info;
+
+/* Fills *out with the context's GPU. Errors: MF_ERR_INVALID_ARG (NULL
+ * argument); otherwise, when the context has no usable GPU, the status
+ * mf_ctx_gpu_status gives (MF_ERR_UNSUPPORTED, MF_ERR_DEVICE,
+ * MF_ERR_DEVICE_LOST). *out is untouched on error. */
+mf_status mf_ctx_gpu_info(const mf_ctx *ctx, mf_gpu_info *out);
 /* The placement cache read at mf_ctx_create (from opts.cache_path, else
  * $XDG_CACHE_HOME/moefuse/placement.json, else ~/.cache/moefuse/placement.json):
  * MF_OK when it was loaded and is used by the router; MF_ERR_IO when there is

@@ -35,4 +35,66 @@ mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
                                   const int32_t *idx, const float *w,
                                   const float *residual, float *y);
 
+/* 1 while the device works; 0 after a loss (or for NULL). */
+int mf_gpu_usable(const mf_gpu *g);
+
+/* The device description behind mf_ctx_gpu_info. MF_ERR_INVALID_ARG for
+ * NULL, MF_ERR_DEVICE_LOST after a loss. */
+mf_status mf_gpu_info_get(const mf_gpu *g, mf_gpu_info *out);
+
+/* ---- Ops (plan caches), for the benchmark replay. */
+typedef enum mf_gpu_op {
+    MF_GPU_OP_GATING = 0,
+    MF_GPU_OP_COMBINE,
+    MF_GPU_OP_GLU,
+    MF_GPU_OP_DEQUANT,
+    MF_GPU_OP_QMV,
+    MF_GPU_OP_MOE_GATE_UP,
+    MF_GPU_OP_MOE_DOWN,
+    MF_GPU_OP_COUNT_
+} mf_gpu_op;
+
+/* ---- Benchmark helpers (moefuse-bench gpu). Each call measures one run;
+ * the caller repeats and takes medians. host_us: submit until the host sees
+ * the fence signalled (busy-poll wait, as the ops wait); gpu_us: between
+ * the timestamps around the recorded work, -1 when the queue has none.
+ * Errors: MF_ERR_INVALID_ARG (NULL, bytes 0), device statuses. */
+typedef struct mf_gpu_timing {
+    double host_us;
+    double gpu_us;
+} mf_gpu_timing;
+
+/* One empty one-workgroup dispatch, pre-recorded. */
+mf_status mf_gpu_bench_empty(mf_gpu *g, mf_gpu_timing *t);
+/* A device-local to device-local copy of `bytes` (buffers and recording
+ * kept while bytes repeats). */
+mf_status mf_gpu_bench_copy(mf_gpu *g, size_t bytes, mf_gpu_timing *t);
+/* Replays the op's most recently run plan (the shape of its last call)
+ * without copying inputs or outputs and without re-recording.
+ * MF_ERR_INVALID_ARG if the op has not run since its plan was dropped. */
+mf_status mf_gpu_bench_replay(mf_gpu *g, mf_gpu_op op, mf_gpu_timing *t);
+
+/* ---- Tests only. */
+
+/* Arms one fault: the next device allocation fails (OOM) or the next
+ * submit reports the device lost (LOST). The environment variable
+ * MOEFUSE_GPU_FAULT=create|oom|lost does the same at mf_gpu_create
+ * ("create" makes it fail with MF_ERR_DEVICE). */
+typedef enum mf_gpu_fault {
+    MF_GPU_FAULT_NONE = 0,
+    MF_GPU_FAULT_OOM = 1,
+    MF_GPU_FAULT_LOST = 2
+} mf_gpu_fault;
+void mf_gpu_inject_fault(mf_gpu *g, mf_gpu_fault f);
+
+/* Since creation: gating rows the device ran, and how many of them the
+ * host then recomputed with the reference because the device could not
+ * prove its sigmoid-mode selection (plus rows of shapes it does not take). */
+void mf_gpu_gating_rows(const mf_gpu *g, int64_t *device_rows,
+                        int64_t *host_rows);
+
+/* Vulkan validation warnings and errors this process has seen (with
+ * MOEFUSE_VK_VALIDATION=1; 0 without Vulkan). */
+int mf_gpu_validation_messages(void);
+
 #endif

@@ -65,3 +65,45 @@ mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
     (void)residual, (void)y;
     return MF_ERR_UNSUPPORTED;
 }
+
+int mf_gpu_usable(const mf_gpu *g)
+{
+    (void)g;
+    return 0;
+}
+
+mf_status mf_gpu_info_get(const mf_gpu *g, mf_gpu_info *out)
+{
+    (void)g, (void)out;
+    return MF_ERR_UNSUPPORTED;
+}
+
+mf_status mf_gpu_bench_empty(mf_gpu *g, mf_gpu_timing *t)
+{
+    (void)g, (void)t;
+    return MF_ERR_UNSUPPORTED;
+}
+
+mf_status mf_gpu_bench_copy(mf_gpu *g, size_t bytes, mf_gpu_timing *t)
+{
+    (void)g, (void)bytes, (void)t;
+    return MF_ERR_UNSUPPORTED;
+}
+
+mf_status mf_gpu_bench_replay(mf_gpu *g, mf_gpu_op op, mf_gpu_timing *t)
+{
+    (void)g, (void)op, (void)t;
+    return MF_ERR_UNSUPPORTED;
+}
+
+void mf_gpu_inject_fault(mf_gpu *g, mf_gpu_fault f) { (void)g, (void)f; }
+
+int mf_gpu_validation_messages(void) { return 0; }
+
+void mf_gpu_gating_rows(const mf_gpu *g, int64_t *device_rows,
+                        int64_t *host_rows)
+{
+    (void)g;
+    *device_rows = 0;
+    *host_rows = 0;
+}

@@ -1,0 +1,92 @@
+/* Benchmark helpers: empty-dispatch round trip, device copy, replay of an
+ * op's last recorded plan. */
+#include "gpu_internal.h"
+#include "shaders.h"
+
+static mf_status timed_run(mf_vk *vk, mf_vk_prog *p, mf_gpu_timing *t)
+{
+    int64_t t0 = mf_vk_now_ns();
+    mf_status st = mf_vk_prog_run(vk, p);
+    int64_t t1 = mf_vk_now_ns();
+    if (st != MF_OK)
+        return st;
+    double gns = mf_vk_prog_gpu_ns(vk, p);
+    t->host_us = (double)(t1 - t0) / 1000.0;
+    t->gpu_us = gns < 0 ? -1.0 : gns / 1000.0;
+    return MF_OK;
+}
+
+mf_status mf_gpu_bench_empty(mf_gpu *g, mf_gpu_timing *t)
+{
+    if (!g || !t)
+        return MF_ERR_INVALID_ARG;
+    mf_status st = mf_gpu_ready(g);
+    if (st != MF_OK)
+        return st;
+    mf_vk *vk = &g->vk;
+    if (!g->empty.recorded) {
+        const mf_vk_pipe *pipe;
+        mf_vk_pipe_desc pd = {.shader = &mf_shader_empty};
+        st = mf_vk_pipe_get(vk, &pd, &pipe);
+        if (st == MF_OK && !g->empty.cb)
+            st = mf_vk_prog_init(vk, &g->empty, 1);
+        if (st == MF_OK)
+            st = mf_vk_prog_begin(vk, &g->empty);
+        if (st == MF_OK) {
+            mf_vk_cmd_dispatch(vk, &g->empty, pipe, NULL, NULL, 1, 1, 1);
+            st = mf_vk_prog_end(vk, &g->empty);
+        }
+        if (st != MF_OK)
+            return st;
+    }
+    return timed_run(vk, &g->empty, t);
+}
+
+mf_status mf_gpu_bench_copy(mf_gpu *g, size_t bytes, mf_gpu_timing *t)
+{
+    if (!g || !t || bytes == 0)
+        return MF_ERR_INVALID_ARG;
+    mf_status st = mf_gpu_ready(g);
+    if (st != MF_OK)
+        return st;
+    mf_vk *vk = &g->vk;
+    if (g->copy_bytes != bytes || !g->copy.recorded) {
+        mf_vk_prog_free(vk, &g->copy);
+        mf_vk_buf_destroy(vk, &g->copy_src);
+        mf_vk_buf_destroy(vk, &g->copy_dst);
+        g->copy_bytes = 0;
+        st = mf_vk_buf_create(vk, bytes, MF_VK_MEM_DEVICE, &g->copy_src);
+        if (st == MF_OK)
+            st = mf_vk_buf_create(vk, bytes, MF_VK_MEM_DEVICE, &g->copy_dst);
+        if (st == MF_OK)
+            st = mf_vk_prog_init(vk, &g->copy, 0);
+        if (st == MF_OK)
+            st = mf_vk_prog_begin(vk, &g->copy);
+        if (st == MF_OK) {
+            mf_vk_cmd_copy(&g->copy, &g->copy_src, &g->copy_dst,
+                           g->copy_src.size);
+            st = mf_vk_prog_end(vk, &g->copy);
+        }
+        if (st != MF_OK) {
+            mf_vk_prog_free(vk, &g->copy);
+            mf_vk_buf_destroy(vk, &g->copy_src);
+            mf_vk_buf_destroy(vk, &g->copy_dst);
+            return st;
+        }
+        g->copy_bytes = bytes;
+    }
+    return timed_run(vk, &g->copy, t);
+}
+
+mf_status mf_gpu_bench_replay(mf_gpu *g, mf_gpu_op op, mf_gpu_timing *t)
+{
+    if (!g || !t || (unsigned)op >= MF_GPU_OP_COUNT_)
+        return MF_ERR_INVALID_ARG;
+    mf_status st = mf_gpu_ready(g);
+    if (st != MF_OK)
+        return st;
+    mf_vk_plan *pl = g->plans[op].last;
+    if (!pl || !pl->ready)
+        return MF_ERR_INVALID_ARG;
+    return timed_run(&g->vk, &pl->prog, t);
+}

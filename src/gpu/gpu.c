@@ -1,0 +1,179 @@
+/* mf_gpu lifetime, device description, fault injection (tests only). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu_internal.h"
+
+#define SCRATCH_FLOATS (4 * 4096 + 64)
+
+/* The pipeline cache directory: next to the placement cache file, else
+ * $XDG_CACHE_HOME/moefuse, else $HOME/.cache/moefuse. NULL if none. */
+static char *cache_dir(const mf_ctx_options *o)
+{
+    char *d = NULL;
+    if (o->cache_path && *o->cache_path) {
+        const char *slash = strrchr(o->cache_path, '/');
+        size_t n = slash ? (size_t)(slash - o->cache_path) : 1;
+        d = malloc(n + 1);
+        if (d) {
+            memcpy(d, slash ? o->cache_path : ".", n);
+            d[n] = '\0';
+            if (slash && n == 0) {
+                d[0] = '/';
+                d[1] = '\0';
+            }
+        }
+        return d;
+    }
+    const char *x = getenv("XDG_CACHE_HOME");
+    const char *h = getenv("HOME");
+    const char *fmt = x && *x ? "%s/moefuse" : "%s/.cache/moefuse";
+    const char *base = x && *x ? x : h;
+    if (!base || !*base)
+        return NULL;
+    size_t n = strlen(base) + 16;
+    d = malloc(n);
+    if (d)
+        snprintf(d, n, fmt, base);
+    return d;
+}
+
+/* MOEFUSE_GPU_FAULT (tests only), read by each mf_gpu_create:
+ *   create  mf_gpu_create fails with MF_ERR_DEVICE (as a device lacking a
+ *           required feature would)
+ *   oom     the first device allocation fails (MF_ERR_DEVICE_OOM)
+ *   lost    the first submit reports the device lost (MF_ERR_DEVICE_LOST) */
+static int env_fault(void)
+{
+    const char *e = getenv("MOEFUSE_GPU_FAULT");
+    if (!e)
+        return MF_VK_FAULT_NONE;
+    if (strcmp(e, "oom") == 0)
+        return MF_VK_FAULT_OOM;
+    if (strcmp(e, "lost") == 0)
+        return MF_VK_FAULT_LOST;
+    if (strcmp(e, "create") == 0)
+        return -1;
+    return MF_VK_FAULT_NONE;
+}
+
+mf_status mf_gpu_create(const mf_ctx_options *opts, mf_gpu **out)
+{
+    int fault = env_fault();
+    if (fault < 0)
+        return MF_ERR_DEVICE;
+    mf_gpu *g = calloc(1, sizeof *g);
+    if (!g)
+        return MF_ERR_OUT_OF_MEMORY;
+    g->scratch = malloc(SCRATCH_FLOATS * sizeof(float));
+    if (!g->scratch) {
+        free(g);
+        return MF_ERR_OUT_OF_MEMORY;
+    }
+    char *dir = cache_dir(opts); /* NULL: no pipeline cache on disk */
+    mf_vk_select sel = {.index = opts->gpu_index,
+                        .name = opts->gpu_name,
+                        .uuid = opts->gpu_uuid,
+                        .cache_dir = dir};
+    mf_status st = mf_vk_init(&g->vk, &sel);
+    free(dir);
+    if (st != MF_OK) {
+        free(g->scratch);
+        free(g);
+        return st;
+    }
+    g->vk.fault = fault;
+    for (int i = 0; i < MF_GPU_OP_COUNT_; i++)
+        g->plans[i].budget = MF_GPU_PLAN_BUDGET;
+    *out = g;
+    return MF_OK;
+}
+
+void mf_gpu_destroy(mf_gpu *g)
+{
+    if (!g)
+        return;
+    if (g->vk.dev) {
+        vkDeviceWaitIdle(g->vk.dev);
+        for (int i = 0; i < MF_GPU_OP_COUNT_; i++)
+            mf_vk_plans_free(&g->vk, &g->plans[i]);
+        mf_vk_prog_free(&g->vk, &g->empty);
+        mf_vk_prog_free(&g->vk, &g->copy);
+        mf_vk_buf_destroy(&g->vk, &g->copy_src);
+        mf_vk_buf_destroy(&g->vk, &g->copy_dst);
+    }
+    mf_vk_fini(&g->vk);
+    free(g->scratch);
+    free(g);
+}
+
+int mf_gpu_usable(const mf_gpu *g) { return g && !g->vk.lost; }
+
+mf_status mf_gpu_info_get(const mf_gpu *g, mf_gpu_info *out)
+{
+    if (!g || !out)
+        return MF_ERR_INVALID_ARG;
+    if (g->vk.lost)
+        return MF_ERR_DEVICE_LOST;
+    const mf_vk *vk = &g->vk;
+    mf_gpu_info i;
+    memset(&i, 0, sizeof i);
+    snprintf(i.name, sizeof i.name, "%s", vk->props.deviceName);
+    i.vendor_id = vk->props.vendorID;
+    i.device_id = vk->props.deviceID;
+    i.driver_version = vk->props.driverVersion;
+    i.api_version = vk->props.apiVersion;
+    VkPhysicalDeviceIDProperties id = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_ID_PROPERTIES};
+    VkPhysicalDeviceProperties2 p2 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &id};
+    vkGetPhysicalDeviceProperties2(vk->pdev, &p2);
+    static const char hex[] = "0123456789abcdef";
+    for (unsigned b = 0; b < VK_UUID_SIZE; b++) {
+        i.uuid[2 * b] = hex[id.deviceUUID[b] >> 4];
+        i.uuid[2 * b + 1] = hex[id.deviceUUID[b] & 15];
+    }
+    switch (vk->props.deviceType) {
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+        i.type = MF_GPU_TYPE_INTEGRATED;
+        break;
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+        i.type = MF_GPU_TYPE_DISCRETE;
+        break;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+        i.type = MF_GPU_TYPE_VIRTUAL;
+        break;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: i.type = MF_GPU_TYPE_CPU; break;
+    default: i.type = MF_GPU_TYPE_OTHER; break;
+    }
+    i.zero_copy = vk->zero_copy;
+    i.subgroup_size = (int)vk->subgroup_size;
+    i.subgroup_arithmetic = vk->subgroup_arith;
+    i.timestamps = vk->timestamps;
+    i.shared_memory_bytes = vk->shared_bytes;
+    for (uint32_t h = 0; h < vk->mem.memoryHeapCount; h++)
+        if (vk->mem.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)
+            i.device_local_bytes += vk->mem.memoryHeaps[h].size;
+    *out = i;
+    return MF_OK;
+}
+
+void mf_gpu_inject_fault(mf_gpu *g, mf_gpu_fault f)
+{
+    if (!g)
+        return;
+    g->vk.fault = f == MF_GPU_FAULT_OOM    ? MF_VK_FAULT_OOM
+                  : f == MF_GPU_FAULT_LOST ? MF_VK_FAULT_LOST
+                                           : MF_VK_FAULT_NONE;
+}
+
+
+int mf_gpu_validation_messages(void) { return mf_vk_validation_messages(); }
+
+void mf_gpu_gating_rows(const mf_gpu *g, int64_t *device_rows,
+                        int64_t *host_rows)
+{
+    *device_rows = g ? g->gating_device_rows : 0;
+    *host_rows = g ? g->gating_host_rows : 0;
+}

@@ -1,0 +1,30 @@
+/* The Vulkan build's struct mf_gpu: the runtime plus one plan cache per op.
+ * Not installed. */
+#ifndef MF_GPU_GPU_INTERNAL_H
+#define MF_GPU_GPU_INTERNAL_H
+
+#include "gpu.h"
+#include "vk.h"
+
+/* Device bytes an op's cache keeps between calls. */
+#define MF_GPU_PLAN_BUDGET ((size_t)64 << 20)
+
+struct mf_gpu {
+    mf_vk vk;
+    mf_vk_plans plans[MF_GPU_OP_COUNT_];
+    float *scratch;      /* host rows recomputed by the reference (gating) */
+    int64_t gating_device_rows, gating_host_rows;
+    /* bench */
+    mf_vk_prog empty;    /* one empty workgroup */
+    mf_vk_prog copy;     /* device-to-device copy of copy_bytes */
+    mf_vk_buf copy_src, copy_dst;
+    size_t copy_bytes;
+};
+
+/* The status of an op entry before it touches the device. */
+static inline mf_status mf_gpu_ready(const mf_gpu *g)
+{
+    return g->vk.lost ? MF_ERR_DEVICE_LOST : MF_OK;
+}
+
+#endif

@@ -1,0 +1,177 @@
+/* mf_gating on the device (shaders/gating.comp). One workgroup per token
+ * row. Indices equal the reference's: the softmax modes select on exactly
+ * the reference's floats; in sigmoid mode the shader proves its selection
+ * against bounds on the reference's libm scores and flags the rows it
+ * cannot prove, which are recomputed here with the reference kernel. With
+ * more than GATING_MAX_GROUPS groups every row takes that host path. */
+#include <string.h>
+
+#include "../cpu/kernels.h"
+#include "gpu_internal.h"
+#include "shaders.h"
+
+#define GATING_MAX_GROUPS 1024
+/* Above this k the shader ranks every expert at once instead of running k
+ * workgroup arg-max rounds. */
+#define GATING_ROUNDS_MAX 32
+
+typedef struct gating_key {
+    int32_t mode, E, k, renorm, has_bias, G, topk_group;
+    uint32_t scale_bits;
+    int64_t T;
+} gating_key;
+
+typedef struct gating_push {
+    uint32_t T, E, k, renorm, has_bias, G, topk_group;
+    float scale;
+} gating_push;
+
+static uint32_t pow2_at_least(uint32_t x)
+{
+    uint32_t p = 1;
+    while (p < x)
+        p <<= 1;
+    return p;
+}
+
+/* Every row by the reference (for shapes the shader does not take). */
+static void host_rows(mf_gpu *g, const mf_gating_desc *d, const float *logits,
+                      int64_t T, int32_t *idx, float *w, const uint32_t *flags)
+{
+    const mf_kernels *ref = mf_kernels_get(MF_ISA_SCALAR);
+    const int64_t E = d->n_experts, k = d->k;
+    for (int64_t r = 0; r < T; r++)
+        if (!flags || flags[r]) {
+            ref->gating_row(d, logits + r * E, idx + r * k, w + r * k,
+                            g->scratch);
+            g->gating_host_rows++;
+        }
+}
+
+static mf_status build(mf_gpu *g, mf_vk_plan *pl, const gating_push *pc,
+                       int mode)
+{
+    mf_vk *vk = &g->vk;
+    uint32_t E = pc->E, G = pc->G;
+    uint32_t wg = 64;
+    while (wg < 256 && wg * 4 < E)
+        wg <<= 1;
+    while (wg < vk->subgroup_size)
+        wg <<= 1;
+    if (wg > vk->max_wg_size)
+        return MF_ERR_UNSUPPORTED;
+    uint32_t per = pow2_at_least((E + wg - 1) / wg);
+    uint32_t gmax = G > 1 ? pow2_at_least(G) : 1;
+    size_t shared = 16 * (size_t)wg + 8 * (size_t)wg + 16 * (size_t)gmax + 8;
+    if (shared > vk->shared_bytes)
+        return MF_ERR_UNSUPPORTED;
+    /* Large k selects by rank (all keys in shared memory, one pass)
+     * instead of k arg-max rounds. */
+    uint32_t rankn = 1;
+    if (pc->k > GATING_ROUNDS_MAX &&
+        shared + 4 * (size_t)wg * per <= vk->shared_bytes)
+        rankn = wg * per;
+    mf_vk_pipe_desc pd = {
+        .shader = vk->subgroup_arith ? &mf_shader_gating_sg
+                                     : &mf_shader_gating_sh,
+        .n_bindings = 2,
+        .push_bytes = sizeof *pc,
+        .n_spec = 5,
+        .spec = {wg, per, (uint32_t)mode, gmax, rankn},
+    };
+    const mf_vk_pipe *pipe;
+    mf_status st = mf_vk_pipe_get(vk, &pd, &pipe);
+    if (st != MF_OK)
+        return st;
+    size_t T = pc->T;
+    int in = mf_vk_plan_io(vk, pl, (E + T * E) * sizeof(float), MF_VK_IN, &st);
+    if (in < 0)
+        return st;
+    int out = mf_vk_plan_io(vk, pl, (2 * T * pc->k + T) * sizeof(uint32_t),
+                            MF_VK_OUT, &st);
+    if (out < 0)
+        return st;
+    st = mf_vk_prog_init(vk, &pl->prog, 1);
+    if (st == MF_OK)
+        st = mf_vk_prog_begin(vk, &pl->prog);
+    if (st != MF_OK)
+        return st;
+    mf_vk_bind b[2] = {{.buf = &pl->io[in].dev}, {.buf = &pl->io[out].dev}};
+    uint32_t groups = T < vk->max_groups_x ? (uint32_t)T : vk->max_groups_x;
+    mf_vk_cmd_upload(vk, &pl->prog, &pl->io[in]);
+    mf_vk_cmd_dispatch(vk, &pl->prog, pipe, b, pc, groups, 1, 1);
+    mf_vk_cmd_download(vk, &pl->prog, &pl->io[out]);
+    st = mf_vk_prog_end(vk, &pl->prog);
+    if (st == MF_OK)
+        pl->ready = 1;
+    return st;
+}
+
+mf_status mf_gpu_gating(mf_gpu *g, const mf_gating_desc *d,
+                        const float *logits, int64_t T, int32_t *idx,
+                        float *weights)
+{
+    mf_status st = mf_gpu_ready(g);
+    if (st != MF_OK)
+        return st;
+    mf_vk *vk = &g->vk;
+    const int32_t E = d->n_experts, k = d->k;
+    const int sig = d->mode == MF_GATING_SIGMOID_GROUPED;
+    const int32_t G = sig && d->n_group > 1 ? d->n_group : 1;
+    if (G > GATING_MAX_GROUPS) {
+        host_rows(g, d, logits, T, idx, weights, NULL);
+        return MF_OK;
+    }
+    /* Bytes of the larger buffer against one binding's range. */
+    if ((uint64_t)(E + T * E) * 4 > vk->max_binding ||
+        (uint64_t)(2 * T * k + T) * 4 > vk->max_binding)
+        return MF_ERR_DEVICE_OOM;
+
+    gating_push pc = {
+        .T = (uint32_t)T, .E = (uint32_t)E, .k = (uint32_t)k,
+        .renorm = d->mode == MF_GATING_TOPK_SOFTMAX ? 0u
+                                                    : (uint32_t)d->renormalize,
+        .has_bias = d->bias != NULL, .G = (uint32_t)G,
+        .topk_group = G > 1 ? (uint32_t)d->topk_group : 1u,
+        .scale = d->scale,
+    };
+    gating_key key;
+    memset(&key, 0, sizeof key);
+    key.mode = (int32_t)d->mode;
+    key.E = E;
+    key.k = k;
+    key.renorm = (int32_t)pc.renorm;
+    key.has_bias = (int32_t)pc.has_bias;
+    key.G = G;
+    key.topk_group = (int32_t)pc.topk_group;
+    memcpy(&key.scale_bits, &d->scale, 4);
+    key.T = T;
+
+    mf_vk_plans *c = &g->plans[MF_GPU_OP_GATING];
+    mf_vk_plan *pl = mf_vk_plans_get(vk, c, &key, sizeof key);
+    if (!pl->ready) {
+        st = build(g, pl, &pc, (int)d->mode);
+        if (st != MF_OK) {
+            mf_vk_plans_drop(vk, c, pl);
+            return st;
+        }
+    }
+    float *in = pl->io[0].map;
+    if (d->bias)
+        memcpy(in, d->bias, (size_t)E * sizeof(float));
+    else
+        memset(in, 0, (size_t)E * sizeof(float));
+    memcpy(in + E, logits, (size_t)(T * E) * sizeof(float));
+    st = mf_vk_plan_run(vk, c, pl);
+    if (st != MF_OK)
+        return st;
+    const uint32_t *out = pl->io[1].map;
+    const size_t n = (size_t)(T * k);
+    memcpy(idx, out, n * sizeof(int32_t));
+    memcpy(weights, out + n, n * sizeof(float));
+    g->gating_device_rows += T;
+    if (sig)
+        host_rows(g, d, logits, T, idx, weights, out + 2 * n);
+    mf_vk_plans_trim(vk, c, pl);
+    return MF_OK;
+}

@@ -1,0 +1,11 @@
+/* The embedded SPIR-V modules (the shaders/ sources, compiled at build time). */
+#ifndef MF_GPU_SHADERS_H
+#define MF_GPU_SHADERS_H
+
+#include "vk.h"
+
+extern const mf_vk_shader mf_shader_empty;
+extern const mf_vk_shader mf_shader_gating_sg; /* subgroup arithmetic */
+extern const mf_vk_shader mf_shader_gating_sh; /* shared-memory reduction */
+
+#endif

@@ -1,0 +1,408 @@
+#version 450
+// mf_gating on the device: one workgroup per token row (rows strided over
+// the dispatched workgroups). Selection compares the same f32 quantities as
+// the reference (src/cpu/ref/gating.c), as order-preserving uint keys, with
+// ties to the lower index:
+//  - softmax modes: x = canon(logit + bias), the sum rounded exactly as the
+//    CPU does (add_exact, denormals included): indices are exact.
+//  - sigmoid mode: the reference scores with libm's expf, which the device
+//    cannot reproduce bit for bit. The device selects on its own score and
+//    proves the selection with bounds on the reference's score
+//    ([s - d, s + d], d = s 2^-18 + 2^-125, rounded exactly through the
+//    bias add and the group sums). A row whose selection the bounds cannot
+//    prove gets flag 1 and the host recomputes it with the reference.
+// Weights follow the reference's formulas with compensated sums.
+//
+// Built twice: USE_SUBGROUP (subgroup max/min for the arg-max) and without
+// (shared-memory tree).
+#extension GL_GOOGLE_include_directive : require
+#ifdef USE_SUBGROUP
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
+
+layout(local_size_x_id = 0) in;
+layout(constant_id = 0) const uint WG = 64;    // workgroup size, power of 2
+layout(constant_id = 1) const uint PER = 1;    // experts per invocation
+layout(constant_id = 2) const uint MODE = 0;   // mf_gating_mode
+layout(constant_id = 3) const uint GMAX = 1;   // group capacity (>= G)
+layout(constant_id = 4) const uint RANKN = 1;  // WG * PER for rank selection
+                                               // (large k), else 1
+
+layout(push_constant) uniform PC {
+    uint T, E, k, renorm, has_bias, G, topk_group;
+    float scale;
+} pc;
+
+// in: bias [E] (zeros without bias), then logits [T, E]
+layout(std430, binding = 0) readonly buffer In { float v_in[]; };
+// out: idx [T, k], then w [T, k] (float bits), then flags [T]
+layout(std430, binding = 1) coherent buffer Out { uint v_out[]; };
+
+#include "common.glsl"
+
+const uint SOFTMAX_TOPK = 0u, TOPK_SOFTMAX = 1u, SIGMOID = 2u;
+const uint NONE = 0xffffffffu;
+
+shared uint r_key[2 * WG];
+shared uint r_idx[2 * WG];
+shared vec2 s_sum[WG];
+shared float g_mid[GMAX];
+shared float g_lo[GMAX];
+shared float g_hi[GMAX];
+shared uint g_kept[GMAX];
+shared uint s_keys[RANKN];
+shared uint s_flag;
+shared uint s_ninf;
+
+uint tid;
+uint par;
+
+// The winner (largest key, then lowest index) of one candidate per
+// invocation, returned to every invocation. Workgroup-uniform control flow.
+uvec2 wg_argmax(uint key, uint idx)
+{
+    uint base = par * WG;
+    par ^= 1u;
+#ifdef USE_SUBGROUP
+    uint mk = subgroupMax(key);
+    uint mi = subgroupMin(key == mk ? idx : NONE);
+    if (subgroupElect()) {
+        r_key[base + gl_SubgroupID] = mk;
+        r_idx[base + gl_SubgroupID] = mi;
+    }
+    barrier();
+    uint bk = 0u, bi = NONE;
+    for (uint s = 0u; s < gl_NumSubgroups; s++) {
+        uint k2 = r_key[base + s], i2 = r_idx[base + s];
+        if (k2 > bk || (k2 == bk && i2 < bi)) {
+            bk = k2;
+            bi = i2;
+        }
+    }
+    return uvec2(bk, bi);
+#else
+    r_key[base + tid] = key;
+    r_idx[base + tid] = idx;
+    barrier();
+    for (uint s = WG / 2u; s > 0u; s >>= 1u) {
+        if (tid < s) {
+            uint k2 = r_key[base + tid + s], i2 = r_idx[base + tid + s];
+            uint k1 = r_key[base + tid], i1 = r_idx[base + tid];
+            if (k2 > k1 || (k2 == k1 && i2 < i1)) {
+                r_key[base + tid] = k2;
+                r_idx[base + tid] = i2;
+            }
+        }
+        barrier();
+    }
+    return uvec2(r_key[base], r_idx[base]);
+#endif
+}
+
+// Compensated workgroup sum of (hi, lo) pairs, returned to everyone.
+vec2 wg_sum2(vec2 v)
+{
+    barrier();
+    s_sum[tid] = v;
+    barrier();
+    for (uint s = WG / 2u; s > 0u; s >>= 1u) {
+        if (tid < s)
+            s_sum[tid] = sum2(s_sum[tid], s_sum[tid + s]);
+        barrier();
+    }
+    return s_sum[0];
+}
+
+float logit_at(uint row, uint i) { return v_in[pc.E + row * pc.E + i]; }
+float bias_at(uint i) { return v_in[i]; }
+
+// Softmax modes: the selection value x = canon(logit + bias).
+float xval(uint row, uint i)
+{
+    float l = logit_at(row, i);
+    return canon(pc.has_bias != 0u ? add_exact(l, bias_at(i)) : l);
+}
+
+// Sigmoid mode: the device's s and exactness (the reference's value is
+// known exactly for NaN, +-Inf logits).
+float sig_s(float l, out bool exact)
+{
+    uint u = floatBitsToUint(l);
+    exact = true;
+    if ((u & F_ABS) > F_INF || u == 0xff800000u)
+        return 0.0;
+    if (u == F_INF)
+        return 1.0;
+    exact = false;
+    return sigmoid(l);
+}
+
+// Score (device value) and bounds on the reference's score of expert i.
+void sig_score(uint row, uint i, out float s, out float mid, out float lo,
+               out float hi)
+{
+    bool exact;
+    s = sig_s(logit_at(row, i), exact);
+    float d = exact ? 0.0 : s * (1.0 / 262144.0) + uintBitsToFloat(0x01000000u);
+    float slo = s - d, shi = s + d;
+    if (pc.has_bias != 0u) {
+        float b = canon(bias_at(i));
+        mid = add_exact(s, b);
+        lo = add_exact(slo, b);
+        hi = add_exact(shi, b);
+    } else {
+        mid = s;
+        lo = slo;
+        hi = shi;
+    }
+}
+
+// True when expert a surely ranks ahead of b in the reference: its score
+// is surely larger, or both have identical inputs and a < b.
+bool surely_ahead(uint row, uint a, uint b)
+{
+    float s, m, lo_a, hi_a, lo_b, hi_b;
+    sig_score(row, a, s, m, lo_a, hi_a);
+    sig_score(row, b, s, m, lo_b, hi_b);
+    if (lo_a > hi_b)
+        return true;
+    bool same = floatBitsToUint(logit_at(row, a)) ==
+                floatBitsToUint(logit_at(row, b));
+    if (pc.has_bias != 0u)
+        same = same && floatBitsToUint(canon(bias_at(a))) ==
+                           floatBitsToUint(canon(bias_at(b)));
+    return same && a < b;
+}
+
+// Groups (sigmoid mode, G > 1): group scores, the kept groups (g_kept),
+// and whether the kept set is proven.
+bool select_groups(uint row)
+{
+    uint G = pc.G, gs = pc.E / pc.G;
+    for (uint g = tid; g < G; g += WG) {
+        // the two largest values of mid, lo and hi in the group
+        uint m1 = 0u, m2 = 0u, l1 = 0u, l2 = 0u, h1 = 0u, h2 = 0u;
+        for (uint e = 0u; e < gs; e++) {
+            float s, mid, lo, hi;
+            sig_score(row, g * gs + e, s, mid, lo, hi);
+            uint km = fkey(mid), kl = fkey(lo), kh = fkey(hi);
+            if (km > m1) { m2 = m1; m1 = km; } else if (km > m2) { m2 = km; }
+            if (kl > l1) { l2 = l1; l1 = kl; } else if (kl > l2) { l2 = kl; }
+            if (kh > h1) { h2 = h1; h1 = kh; } else if (kh > h2) { h2 = kh; }
+        }
+        if (gs == 1u) {
+            g_mid[g] = key_float(m1);
+            g_lo[g] = key_float(l1);
+            g_hi[g] = key_float(h1);
+        } else {
+            g_mid[g] = canon(add_exact(key_float(m1), key_float(m2)));
+            g_lo[g] = canon(add_exact(key_float(l1), key_float(l2)));
+            g_hi[g] = canon(add_exact(key_float(h1), key_float(h2)));
+        }
+        g_kept[g] = 0u;
+    }
+    barrier();
+    // kept: the topk_group best group scores (rank < topk_group, ties to
+    // the lower group index)
+    uint kept[(GMAX + WG - 1u) / WG];
+    for (uint g = tid, j = 0u; g < G; g += WG, j++) {
+        uint kk = fkey(g_mid[g]), rank = 0u;
+        for (uint o = 0u; o < G && rank < pc.topk_group; o++) {
+            uint ko = fkey(g_mid[o]);
+            rank += ko > kk || (ko == kk && o < g) ? 1u : 0u;
+        }
+        kept[j] = rank < pc.topk_group ? 1u : 0u;
+    }
+    barrier();
+    for (uint g = tid, j = 0u; g < G; g += WG, j++)
+        g_kept[g] = kept[j];
+    barrier();
+    // proof: the lowest bound of a kept group above the highest bound of
+    // every other group
+    uint kmin = 0u, kmax = 0u;
+    for (uint g = tid; g < G; g += WG) {
+        if (g_kept[g] != 0u)
+            kmin = max(kmin, ~fkey(g_lo[g]));
+        else
+            kmax = max(kmax, fkey(g_hi[g]));
+    }
+    uint lo_min = ~wg_argmax(kmin, 0u).x;
+    uint hi_max = wg_argmax(kmax, 0u).x;
+    if (pc.topk_group >= G)
+        return true;
+    return key_float(lo_min) > key_float(hi_max);
+}
+
+void finish(uint row, uint k, bool renorm)
+{
+    uint wbase = pc.T * pc.k + row * pc.k;
+    if (renorm) {
+        vec2 acc = vec2(0.0);
+        for (uint j = tid; j < k; j += WG)
+            acc = sum2(acc, vec2(uintBitsToFloat(v_out[wbase + j]), 0.0));
+        float t = wg_sum2(acc).x;
+        if (t > 0.0)
+            for (uint j = tid; j < k; j += WG)
+                v_out[wbase + j] = floatBitsToUint(
+                    div_acc(uintBitsToFloat(v_out[wbase + j]), t));
+    }
+    float sc = pc.scale == 0.0 ? 1.0 : pc.scale;
+    if (sc != 1.0)
+        for (uint j = tid; j < k; j += WG)
+            v_out[wbase + j] = floatBitsToUint(uintBitsToFloat(v_out[wbase + j]) * sc);
+}
+
+void main()
+{
+    tid = gl_LocalInvocationID.x;
+    par = 0u;
+    uint E = pc.E, k = pc.k;
+    for (uint row = gl_WorkGroupID.x; row < pc.T; row += gl_NumWorkGroups.x) {
+        if (tid == 0u) {
+            s_flag = 0u;
+            s_ninf = 0u;
+        }
+        barrier();
+        bool bad = false;
+        uint key[PER];
+        uint ninf = 0u;
+        for (uint j = 0u; j < PER; j++) {
+            uint i = tid + j * WG;
+            key[j] = 0u;
+            if (i < E) {
+                if (MODE == SIGMOID) {
+                    float s, mid, lo, hi;
+                    sig_score(row, i, s, mid, lo, hi);
+                    key[j] = fkey(mid);
+                } else {
+                    float x = xval(row, i);
+                    key[j] = fkey(x);
+                    ninf += is_pinf(x) ? 1u : 0u;
+                }
+            }
+        }
+        if (ninf != 0u)
+            atomicAdd(s_ninf, ninf);
+        if (MODE == SIGMOID && pc.G > 1u) {
+            bad = !select_groups(row);
+            uint gs = E / pc.G;
+            for (uint j = 0u; j < PER; j++) {
+                uint i = tid + j * WG;
+                if (i < E && g_kept[i / gs] == 0u)
+                    key[j] = 0u;
+            }
+        }
+
+        uint first = 0u;
+        if (RANKN > 1u) {
+            // large k: each eligible expert counts the experts ranked ahead
+            // of it (larger key, or equal key and lower index) and writes
+            // itself at that rank when it is below k.
+            for (uint j = 0u; j < PER; j++)
+                s_keys[tid + j * WG] = key[j];
+            barrier();
+            for (uint j = 0u; j < PER; j++) {
+                uint i = tid + j * WG, kk = key[j], rank = 0u;
+                if (kk == 0u)
+                    continue;
+                // four keys a step: lavapipe caps the iterations of one
+                // loop per invocation at 65535
+                for (uint o = 0u; o < RANKN && rank < k; o += 4u) {
+                    for (uint q = 0u; q < 4u; q++) {
+                        uint ko = s_keys[o + q];
+                        rank += ko > kk || (ko == kk && o + q < i) ? 1u : 0u;
+                    }
+                }
+                if (rank < k) {
+                    v_out[row * k + rank] = i;
+                    key[j] = 0u;
+                }
+            }
+            uint bk = 0u;
+            for (uint o = tid; o < RANKN; o += WG)
+                bk = max(bk, s_keys[o]);
+            first = wg_argmax(bk, 0u).x;
+        } else {
+            // small k: k rounds of a workgroup arg-max; the winner's owner
+            // clears its key (0 is below every real key: -Inf maps to
+            // 0x007fffff).
+            for (uint r = 0u; r < k; r++) {
+                uint bk = 0u, bi = NONE;
+                for (uint j = 0u; j < PER; j++)
+                    if (key[j] > bk) {
+                        bk = key[j];
+                        bi = tid + j * WG;
+                    }
+                uvec2 win = wg_argmax(bk, bi);
+                if (r == 0u)
+                    first = win.x;
+                if (tid == 0u)
+                    v_out[row * k + r] = win.y;
+                if (win.y != NONE && win.y % WG == tid)
+                    key[win.y / WG] = 0u;
+            }
+        }
+        memoryBarrierBuffer();
+        barrier();
+
+        uint ibase = row * k, wbase = pc.T * k + row * k;
+        if (MODE == SIGMOID) {
+            for (uint j = tid; j + 1u < k; j += WG)
+                if (!surely_ahead(row, v_out[ibase + j], v_out[ibase + j + 1u]))
+                    bad = true;
+            uint last = v_out[ibase + k - 1u];
+            for (uint j = 0u; j < PER; j++)
+                if (key[j] != 0u && !surely_ahead(row, last, tid + j * WG))
+                    bad = true;
+            for (uint j = tid; j < k; j += WG) {
+                bool ex;
+                float s = sig_s(logit_at(row, v_out[ibase + j]), ex);
+                v_out[wbase + j] = floatBitsToUint(s);
+            }
+            finish(row, k, pc.renorm != 0u);
+        } else {
+            float m = key_float(first);
+            bool all = MODE == SOFTMAX_TOPK;
+            if (is_ninf(m)) {
+                for (uint j = tid; j < k; j += WG)
+                    v_out[wbase + j] = 0u;
+            } else if (is_pinf(m)) {
+                uint n = 0u;
+                if (all) {
+                    n = s_ninf;
+                } else {
+                    for (uint j = 0u; j < k; j++)
+                        n += is_pinf(xval(row, v_out[ibase + j])) ? 1u : 0u;
+                }
+                float p = div_acc(1.0, float(n));
+                for (uint j = tid; j < k; j += WG)
+                    v_out[wbase + j] = floatBitsToUint(
+                        is_pinf(xval(row, v_out[ibase + j])) ? p : 0.0);
+            } else {
+                vec2 acc = vec2(0.0);
+                if (all) {
+                    for (uint j = 0u; j < PER; j++) {
+                        uint i = tid + j * WG;
+                        if (i < E)
+                            acc = sum2(acc, vec2(exp_any(xval(row, i) - m), 0.0));
+                    }
+                } else {
+                    for (uint j = tid; j < k; j += WG)
+                        acc = sum2(acc, vec2(exp_any(xval(row, v_out[ibase + j]) - m), 0.0));
+                }
+                float S = wg_sum2(acc).x;
+                for (uint j = tid; j < k; j += WG)
+                    v_out[wbase + j] = floatBitsToUint(
+                        div_acc(exp_any(xval(row, v_out[ibase + j]) - m), S));
+            }
+            finish(row, k, all && pc.renorm != 0u);
+        }
+        if (bad)
+            atomicOr(s_flag, 1u);
+        barrier();
+        if (tid == 0u)
+            v_out[2u * pc.T * k + row] = s_flag;
+        barrier();
+    }
+}
