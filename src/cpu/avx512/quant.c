@@ -367,8 +367,290 @@ static void avx512_qdot(const mf_tensor *w, int64_t r0, int64_t nr,
     }
 }
 
+/* ---------------------------------------------------------- quantize_q8 -- */
+
+/* Bit-identical to the reference: absmax found on the magnitude bits (NaN
+ * and Inf compare above every finite value), d = absmax / 127, q = x / d
+ * rounded to nearest even (the default MXCSR mode) and clamped. */
+static void avx512_quantize_q8(const float *x, int64_t K, mf_q8blk *out)
+{
+    const __m512i mag = _mm512_set1_epi32(0x7fffffff);
+    for (int64_t b = 0; b < K / 32; b++) {
+        __m512 a = _mm512_loadu_ps(x + 32 * b);
+        __m512 c = _mm512_loadu_ps(x + 32 * b + 16);
+        __m512i m = _mm512_max_epu32(_mm512_and_si512(_mm512_castps_si512(a), mag),
+                                     _mm512_and_si512(_mm512_castps_si512(c), mag));
+        uint32_t amax = _mm512_reduce_max_epu32(m);
+        mf_q8blk *o = &out[b];
+        if (amax >= 0x7f800000u) {
+            memset(o->q, 0, sizeof o->q);
+            o->d = o->s = NAN;
+            continue;
+        }
+        float am;
+        memcpy(&am, &amax, 4);
+        float d = am / 127.0f;
+        o->d = d;
+        if (d == 0.0f) {
+            memset(o->q, 0, sizeof o->q);
+            o->s = 0.0f;
+            continue;
+        }
+        const __m512 vd = _mm512_set1_ps(d);
+        const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+        __m512i qa = _mm512_cvtps_epi32(_mm512_div_ps(a, vd));
+        __m512i qc = _mm512_cvtps_epi32(_mm512_div_ps(c, vd));
+        qa = _mm512_min_epi32(_mm512_max_epi32(qa, lo), hi);
+        qc = _mm512_min_epi32(_mm512_max_epi32(qc, lo), hi);
+        _mm_storeu_si128((__m128i *)(void *)o->q, _mm512_cvtepi32_epi8(qa));
+        _mm_storeu_si128((__m128i *)(void *)(o->q + 16), _mm512_cvtepi32_epi8(qc));
+        o->s = d * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(qa, qc));
+    }
+}
+
+/* --------------------------------------------------------- qdot_q8 INT8 -- */
+
+/* Lane L of a tile register belongs to row rowperm(L) of the tile: the
+ * in-lane 4x4 transposes below put row 4k + l in lane 4l + k. The map is
+ * its own inverse. */
+AI __m512i rowperm(void)
+{
+    return _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11,
+                             15);
+}
+
+/* Bytes [off, off + 16) of 16 rows -> 4 registers: register t, lane L holds
+ * bytes 4t .. 4t+3 of row rowperm(L). */
+AI void tr16(const unsigned char *const *p, size_t off, __m512i out[4])
+{
+    __m512i z[4];
+    for (int k = 0; k < 4; k++) {
+        z[k] = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(p[4 * k] + off)));
+        z[k] = _mm512_inserti32x4(z[k], _mm_loadu_si128((const __m128i *)(p[4 * k + 1] + off)), 1);
+        z[k] = _mm512_inserti32x4(z[k], _mm_loadu_si128((const __m128i *)(p[4 * k + 2] + off)), 2);
+        z[k] = _mm512_inserti32x4(z[k], _mm_loadu_si128((const __m128i *)(p[4 * k + 3] + off)), 3);
+    }
+    __m512i a0 = _mm512_unpacklo_epi32(z[0], z[1]);
+    __m512i a1 = _mm512_unpackhi_epi32(z[0], z[1]);
+    __m512i a2 = _mm512_unpacklo_epi32(z[2], z[3]);
+    __m512i a3 = _mm512_unpackhi_epi32(z[2], z[3]);
+    out[0] = _mm512_unpacklo_epi64(a0, a2);
+    out[1] = _mm512_unpackhi_epi64(a0, a2);
+    out[2] = _mm512_unpacklo_epi64(a1, a3);
+    out[3] = _mm512_unpackhi_epi64(a1, a3);
+}
+
+/* The 16-bit or 32-bit float at byte offset off[L] from base, per lane.
+ * Gathered when the offsets fit in 32 bits and no lane would read before
+ * base (a 16-bit value is fetched as the high half of the 4 bytes ending
+ * at it), else loaded one by one. */
+AI __m512 gather_param(mf_type st, const unsigned char *base, const size_t *off,
+                       __m512i voff, int gather_ok)
+{
+    if (gather_ok) {
+        if (st == MF_TYPE_F32)
+            return _mm512_i32gather_ps(voff, base, 1);
+        __m512i v = _mm512_i32gather_epi32(
+            _mm512_sub_epi32(voff, _mm512_set1_epi32(2)), base, 1);
+        v = _mm512_srli_epi32(v, 16);
+        if (st == MF_TYPE_BF16)
+            return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+        return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+    }
+    float f[16];
+    for (int L = 0; L < 16; L++) {
+        if (st == MF_TYPE_F32)
+            memcpy(&f[L], base + off[L], 4);
+        else if (st == MF_TYPE_F16)
+            f[L] = ld_f16(base + off[L]);
+        else {
+            uint16_t h;
+            memcpy(&h, base + off[L], 2);
+            uint32_t u = (uint32_t)h << 16;
+            memcpy(&f[L], &u, 4);
+        }
+    }
+    return _mm512_loadu_ps(f);
+}
+
+/* sum(q) of an activation block, exact: s = d * sum(q) was rounded once
+ * and |sum| < 2^12, so s / d rounds back to it. 0 when d is 0 or NaN. */
+AI int32_t q8_sum(const mf_q8blk *xb)
+{
+    return xb->d > 0.0f ? (int32_t)lrintf(xb->s / xb->d) : 0;
+}
+
+/* 16 rows r .. r+15 (rows past r + nv - 1 repeat that row and are not
+ * stored) against M quantized activation rows; results to y[m][i ..
+ * i + nv). MB > 0: M == MB known here (accumulators in registers). */
+AI void q8tile(int t, int MB, const mf_tensor *w, int64_t r, int nv,
+               const mf_q8blk *const *xq, int M, float *const *y, int64_t i)
+{
+    if (MB)
+        M = MB;
+    const size_t st = row_stride(w);
+    const int64_t K = w->k, nb = K / 32;
+    const unsigned char *p[16];
+    size_t roff[16];
+    for (int j = 0; j < 16; j++) {
+        size_t rr = (size_t)(j < nv ? j : nv - 1);
+        p[j] = (const unsigned char *)w->data + (size_t)(r + (int64_t)rr) * st;
+    }
+    /* per-lane offsets, in lane order */
+    const int perm[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+    const int mlx = is_mlx(t);
+    const size_t ng = mlx ? (size_t)(K / w->group_size) : 0;
+    const size_t psz = w->scale_type == MF_TYPE_F32 ? 4 : 2;
+    int32_t o32[16];
+    for (int L = 0; L < 16; L++) {
+        size_t rr = (size_t)(perm[L] < nv ? perm[L] : nv - 1);
+        roff[L] = mlx ? rr * ng * psz : rr * st;
+        o32[L] = (int32_t)(roff[L] & 0x7fffffff);
+    }
+    const __m512i voff = _mm512_loadu_si512(o32);
+    const int off_fit = (mlx ? 16 * ng * psz : 16 * st) <= 0x7fffffffu;
+    const __m512i nib = _mm512_set1_epi8(0x0f), flip = _mm512_set1_epi8((char)0x80);
+    const __m256i shuf = _mm256_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15,
+                                          0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+    const int32_t off8 = t == MF_TYPE_Q4_0 ? 8 : 128;
+    __m512 yacc[32], sc = _mm512_setzero_ps(), bi = _mm512_setzero_ps();
+    for (int m = 0; m < M; m++)
+        yacc[m] = _mm512_setzero_ps();
+    const int64_t bpg = mlx ? w->group_size / 32 : 1;
+    int64_t left = 0;
+    size_t g = 0;
+    _Alignas(32) int8_t xs[32];
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i V[8], T[4], U[4];
+        __m512 dw = _mm512_setzero_ps();
+        switch (t) {
+        case MF_TYPE_Q4_0:
+            tr16(p, (size_t)b * 18 + 2, T);
+            for (int k = 0; k < 4; k++) {
+                V[k] = _mm512_and_si512(T[k], nib);
+                V[4 + k] = _mm512_and_si512(_mm512_srli_epi32(T[k], 4), nib);
+            }
+            break;
+        case MF_TYPE_Q8_0:
+            tr16(p, (size_t)b * 34 + 2, T);
+            tr16(p, (size_t)b * 34 + 18, U);
+            for (int k = 0; k < 4; k++) {
+                V[k] = _mm512_xor_si512(T[k], flip); /* w + 128, unsigned */
+                V[4 + k] = _mm512_xor_si512(U[k], flip);
+            }
+            break;
+        case MF_TYPE_MLX_Q4:
+            tr16(p, (size_t)b * 16, T);
+            for (int k = 0; k < 4; k++) {
+                V[2 * k] = _mm512_and_si512(T[k], nib); /* even elements */
+                V[2 * k + 1] = _mm512_and_si512(_mm512_srli_epi32(T[k], 4), nib);
+            }
+            break;
+        default: /* MF_TYPE_MLX_Q8 */
+            tr16(p, (size_t)b * 32, T);
+            tr16(p, (size_t)b * 32 + 16, U);
+            for (int k = 0; k < 4; k++) {
+                V[k] = T[k];
+                V[4 + k] = U[k];
+            }
+            break;
+        }
+        if (!mlx) {
+            const unsigned char *db = p[0] + (size_t)b * (t == MF_TYPE_Q4_0 ? 18 : 34);
+            if (off_fit) {
+                __m512i h = _mm512_i32gather_epi32(voff, db, 1); /* d + 2 code bytes */
+                dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h));
+            } else {
+                dw = gather_param(MF_TYPE_F16, db, roff, voff, 0);
+            }
+        } else if (left-- == 0) {
+            size_t gi = (size_t)r * ng + g;
+            const unsigned char *sb = (const unsigned char *)w->scales + gi * psz;
+            const unsigned char *bb = (const unsigned char *)w->biases + gi * psz;
+            int ok = off_fit && (psz == 4 || gi > 0);
+            sc = gather_param(w->scale_type, sb, roff, voff, ok);
+            bi = gather_param(w->scale_type, bb, roff, voff, ok);
+            g++;
+            left = bpg - 1;
+        }
+        for (int m = 0; m < M; m++) {
+            const mf_q8blk *xb = &xq[m][b];
+            const int8_t *xc = xb->q;
+            if (t == MF_TYPE_MLX_Q4) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)xb->q);
+                _mm256_store_si256((__m256i *)(void *)xs, _mm256_shuffle_epi8(v, shuf));
+                xc = xs;
+            }
+            __m512i a0 = mlx ? _mm512_setzero_si512()
+                             : _mm512_set1_epi32(-off8 * q8_sum(xb));
+            __m512i a1 = _mm512_setzero_si512();
+            for (int k = 0; k < 8; k++) {
+                __m512i xv = _mm512_set1_epi32((int32_t)ld_u32(xc + 4 * k));
+                if (M <= 2 && (k & 1))
+                    a1 = _mm512_dpbusd_epi32(a1, V[k], xv);
+                else
+                    a0 = _mm512_dpbusd_epi32(a0, V[k], xv);
+            }
+            __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(a0, a1));
+            __m512 dx = _mm512_set1_ps(xb->d);
+            if (mlx) {
+                yacc[m] = _mm512_fmadd_ps(f, _mm512_mul_ps(sc, dx), yacc[m]);
+                yacc[m] = _mm512_fmadd_ps(bi, _mm512_set1_ps(xb->s), yacc[m]);
+            } else {
+                yacc[m] = _mm512_fmadd_ps(f, _mm512_mul_ps(dw, dx), yacc[m]);
+            }
+        }
+    }
+    const __mmask16 keep = (__mmask16)((1u << nv) - 1u);
+    for (int m = 0; m < M; m++)
+        _mm512_mask_storeu_ps(y[m] + i, keep,
+                              _mm512_permutexvar_ps(rowperm(), yacc[m]));
+}
+
+AI void qdot_q8_t(int t, const mf_tensor *w, int64_t r0, int64_t nr,
+                  const mf_q8blk *const *xq, int M, float *const *y)
+{
+    for (int64_t i = 0; i < nr; i += 16) {
+        int nv = nr - i < 16 ? (int)(nr - i) : 16;
+        for (int m0 = 0; m0 < M; m0 += 32) {
+            int mc = M - m0 < 32 ? M - m0 : 32;
+            switch (mc) {
+            case 1: q8tile(t, 1, w, r0 + i, nv, xq + m0, 1, y + m0, i); break;
+            case 2: q8tile(t, 2, w, r0 + i, nv, xq + m0, 2, y + m0, i); break;
+            case 3: q8tile(t, 3, w, r0 + i, nv, xq + m0, 3, y + m0, i); break;
+            case 4: q8tile(t, 4, w, r0 + i, nv, xq + m0, 4, y + m0, i); break;
+            default: q8tile(t, 0, w, r0 + i, nv, xq + m0, mc, y + m0, i); break;
+            }
+        }
+    }
+}
+
+#define QDOT_Q8_FN(name, T)                                               \
+    static void name(const mf_tensor *w, int64_t r0, int64_t nr,          \
+                     const mf_q8blk *const *xq, int M, float *const *y)   \
+    {                                                                     \
+        qdot_q8_t(T, w, r0, nr, xq, M, y);                                \
+    }
+QDOT_Q8_FN(qdot_q8_q4_0, MF_TYPE_Q4_0)
+QDOT_Q8_FN(qdot_q8_q8_0, MF_TYPE_Q8_0)
+QDOT_Q8_FN(qdot_q8_mlx4, MF_TYPE_MLX_Q4)
+QDOT_Q8_FN(qdot_q8_mlx8, MF_TYPE_MLX_Q8)
+
+static void avx512_qdot_q8(const mf_tensor *w, int64_t r0, int64_t nr,
+                           const mf_q8blk *const *xq, int M, float *const *y)
+{
+    switch (w->type) {
+    case MF_TYPE_Q4_0: qdot_q8_q4_0(w, r0, nr, xq, M, y); break;
+    case MF_TYPE_Q8_0: qdot_q8_q8_0(w, r0, nr, xq, M, y); break;
+    case MF_TYPE_MLX_Q4: qdot_q8_mlx4(w, r0, nr, xq, M, y); break;
+    default: qdot_q8_mlx8(w, r0, nr, xq, M, y); break;
+    }
+}
+
 void mf_avx512_init_quant(mf_kernels *k)
 {
     k->dequant_row = avx512_dequant_row;
     k->qdot = avx512_qdot;
+    k->quantize_q8 = avx512_quantize_q8;
+    k->qdot_q8 = avx512_qdot_q8;
 }
