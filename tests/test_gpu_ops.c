@@ -281,3 +281,315 @@ Test(gpu, gating_many_rows)
     mft_free(x);
     mft_gpu_ctx_done(c);
 }
+
+/* --------------------------------------------------------------- combine */
+
+/* exact = 1: bit for bit (NaN equal to NaN). exact = 0: ops.h, within
+ * (k + 1) 2^-24 (sum_j |w_j x_j| + |res|) of the reference, computed here
+ * in double. */
+static void combine_check(mf_ctx *c, int exact, int64_t T, int32_t k,
+                          int64_t D, const float *x, const float *w,
+                          const float *res, const char *what)
+{
+    size_t no = (size_t)(T * D);
+    float *oref = mft_alloc(no * 4, 0), *ogpu = mft_alloc(no * 4, 12);
+    mf_combine_desc d = {.impl = MF_IMPL_REF, .exact = exact};
+    cr_assert_eq(mf_combine(c, &d, T, k, D, x, w, res, oref), MF_OK);
+    d.impl = MF_IMPL_GPU;
+    mf_status st = mf_combine(c, &d, T, k, D, x, w, res, ogpu);
+    cr_assert_eq(st, MF_OK, "%s: gpu status %s", what, mf_status_str(st));
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < D; i++) {
+            size_t e = (size_t)(t * D + i);
+            if (exact) {
+                cr_assert_eq(mft_ulp_diff(ogpu[e], oref[e]), 0,
+                             "%s T=%lld k=%d D=%lld: out[%zu] %a vs ref %a",
+                             what, (long long)T, k, (long long)D, e,
+                             (double)ogpu[e], (double)oref[e]);
+                continue;
+            }
+            double mag = res ? fabs((double)res[e]) : 0.0;
+            for (int32_t j = 0; j < k; j++)
+                mag += fabs((double)w[t * k + j] *
+                            (double)x[(t * k + j) * D + i]);
+            double tol = (k + 1) * 0x1p-24 * mag;
+            if (isnan(oref[e]) || isinf(oref[e]) || isinf(mag))
+                cr_assert_eq(mft_ulp_diff(ogpu[e], oref[e]), 0,
+                             "%s: out[%zu] %a vs ref %a", what, e,
+                             (double)ogpu[e], (double)oref[e]);
+            else
+                cr_assert(fabs((double)ogpu[e] - (double)oref[e]) <= tol,
+                          "%s T=%lld k=%d D=%lld: out[%zu] %.9g vs ref %.9g",
+                          what, (long long)T, k, (long long)D, e,
+                          (double)ogpu[e], (double)oref[e]);
+        }
+    mft_free(oref);
+    mft_free(ogpu);
+}
+
+Test(gpu, combine_random)
+{
+    mf_ctx *c = mft_gpu_ctx(0);
+    mft_rng r = mft_rng_make(__LINE__);
+    static const int64_t Ds[] = {1, 3, 17, 255, 768, 2048, 4096 + 17};
+    static const int32_t ks[] = {1, 2, 8, 32};
+    static const int64_t Ts[] = {1, 3};
+    for (size_t di = 0; di < sizeof Ds / sizeof *Ds; di++)
+        for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++)
+            for (size_t ti = 0; ti < sizeof Ts / sizeof *Ts; ti++) {
+                int64_t T = Ts[ti], D = Ds[di];
+                int32_t k = ks[ki];
+                float *x = mft_alloc((size_t)(T * k * D) * 4, 4 * (di % 4));
+                float *w = mft_alloc((size_t)(T * k) * 4, 4);
+                float *res = mft_alloc((size_t)(T * D) * 4, 8);
+                mft_fill_normal(&r, x, (size_t)(T * k * D), 1.0f);
+                mft_fill_uniform(&r, w, (size_t)(T * k), 0.0f, 1.0f);
+                mft_fill_normal(&r, res, (size_t)(T * D), 1.0f);
+                for (int exact = 0; exact < 2; exact++) {
+                    combine_check(c, exact, T, k, D, x, w, NULL, "random");
+                    combine_check(c, exact, T, k, D, x, w, res, "random+res");
+                }
+                mft_free(x);
+                mft_free(w);
+                mft_free(res);
+            }
+    mft_gpu_ctx_done(c);
+}
+
+/* NaN, Inf, huge values, subnormal operands and products, and sums that
+ * cancel into the subnormal range: exact stays bit-exact. */
+Test(gpu, combine_special_values)
+{
+    mf_ctx *c = mft_gpu_ctx(0);
+    mft_rng r = mft_rng_make(__LINE__);
+    const float specials[] = {NAN,     INFINITY, -INFINITY, 3e38f,  -3e38f,
+                              1e-38f,  -2e-39f,  1e-45f,    0.0f,   -0.0f,
+                              1.5e-20f, -7e-21f, 0x1p-63f,  0x1p-64f};
+    const int64_t T = 4, D = 257;
+    const int32_t k = 5;
+    float *x = mft_alloc((size_t)(T * k * D) * 4, 0);
+    float *w = mft_alloc((size_t)(T * k) * 4, 0);
+    float *res = mft_alloc((size_t)(T * D) * 4, 0);
+    for (int rep = 0; rep < 4; rep++) {
+        mft_fill_normal(&r, x, (size_t)(T * k * D), 1.0f);
+        mft_fill_uniform(&r, w, (size_t)(T * k), -1.0f, 1.0f);
+        mft_fill_normal(&r, res, (size_t)(T * D), 1.0f);
+        const size_t ns = sizeof specials / sizeof *specials;
+        for (int64_t i = 0; i < T * k * D; i += 3)
+            x[i] = specials[mft_int(&r, rep < 2 ? 4 : 0, (int64_t)ns - 1)] *
+                   (i % 2 ? 1.0f : mft_uniform(&r, 0.5f, 2.0f));
+        for (int64_t i = 0; i < T * D; i += 5)
+            res[i] = specials[mft_int(&r, 5, (int64_t)ns - 1)];
+        if (rep == 3) /* tiny weights: every product subnormal or zero */
+            for (int64_t i = 0; i < T * k; i++)
+                w[i] = mft_uniform(&r, -1.0f, 1.0f) * 0x1p-100f;
+        for (int exact = 0; exact < 2; exact++) {
+            combine_check(c, exact, T, k, D, x, w, NULL, "specials");
+            combine_check(c, exact, T, k, D, x, w, res, "specials+res");
+        }
+    }
+    /* cancellation into subnormals: w0 x0 + w1 x1 with nearly opposite
+     * normal products */
+    for (int64_t i = 0; i < T * k * D; i++)
+        x[i] = (float)mft_int(&r, 1 << 20, (1 << 21) - 1) * 0x1p-146f;
+    for (int64_t t = 0; t < T; t++) {
+        w[t * k] = 1.0f;
+        w[t * k + 1] = -1.0f;
+        for (int32_t j = 2; j < k; j++)
+            w[t * k + j] = 0.0f;
+    }
+    for (int exact = 0; exact < 2; exact++)
+        combine_check(c, exact, T, k, D, x, w, NULL, "cancel");
+    mft_free(x);
+    mft_free(w);
+    mft_free(res);
+    mft_gpu_ctx_done(c);
+}
+
+/* out == residual (in place), many rows, repeated shapes. */
+Test(gpu, combine_in_place)
+{
+    mf_ctx *c = mft_gpu_ctx(0);
+    mft_rng r = mft_rng_make(__LINE__);
+    const int64_t T = 33, D = 2048;
+    const int32_t k = 8;
+    float *x = mft_alloc((size_t)(T * k * D) * 4, 0);
+    float *w = mft_alloc((size_t)(T * k) * 4, 0);
+    float *res = mft_alloc((size_t)(T * D) * 4, 0);
+    float *io = mft_alloc((size_t)(T * D) * 4, 4);
+    float *ref = mft_alloc((size_t)(T * D) * 4, 0);
+    for (int rep = 0; rep < 3; rep++) {
+        mft_fill_normal(&r, x, (size_t)(T * k * D), 1.0f);
+        mft_fill_uniform(&r, w, (size_t)(T * k), 0.0f, 1.0f);
+        mft_fill_normal(&r, res, (size_t)(T * D), 1.0f);
+        memcpy(io, res, (size_t)(T * D) * 4);
+        mf_combine_desc d = {.impl = MF_IMPL_REF, .exact = 1};
+        cr_assert_eq(mf_combine(c, &d, T, k, D, x, w, res, ref), MF_OK);
+        d.impl = MF_IMPL_GPU;
+        cr_assert_eq(mf_combine(c, &d, T, k, D, x, w, io, io), MF_OK);
+        cr_assert_eq(memcmp(io, ref, (size_t)(T * D) * 4), 0,
+                     "in-place result differs");
+    }
+    mft_free(x);
+    mft_free(w);
+    mft_free(res);
+    mft_free(io);
+    mft_free(ref);
+    mft_gpu_ctx_done(c);
+}
+
+/* ------------------------------------------------------------------- glu */
+
+/* ops.h: f32 within 8 ulp (GEGLU_ERF 10) + 1e-30 absolute; f16/bf16
+ * within one unit in the last place of the type (codes on the same side of
+ * zero at most one step apart), or 1e-30 absolute (bf16 keeps f32's
+ * subnormal range, which devices may flush); NaN where the reference has
+ * NaN, the same infinity where it has one. */
+static void glu_compare(const mf_glu_desc *d, int64_t ne, const void *og,
+                        const void *orf, const char *what)
+{
+    for (int64_t i = 0; i < ne; i++) {
+        float a, b;
+        uint32_t steps;
+        if (d->out_type == MF_TYPE_F32) {
+            memcpy(&a, (const char *)og + 4 * i, 4);
+            memcpy(&b, (const char *)orf + 4 * i, 4);
+            steps = mft_ulp_diff(a, b) <= (d->kind == MF_GLU_GEGLU_ERF ? 10u
+                                                                       : 8u)
+                        ? 0
+                        : 2;
+        } else {
+            uint16_t ha, hb;
+            memcpy(&ha, (const char *)og + 2 * i, 2);
+            memcpy(&hb, (const char *)orf + 2 * i, 2);
+            int f16 = d->out_type == MF_TYPE_F16;
+            a = f16 ? mf_f16_to_f32(ha) : mf_bf16_to_f32(ha);
+            b = f16 ? mf_f16_to_f32(hb) : mf_bf16_to_f32(hb);
+            int sa = (ha >> 15) != 0, sb = (hb >> 15) != 0;
+            int da = ha & 0x7fff, db = hb & 0x7fff;
+            steps = sa == sb ? (uint32_t)abs(da - db) : (uint32_t)(da + db);
+            steps = steps <= 1 ? 0 : 2;
+        }
+        if (isnan(b)) {
+            cr_assert(isnan(a), "%s: out[%lld] %g where the reference has NaN",
+                      what, (long long)i, (double)a);
+            continue;
+        }
+        if (isinf(b)) {
+            cr_assert_eq(a, b, "%s: out[%lld] %g vs ref %g", what,
+                         (long long)i, (double)a, (double)b);
+            continue;
+        }
+        cr_assert(steps == 0 || fabs((double)a - (double)b) <= 1e-30,
+                  "%s kind=%d layout=%d in=%s out=%s: out[%lld] %.9g vs ref "
+                  "%.9g",
+                  what, d->kind, d->layout, mf_type_name(d->in_type),
+                  mf_type_name(d->out_type), (long long)i, (double)a,
+                  (double)b);
+    }
+}
+
+static void glu_fill(mft_rng *r, mf_type t, void *p, int64_t n, float sigma,
+                     int specials)
+{
+    const float sp[] = {NAN,    INFINITY, -INFINITY, 7.0f,  -7.0f, 6.99f,
+                        7.01f,  -7.01f,   1e-40f,    -90.f, 90.f,  0.0f,
+                        -0.0f,  1e-8f,    -12.0f,    12.0f};
+    for (int64_t i = 0; i < n; i++) {
+        float v = mft_normal(r) * sigma;
+        if (specials && mft_int(r, 0, 7) == 0)
+            v = sp[mft_int(r, 0, (int64_t)(sizeof sp / sizeof *sp) - 1)];
+        if (t == MF_TYPE_F32) {
+            memcpy((char *)p + 4 * i, &v, 4);
+        } else {
+            uint16_t h = t == MF_TYPE_F16 ? mf_f32_to_f16(v) : mf_f32_to_bf16(v);
+            memcpy((char *)p + 2 * i, &h, 2);
+        }
+    }
+}
+
+static void glu_case(mf_ctx *c, mft_rng *r, const mf_glu_desc *d0, int64_t T,
+                     int64_t n, int specials, const char *what)
+{
+    mf_glu_desc d = *d0;
+    size_t ib = d.in_type == MF_TYPE_F32 ? 4 : 2;
+    size_t ob = d.out_type == MF_TYPE_F32 ? 4 : 2;
+    int sep = d.layout == MF_GLU_SEPARATE;
+    int64_t ne = T * n, nin = sep ? ne : 2 * ne;
+    void *g = mft_alloc((size_t)nin * ib, (size_t)(n % 3) * 2);
+    void *u = sep ? mft_alloc((size_t)ne * ib, 6) : NULL;
+    glu_fill(r, d.in_type, g, nin, 2.5f, specials);
+    if (u)
+        glu_fill(r, d.in_type, u, ne, 2.5f, specials);
+    void *oref = mft_alloc((size_t)ne * ob, 0);
+    void *ogpu = mft_alloc((size_t)ne * ob, 2);
+    d.impl = MF_IMPL_REF;
+    cr_assert_eq(mf_glu(c, &d, T, n, g, u, oref), MF_OK);
+    d.impl = MF_IMPL_GPU;
+    mf_status st = mf_glu(c, &d, T, n, g, u, ogpu);
+    cr_assert_eq(st, MF_OK, "%s: gpu status %s", what, mf_status_str(st));
+    glu_compare(&d, ne, ogpu, oref, what);
+    mft_free(g);
+    mft_free(u);
+    mft_free(oref);
+    mft_free(ogpu);
+}
+
+/* Every kind x layout x input type x output type, odd sizes. */
+Test(gpu, glu_all)
+{
+    mf_ctx *c = mft_gpu_ctx(0);
+    mft_rng r = mft_rng_make(__LINE__);
+    static const mf_type types[] = {MF_TYPE_F32, MF_TYPE_F16, MF_TYPE_BF16};
+    static const int64_t ns[] = {1, 7, 33, 768};
+    for (int kind = 0; kind < MF_GLU_KIND_COUNT_; kind++)
+        for (int lay = 0; lay < MF_GLU_LAYOUT_COUNT_; lay++)
+            for (int it = 0; it < 3; it++)
+                for (int ot = 0; ot < 3; ot++) {
+                    mf_glu_desc d = {.kind = (mf_glu_kind)kind,
+                                     .layout = (mf_glu_layout)lay,
+                                     .in_type = types[it],
+                                     .out_type = types[ot]};
+                    if (kind == MF_GLU_SWIGLU_OAI && it == 1)
+                        d.limit = 5.5f, d.alpha = 1.5f;
+                    int64_t n = ns[(kind + lay + it + ot) % 4];
+                    int64_t T = n > 100 ? 2 : 3;
+                    glu_case(c, &r, &d, T, n, 0, "all");
+                }
+    mft_gpu_ctx_done(c);
+}
+
+/* NaN, Inf, clamp edges of SWIGLU_OAI, subnormal and huge inputs. */
+Test(gpu, glu_special_values)
+{
+    mf_ctx *c = mft_gpu_ctx(0);
+    mft_rng r = mft_rng_make(__LINE__);
+    static const mf_type types[] = {MF_TYPE_F32, MF_TYPE_F16, MF_TYPE_BF16};
+    for (int kind = 0; kind < MF_GLU_KIND_COUNT_; kind++)
+        for (int it = 0; it < 3; it++)
+            for (int ot = 0; ot < 3; ot++) {
+                mf_glu_desc d = {.kind = (mf_glu_kind)kind,
+                                 .layout = (mf_glu_layout)((kind + it) % 3),
+                                 .in_type = types[it], .out_type = types[ot]};
+                glu_case(c, &r, &d, 5, 257, 1, "specials");
+            }
+    mft_gpu_ctx_done(c);
+}
+
+/* Decode and prefill sizes of the model table, repeated (plan replay). */
+Test(gpu, glu_model_sizes)
+{
+    mf_ctx *c = mft_gpu_ctx(0);
+    mft_rng r = mft_rng_make(__LINE__);
+    static const int64_t Fs[] = {768, 1536, 2880, 14336};
+    for (size_t fi = 0; fi < sizeof Fs / sizeof *Fs; fi++)
+        for (int rep = 0; rep < 2; rep++) {
+            mf_glu_desc d = {.kind = fi == 2 ? MF_GLU_SWIGLU_OAI
+                                             : MF_GLU_SWIGLU,
+                             .layout = fi == 2 ? MF_GLU_INTERLEAVED
+                                               : MF_GLU_SEPARATE,
+                             .in_type = MF_TYPE_F32, .out_type = MF_TYPE_F32};
+            glu_case(c, &r, &d, rep ? 8 : 1, Fs[fi], 0, "model");
+        }
+    mft_gpu_ctx_done(c);
+}

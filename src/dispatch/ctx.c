@@ -107,5 +107,7 @@ mf_isa mf_ctx_isa(const mf_ctx *ctx) { return ctx ? ctx->isa : MF_ISA_SCALAR; }
 int mf_ctx_threads(const mf_ctx *ctx) { return ctx ? ctx->threads : 1; }
 mf_status mf_ctx_gpu_status(const mf_ctx *ctx)
 {
+    if (ctx && ctx->gpu && !mf_gpu_usable(ctx->gpu))
+        return MF_ERR_DEVICE_LOST;
     return ctx ? ctx->gpu_status : MF_ERR_INVALID_ARG;
 }

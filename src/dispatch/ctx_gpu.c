@@ -5,7 +5,8 @@ mf_status mf_ctx_gpu_info(const mf_ctx *ctx, mf_gpu_info *out)
 {
     if (!ctx || !out)
         return MF_ERR_INVALID_ARG;
-    if (!ctx->gpu)
-        return ctx->gpu_status != MF_OK ? ctx->gpu_status : MF_ERR_DEVICE;
+    mf_status st = mf_ctx_gpu_status(ctx);
+    if (st != MF_OK)
+        return st;
     return mf_gpu_info_get(ctx->gpu, out);
 }

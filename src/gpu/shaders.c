@@ -19,3 +19,13 @@ static const uint32_t spv_mf_shader_gating_sh[] =
 #include "src/gpu/shaders/gating_sh.spv.inc"
     ;
 MF_SHADER(mf_shader_gating_sh, "gating_sh");
+
+static const uint32_t spv_mf_shader_combine[] =
+#include "src/gpu/shaders/combine.spv.inc"
+    ;
+MF_SHADER(mf_shader_combine, "combine");
+
+static const uint32_t spv_mf_shader_glu[] =
+#include "src/gpu/shaders/glu.spv.inc"
+    ;
+MF_SHADER(mf_shader_glu, "glu");
