@@ -131,12 +131,22 @@ mf_status mf_gating(mf_ctx *ctx, const mf_gating_desc *d, const float *logits,
         break;
     }
     mf_exec ex;
-    st = mf_exec_resolve(ctx, d->impl, &ex);
-    if (st != MF_OK)
-        return st;
+    if (d->impl == MF_IMPL_AUTO || d->impl == MF_IMPL_CPU) {
+        /* the context's own set, checked when it was created: skips the
+         * CPU-feature lookup on the decode hot path */
+        ex = (mf_exec){.kern = ctx->kern, .threads = ctx->threads,
+                       .pool = ctx->pool};
+    } else {
+        st = mf_exec_resolve(ctx, d->impl, &ex);
+        if (st != MF_OK)
+            return st;
+    }
     gating_job jb = {.kern = ex.kern, .d = d, .logits = logits, .T = T,
                      .idx = idx, .w = weights};
-    mf_exec_parallel(&ex, gating_tasks(&ex, T, d->n_experts), gating_task,
-                     &jb);
+    int tasks = gating_tasks(&ex, T, d->n_experts);
+    if (tasks == 1)
+        gating_task(&jb, 0, 1);
+    else
+        mf_exec_parallel(&ex, tasks, gating_task, &jb);
     return MF_OK;
 }
