@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "src/dispatch/costmodel.h"
+#include "src/dispatch/profile.h"
 
 mf_fingerprint pcf_fingerprint(int with_gpu)
 {
@@ -66,31 +67,6 @@ static void add(mf_placement *p, const mf_op_shape *s, int dev, double us)
         abort();
 }
 
-static void fit(mf_placement *p, int op, int dev)
-{
-    mf_op_shape sh[64];
-    double us[64];
-    int n = 0;
-    mf_op_shape any = {0};
-    for (size_t i = 0; i < p->n_pts && n < 64; i++) {
-        const mf_pc_point *pt = &p->pts[i];
-        if ((int)pt->s.op != op || pt->dev != dev)
-            continue;
-        any = pt->s;
-        sh[n] = pt->s;
-        us[n++] = dev == MF_DEVICE_GPU
-                      ? mf_gpu_device_part(p, &pt->s, pt->median_us)
-                      : pt->median_us;
-    }
-    if (!n)
-        return;
-    mf_pc_model m = {.op = op, .mode = any.mode, .wtype = any.wtype,
-                     .dev = dev};
-    if (mf_model_fit(sh, us, n, &m) != 0)
-        abort();
-    p->models[p->n_models++] = m;
-}
-
 mf_placement *pcf_make(int with_gpu)
 {
     mf_placement *p = calloc(1, sizeof *p);
@@ -133,15 +109,8 @@ mf_placement *pcf_make(int with_gpu)
         for (int d = 0; d < ndev; d++)
             add(p, &s, d, d ? pcf_gpu_us(&s) : pcf_cpu_us(&s));
     }
-    if (mf_placement_finish(p) != MF_OK)
+    if (mf_placement_finish(p) != MF_OK || mf_profile_fit(p) != MF_OK)
         abort();
-    p->models = calloc(8, sizeof *p->models);
-    if (!p->models)
-        abort();
-    int ops[3] = {MF_OP_QMV, MF_OP_GLU, MF_OP_GATING};
-    for (int o = 0; o < 3; o++)
-        for (int d = 0; d < ndev; d++)
-            fit(p, ops[o], d);
     return p;
 }
 

@@ -21,7 +21,8 @@ double pcf_gpu_device_us(const mf_op_shape *s);
 
 /* qmv q4_0 N=2048 K=768 and glu n=768 at T = 1, 2, 4, 8, 16, 32, 64 and
  * gating E=128 k=8 at T = 1, 4, 16 on the CPU (and the GPU when with_gpu),
- * fitted models, GPU curves; finished (sorted, decisions derived). */
+ * GPU curves, models fitted by the profiler's fit; finished (sorted,
+ * decisions derived). */
 mf_placement *pcf_make(int with_gpu);
 
 /* 1 when p satisfies every invariant a loaded cache must: ranges, order,

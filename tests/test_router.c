@@ -11,6 +11,7 @@
 #include "placement_fixture.h"
 #include "src/dispatch/chain.h"
 #include "src/dispatch/costmodel.h"
+#include "src/dispatch/profile.h"
 
 /* ------------------------------------------------------ chain placement -- */
 
@@ -299,8 +300,8 @@ Test(dispatch, router_mocked_profile)
 
 Test(dispatch, router_regret_noisy_profile)
 {
-    /* The fixture's measurements with +-5% multiplicative noise and models
-     * refitted to them: on every unmeasured T of 1..64 the router's choice
+    /* The fixture's measurements with +-5% multiplicative noise and the
+     * profiler's models refitted to them: on every unmeasured T of 1..64 the router's choice
      * costs (in true time) at most 10% more than the better device. */
     mft_rng r = mft_rng_make(__LINE__);
     mf_placement *p = pcf_make(1);
@@ -311,21 +312,7 @@ Test(dispatch, router_regret_noisy_profile)
         p->pts[i].p90_us = p->pts[i].median_us * 1.05;
     }
     cr_assert_eq(mf_placement_finish(p), MF_OK);
-    for (size_t j = 0; j < p->n_models; j++) {
-        mf_pc_model *mdl = &p->models[j];
-        mf_op_shape sh[64];
-        double us[64];
-        int n = 0;
-        for (size_t i = 0; i < p->n_pts && n < 64; i++) {
-            const mf_pc_point *pt = &p->pts[i];
-            if ((int)pt->s.op != mdl->op || pt->dev != mdl->dev)
-                continue;
-            sh[n] = pt->s;
-            us[n++] = pt->dev ? mf_gpu_device_part(p, &pt->s, pt->median_us)
-                              : pt->median_us;
-        }
-        cr_assert_eq(mf_model_fit(sh, us, n, mdl), 0);
-    }
+    cr_assert_eq(mf_profile_fit(p), MF_OK);
     mock m;
     mock_init(&m, p, 1);
     double worst = 0;
@@ -523,10 +510,10 @@ Test(dispatch, cost_model_fit)
         us[i] = pcf_cpu_us(&sh[i]);
     }
     mf_pc_model mdl = {0};
-    cr_assert_eq(mf_model_fit(sh, us, 8, &mdl), 0);
+    cr_assert_eq(mf_model_fit(sh, us, NULL, 8, &mdl), 0);
     cr_expect_geq(mdl.heldout_med_err, 0);
     cr_expect_lt(mdl.heldout_max_err, 1e-6);
     cr_expect_eq(mdl.n_points, 8);
-    cr_assert_eq(mf_model_fit(sh, us, 3, &mdl), 0);
+    cr_assert_eq(mf_model_fit(sh, us, NULL, 3, &mdl), 0);
     cr_expect_eq(mdl.heldout_med_err, -1, "too few points to hold out");
 }

@@ -124,16 +124,24 @@ static int solve(double A[3][3], double b[3], int k, double x[3])
     return 0;
 }
 
-int mf_nnls(const double *X, const double *y, int n, int m, double *coef)
+/* What row i's error is divided by: div[i], or 1 without div. */
+static double row_div(const double *div, int i)
+{
+    return div ? div[i] : 1.0;
+}
+
+int mf_nnls_w(const double *X, const double *y, const double *div, int n,
+              int m, double *coef)
 {
     if (n <= 0 || m < 1 || m > 3)
         return -1;
-    /* Rows scaled by 1/y (relative error), columns by their largest value
+    /* Rows scaled by their weight, columns by their largest value
      * (conditioning). */
     double scale[3] = {0, 0, 0};
     for (int i = 0; i < n; i++)
         for (int j = 0; j < m; j++)
-            scale[j] = fmax(scale[j], fabs(X[i * m + j] / y[i]));
+            scale[j] =
+                fmax(scale[j], fabs(X[i * m + j] / row_div(div, i)));
     double best = INFINITY, bestc[3] = {0, 0, 0};
     for (int mask = 1; mask < (1 << m); mask++) {
         int cols[3], k = 0;
@@ -146,10 +154,11 @@ int mf_nnls(const double *X, const double *y, int n, int m, double *coef)
         double A[3][3] = {{0}}, b[3] = {0}, x[3] = {0};
         for (int i = 0; i < n; i++) {
             double r[3];
+            double wi = row_div(div, i);
             for (int a = 0; a < k; a++)
-                r[a] = X[i * m + cols[a]] / y[i] / scale[cols[a]];
+                r[a] = X[i * m + cols[a]] / wi / scale[cols[a]];
             for (int a = 0; a < k; a++) {
-                b[a] += r[a];
+                b[a] += r[a] * (y[i] / wi);
                 for (int c = 0; c < k; c++)
                     A[a][c] += r[a] * r[c];
             }
@@ -167,7 +176,7 @@ int mf_nnls(const double *X, const double *y, int n, int m, double *coef)
             double p = 0;
             for (int j = 0; j < m; j++)
                 p += X[i * m + j] * c[j];
-            double e = (p - y[i]) / y[i];
+            double e = (p - y[i]) / row_div(div, i);
             res += e * e;
         }
         if (res < best) {
@@ -178,6 +187,11 @@ int mf_nnls(const double *X, const double *y, int n, int m, double *coef)
     }
     memcpy(coef, bestc, (size_t)m * sizeof *coef);
     return 0;
+}
+
+int mf_nnls(const double *X, const double *y, int n, int m, double *coef)
+{
+    return mf_nnls_w(X, y, y, n, m, coef);
 }
 
 static void model_row(const mf_op_shape *s, double *row)
@@ -196,7 +210,7 @@ double mf_model_eval(const mf_pc_model *m, const mf_op_shape *s)
 }
 
 typedef struct fit_pt {
-    double row[3], y;
+    double row[3], y, div;
 } fit_pt;
 
 static int cmp_bytes(const void *a, const void *b)
@@ -215,23 +229,26 @@ static void fit_rows(const fit_pt *pts, int n, int skip_mod, double *coef)
 {
     double *X = malloc((size_t)n * 3 * sizeof *X);
     double *y = malloc((size_t)n * sizeof *y);
+    double *d = malloc((size_t)n * sizeof *d);
     int m = 0;
-    if (X && y) {
+    if (X && y && d) {
         for (int i = 0; i < n; i++) {
             if (skip_mod && i % 4 == 2)
                 continue;
             memcpy(&X[m * 3], pts[i].row, sizeof pts[i].row);
+            d[m] = pts[i].div;
             y[m++] = pts[i].y;
         }
     }
-    if (m == 0 || mf_nnls(X, y, m, 3, coef) != 0)
+    if (m == 0 || mf_nnls_w(X, y, d, m, 3, coef) != 0)
         coef[0] = coef[1] = coef[2] = 0;
     free(X);
     free(y);
+    free(d);
 }
 
-int mf_model_fit(const mf_op_shape *shapes, const double *us, int n,
-                 mf_pc_model *out)
+int mf_model_fit(const mf_op_shape *shapes, const double *us,
+                 const double *div, int n, mf_pc_model *out)
 {
     if (n <= 0)
         return -1;
@@ -240,7 +257,10 @@ int mf_model_fit(const mf_op_shape *shapes, const double *us, int n,
         return -1;
     for (int i = 0; i < n; i++) {
         model_row(&shapes[i], pts[i].row);
-        pts[i].y = us[i] > 1e-3 ? us[i] : 1e-3;
+        pts[i].y = us[i];
+        pts[i].div = div ? div[i] : us[i];
+        if (!(pts[i].div > 1e-3))
+            pts[i].div = 1e-3;
     }
     qsort(pts, (size_t)n, sizeof *pts, cmp_bytes);
     double coef[3];
@@ -253,7 +273,7 @@ int mf_model_fit(const mf_op_shape *shapes, const double *us, int n,
         for (int i = 2; i < n; i += 4) {
             double p = coef[0] + coef[1] * pts[i].row[1] +
                        coef[2] * pts[i].row[2];
-            double e = fabs(p - pts[i].y) / pts[i].y;
+            double e = fabs(p - pts[i].y) / pts[i].div;
             mx = fmax(mx, e);
             if (ne < 64)
                 errs[ne++] = e;
@@ -278,9 +298,9 @@ void mf_curve_fit(mf_pc_curve *c)
     for (int i = 0; i < c->n && i < MF_PC_MAX_CURVE; i++) {
         X[m * 2] = 1;
         X[m * 2 + 1] = c->bytes[i];
-        y[m++] = c->us[i] > 1e-3 ? c->us[i] : 1e-3;
+        y[m++] = c->us[i];
     }
-    if (m && mf_nnls(X, y, m, 2, coef) == 0) {
+    if (m && mf_nnls_w(X, y, NULL, m, 2, coef) == 0) {
         c->a_us = coef[0];
         c->b_us_per_byte = coef[1];
     }
@@ -309,15 +329,21 @@ const mf_pc_model *mf_model_find(const mf_placement *p, const mf_op_shape *s,
     return pooled;
 }
 
-double mf_gpu_device_part(const mf_placement *p, const mf_op_shape *s,
-                          double measured_us)
+double mf_gpu_device_part_raw(const mf_placement *p, const mf_op_shape *s,
+                              double measured_us)
 {
     if (!p->gpu.measured)
         return measured_us;
     mf_op_cost c = mf_op_features(s);
-    double d = measured_us - p->gpu.roundtrip_us -
-               mf_curve_eval(&p->gpu.h2d, c.in_bytes) -
-               mf_curve_eval(&p->gpu.d2h, c.out_bytes);
+    return measured_us - p->gpu.roundtrip_us -
+           mf_curve_eval(&p->gpu.h2d, c.in_bytes) -
+           mf_curve_eval(&p->gpu.d2h, c.out_bytes);
+}
+
+double mf_gpu_device_part(const mf_placement *p, const mf_op_shape *s,
+                          double measured_us)
+{
+    double d = mf_gpu_device_part_raw(p, s, measured_us);
     return d > 0 ? d : 0;
 }
 

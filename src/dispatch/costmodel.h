@@ -25,21 +25,27 @@ mf_op_cost mf_op_features(const mf_op_shape *s);
  * scales and biases). */
 double mf_type_bits(mf_type t);
 
-/* Non-negative least squares on relative error: finds coef[0..m-1] >= 0
- * minimizing sum_i ((X[i] . coef - y[i]) / y[i])^2 over n rows of m <= 3
- * columns (row-major X), exactly (every subset of active columns is solved
- * and the best feasible one kept). y must be > 0. Returns 0, or -1 when no
- * fit exists (n == 0). */
+/* Non-negative least squares: finds coef[0..m-1] >= 0 minimizing
+ * sum_i ((X[i] . coef - y[i]) / div[i])^2 over n rows of m <= 3 columns
+ * (row-major X), exactly (every subset of active columns is solved and the
+ * best feasible one kept). div NULL: absolute error (div = 1); div > 0.
+ * mf_nnls: relative error (div = y, y > 0). Returns 0, or -1 when no fit
+ * exists (n == 0). */
+int mf_nnls_w(const double *X, const double *y, const double *div, int n,
+              int m, double *coef);
 int mf_nnls(const double *X, const double *y, int n, int m, double *coef);
 
-/* Fits t = a + b * bytes + c * flops to the n measured (shape, us) pairs.
- * Held-out error: when n >= 4, the points are ordered by bytes, every
- * fourth one (from the third) is held out, the model fitted on the rest,
- * and the median and largest relative error on the held-out points stored;
- * otherwise both are -1. The returned model is then fitted on all points.
- * The caller fills op, mode, wtype and dev. -1 when n == 0. */
-int mf_model_fit(const mf_op_shape *shapes, const double *us, int n,
-                 mf_pc_model *out);
+/* Fits t = a + b * bytes + c * flops to the n (shape, us) pairs, each
+ * error relative to div[i] (NULL: to us[i]; a GPU's device parts are
+ * fitted relative to the whole measured calls, so that a device part lost
+ * in the noise of the fixed costs does not dominate). Held-out error: when
+ * n >= 4, the points are ordered by bytes, every fourth one (from the
+ * third) is held out, the model fitted on the rest, and the median and
+ * largest relative error on the held-out points stored; otherwise both are
+ * -1. The returned model is then fitted on all points. The caller fills op,
+ * mode, wtype and dev. -1 when n == 0. */
+int mf_model_fit(const mf_op_shape *shapes, const double *us,
+                 const double *div, int n, mf_pc_model *out);
 double mf_model_eval(const mf_pc_model *m, const mf_op_shape *s);
 
 /* Fits a copy-time curve's a and b (non-negative) to its points. */
@@ -65,9 +71,21 @@ typedef struct mf_op_pred {
 mf_op_pred mf_op_predict(const mf_placement *p, const mf_op_shape *s,
                          int have_gpu);
 
+/* The router's decision for a call of shape s (host inputs and outputs)
+ * given placement p (NULL: none) and whether a GPU is present (route.c). */
+void mf_route_decide(const mf_placement *p, int have_gpu,
+                     const mf_op_shape *s, mf_route_decision *d);
+/* The router's plan for a chain of n (1..MF_ROUTE_CHAIN_MAX) valid shapes
+ * (route.c). */
+void mf_route_plan_chain(const mf_placement *p, int have_gpu,
+                         const mf_op_shape *s, int n, mf_route_plan *out);
+
 /* Converts a measured GPU time of a host-in/host-out call to its device
- * part (the round trip and the copies removed, never below 0). */
+ * part: the round trip and the copies removed; never below 0 unless raw
+ * (for fitting, where noise must average out rather than be clipped). */
 double mf_gpu_device_part(const mf_placement *p, const mf_op_shape *s,
                           double measured_us);
+double mf_gpu_device_part_raw(const mf_placement *p, const mf_op_shape *s,
+                              double measured_us);
 
 #endif

@@ -45,12 +45,20 @@ mf_status mf_fingerprint_make(const mf_ctx *ctx, mf_fingerprint *fp)
     snprintf(f.isa, sizeof f.isa, "%s", mf_isa_name(ctx->isa));
     f.threads = ctx->threads;
     snprintf(f.library, sizeof f.library, "%s", mf_version());
-    /* A context GPU must be identified (vendor, device, driver, UUID) before
-     * any measurement of it can be trusted; the GPU side does not report
-     * an identity yet, so a context with a GPU has no valid fingerprint. */
-    if (ctx->gpu)
-        return MF_ERR_UNSUPPORTED;
-    f.n_gpus = 0;
+    /* A context GPU must be identified (vendor, device, driver, UUID)
+     * before any measurement of it can be trusted. */
+    if (ctx->gpu) {
+        mf_gpu_info gi;
+        if (mf_ctx_gpu_info(ctx, &gi) != MF_OK)
+            return MF_ERR_UNSUPPORTED;
+        mf_fp_gpu *g = &f.gpu[0];
+        g->vendor_id = gi.vendor_id;
+        g->device_id = gi.device_id;
+        g->driver_version = gi.driver_version;
+        snprintf(g->uuid, sizeof g->uuid, "%.32s", gi.uuid);
+        snprintf(g->name, sizeof g->name, "%.127s", gi.name);
+        f.n_gpus = 1;
+    }
     *fp = f;
     return MF_OK;
 }

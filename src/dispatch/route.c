@@ -31,17 +31,16 @@ const char *mf_route_source_name(mf_route_source s)
     return ((unsigned)s < MF_ROUTE_SRC_COUNT_) ? names[s] : "?";
 }
 
-static void decide(const mf_ctx *ctx, const mf_op_shape *s,
-                   mf_route_decision *d)
+void mf_route_decide(const mf_placement *p, int have_gpu,
+                     const mf_op_shape *s, mf_route_decision *d)
 {
-    const mf_placement *p = ctx->placement;
-    mf_op_pred pr = mf_op_predict(p, s, ctx->gpu != NULL);
+    mf_op_pred pr = mf_op_predict(p, s, have_gpu);
     *d = (mf_route_decision){.device = MF_DEVICE_CPU,
                              .source = MF_ROUTE_SRC_NO_GPU,
                              .cpu_us = pr.cpu_us,
                              .gpu_us = -1,
                              .gpu_transfer_us = -1};
-    if (!ctx->gpu)
+    if (!have_gpu)
         return;
     d->source = MF_ROUTE_SRC_BUILTIN;
     if (pr.cpu_us < 0 || pr.gpu_dev_us < 0)
@@ -64,7 +63,7 @@ int mf_route_gpu(const mf_ctx *ctx, const mf_op_shape *s)
     if (!ctx->gpu || !ctx->placement)
         return 0;
     mf_route_decision d;
-    decide(ctx, s, &d);
+    mf_route_decide(ctx->placement, 1, s, &d);
     return d.device == MF_DEVICE_GPU;
 }
 
@@ -88,7 +87,7 @@ mf_status mf_route_explain(const mf_ctx *ctx, const mf_route_shape *s,
     mf_op_shape sh;
     if (!ctx || !s || !out || !shape_from(s, &sh))
         return MF_ERR_INVALID_ARG;
-    decide(ctx, &sh, out);
+    mf_route_decide(ctx->placement, ctx->gpu != NULL, &sh, out);
     return MF_OK;
 }
 
@@ -104,18 +103,9 @@ static double sum_known(const double *x, int n)
     return t;
 }
 
-mf_status mf_route_chain(const mf_ctx *ctx, const mf_route_shape *ops,
-                         int32_t n, mf_route_plan *out)
+void mf_route_plan_chain(const mf_placement *p, int have_gpu,
+                         const mf_op_shape *s, int n, mf_route_plan *out)
 {
-    if (!ctx || !ops || !out || n < 1 || n > MF_ROUTE_CHAIN_MAX)
-        return MF_ERR_INVALID_ARG;
-    mf_op_shape s[MF_ROUTE_CHAIN_MAX];
-    for (int i = 0; i < n; i++)
-        if (!shape_from(&ops[i], &s[i]))
-            return MF_ERR_INVALID_ARG;
-
-    const mf_placement *p = ctx->placement;
-    int have_gpu = ctx->gpu != NULL;
     double cpu[MF_ROUTE_CHAIN_MAX], gpu[MF_ROUTE_CHAIN_MAX];
     double h2d[MF_ROUTE_CHAIN_MAX + 1], d2h[MF_ROUTE_CHAIN_MAX + 1];
     int measured = 1, known = 1;
@@ -138,7 +128,7 @@ mf_status mf_route_chain(const mf_ctx *ctx, const mf_route_shape *ops,
     plan.source = have_gpu ? MF_ROUTE_SRC_BUILTIN : MF_ROUTE_SRC_NO_GPU;
     if (!have_gpu || !known) {
         *out = plan;
-        return MF_OK;
+        return;
     }
 
     /* Copies at each boundary, and each op's other host inputs (those not
@@ -171,5 +161,17 @@ mf_status mf_route_chain(const mf_ctx *ctx, const mf_route_shape *ops,
     }
     plan.source = measured ? MF_ROUTE_SRC_MEASURED : MF_ROUTE_SRC_MODEL;
     *out = plan;
+}
+
+mf_status mf_route_chain(const mf_ctx *ctx, const mf_route_shape *ops,
+                         int32_t n, mf_route_plan *out)
+{
+    if (!ctx || !ops || !out || n < 1 || n > MF_ROUTE_CHAIN_MAX)
+        return MF_ERR_INVALID_ARG;
+    mf_op_shape s[MF_ROUTE_CHAIN_MAX];
+    for (int i = 0; i < n; i++)
+        if (!shape_from(&ops[i], &s[i]))
+            return MF_ERR_INVALID_ARG;
+    mf_route_plan_chain(ctx->placement, ctx->gpu != NULL, s, n, out);
     return MF_OK;
 }

@@ -4,6 +4,7 @@
 void mf_kernels_init_avx2(mf_kernels *k)
 {
     (void)k;
+    mf_avx2_init_gating(k);
     mf_avx2_init_combine(k);
     mf_avx2_init_glu(k);
     mf_avx2_init_act(k);
