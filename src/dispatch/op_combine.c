@@ -36,12 +36,11 @@ static void combine_task(void *arg, int i, int n)
     const int64_t D = jb->D, k = jb->k;
     int64_t lo, hi;
     mf_split(jb->T * D, n, i, 16, &lo, &hi);
-    while (lo < hi) {
-        const int64_t t = lo / D, d0 = lo - t * D;
+    int64_t t = lo < D ? 0 : lo / D; /* one division per part at most */
+    for (int64_t d0 = lo - t * D; t * D < hi; t++, d0 = 0) {
         const int64_t d1 = hi - t * D < D ? hi - t * D : D;
         jb->fn(jb->k, D, d0, d1, jb->x + t * k * D, jb->w + t * k,
                jb->res ? jb->res + t * D : NULL, jb->out + t * D);
-        lo = t * D + d1;
     }
 }
 

@@ -36,8 +36,9 @@ typedef struct glu_job {
 static void glu_rows(const glu_job *jb, int64_t lo, int64_t hi)
 {
     const int64_t n = jb->n;
-    while (lo < hi) {
-        const int64_t t = lo / n, n0 = lo - t * n;
+    int64_t t = lo < n ? 0 : lo / n; /* one division per part at most */
+    int64_t n0 = lo - t * n;
+    for (; t * n < hi; t++, n0 = 0) {
         const int64_t n1 = hi - t * n < n ? hi - t * n : n;
         const unsigned char *g, *u;
         switch (jb->d.layout) {
@@ -55,7 +56,6 @@ static void glu_rows(const glu_job *jb, int64_t lo, int64_t hi)
             break;
         }
         jb->kern->glu(&jb->d, n0, n1, g, u, jb->out + (size_t)(t * n) * jb->osz);
-        lo = t * n + n1;
     }
 }
 

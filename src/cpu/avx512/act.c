@@ -11,19 +11,24 @@
 #include "avx512.h"
 #include "vmath.h"
 
+static inline __attribute__((always_inline)) __m512 act1(mf_act act, __m512 v)
+{
+    switch (act) {
+    case MF_ACT_SILU: return mf512_silu(v);
+    case MF_ACT_GELU: return mf512_gelu_erf(v);
+    default: return mf512_gelu_tanh(v);
+    }
+}
+
 static inline __attribute__((always_inline)) void
 act_loop(mf_act act, float *x, int64_t n)
 {
     int64_t i = 0;
-    for (; i < n; i += 16) {
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(x + i, act1(act, _mm512_loadu_ps(x + i)));
+    if (i < n) {
         const __mmask16 m = mf512_head(n - i);
-        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        switch (act) {
-        case MF_ACT_SILU: v = mf512_silu(v); break;
-        case MF_ACT_GELU: v = mf512_gelu_erf(v); break;
-        default: v = mf512_gelu_tanh(v); break;
-        }
-        _mm512_mask_storeu_ps(x + i, m, v);
+        _mm512_mask_storeu_ps(x + i, m, act1(act, _mm512_maskz_loadu_ps(m, x + i)));
     }
 }
 
@@ -47,7 +52,15 @@ static void store_avx512(mf_type t, const float *src, void *dst, int64_t n)
         return;
     }
     char *d = dst;
-    for (int64_t i = 0; i < n; i += 16) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(src + i);
+        if (t == MF_TYPE_F16)
+            mf512_store_f16(d + 2 * i, v);
+        else
+            mf512_store_bf16(d + 2 * i, v);
+    }
+    if (i < n) {
         const __mmask16 m = mf512_head(n - i);
         __m512 v = _mm512_maskz_loadu_ps(m, src + i);
         if (t == MF_TYPE_F16)

@@ -37,20 +37,30 @@ glu_one(mf_glu_kind kind, const glu_par *p, __m512 g, __m512 u)
     }
 }
 
-/* out[i] = glu(g[i], u[i]) for i < n, f32 arrays; two vectors per step. */
+/* out[i] = glu(g[i], u[i]) for i < n, f32 arrays; four vectors per step
+ * (independent chains for the out-of-order core), then one per step. */
 static inline __attribute__((always_inline)) void
 glu_run(mf_glu_kind kind, const glu_par *p, int64_t n, const float *g,
         const float *u, float *out)
 {
     int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
+    for (; i + 64 <= n; i += 64) {
         __m512 a = glu_one(kind, p, _mm512_loadu_ps(g + i), _mm512_loadu_ps(u + i));
         __m512 b = glu_one(kind, p, _mm512_loadu_ps(g + i + 16),
                            _mm512_loadu_ps(u + i + 16));
+        __m512 c = glu_one(kind, p, _mm512_loadu_ps(g + i + 32),
+                           _mm512_loadu_ps(u + i + 32));
+        __m512 e = glu_one(kind, p, _mm512_loadu_ps(g + i + 48),
+                           _mm512_loadu_ps(u + i + 48));
         _mm512_storeu_ps(out + i, a);
         _mm512_storeu_ps(out + i + 16, b);
+        _mm512_storeu_ps(out + i + 32, c);
+        _mm512_storeu_ps(out + i + 48, e);
     }
-    for (; i < n; i += 16) {
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(out + i, glu_one(kind, p, _mm512_loadu_ps(g + i),
+                                          _mm512_loadu_ps(u + i)));
+    if (i < n) {
         const __mmask16 m = mf512_head(n - i);
         _mm512_mask_storeu_ps(out + i, m,
                               glu_one(kind, p, _mm512_maskz_loadu_ps(m, g + i),
