@@ -68,22 +68,38 @@ typedef struct mf_gating_desc {
  * Selection is by descending score; ties go to the lower expert index; the k
  * indices come out in that order, each expert at most once.
  *
+ * What is compared: the softmax modes select on the f32 keys
+ * logits + bias (logits alone without a bias), which orders experts as p
+ * does in exact arithmetic but needs no exp, so every impl compares the
+ * same floats (rounded probabilities of near-equal logits would tie). The
+ * sigmoid mode compares the f32 scores s + bias with
+ * s = 1 / (1 + expf(-x)) for x >= 0 and e / (1 + e), e = expf(x), for x < 0
+ * (libm expf), group scores being the f32 sum of the two.
+ *
  * Non-finite logits: NaN counts as -Inf everywhere (it is never preferred
  * over a number, and its probability is 0). A +Inf logit takes the whole
  * softmax mass, shared equally among the +Inf entries (the limit of the
  * function). A row whose logits are all -Inf/NaN selects experts 0..k-1 in
  * the softmax modes and gets weight 0 for each. A sum of zero under
  * renormalize leaves the weights at 0 (never NaN). In sigmoid mode
- * sigmoid(+Inf) = 1 and sigmoid(-Inf) = 0; a NaN bias counts as -Inf.
+ * sigmoid(+Inf) = 1 and sigmoid(-Inf) = 0; a NaN bias counts as -Inf; a
+ * group whose two scores are +Inf and -Inf (NaN sum) scores -Inf.
  *
- * Tolerance of non-reference impls: indices identical; weights within 4 ulp
- * + 1e-7 absolute of the reference (their exp/sigmoid are polynomial
- * approximations accurate to 2 ulp; normalization adds a few roundings).
+ * Tolerance of non-reference impls: indices identical in every mode; in the
+ * sigmoid mode weights are bit-identical too (vector kernels bound their
+ * polynomial scores and re-score with the reference's arithmetic every
+ * expert they cannot rule out, which includes all they select). Softmax
+ * modes: weights within 8 ulp or 1e-7 absolute of the reference: the
+ * polynomial exp (<= 2 ulp) against libm's (<= 1 ulp) enters both each
+ * numerator and the sum (taken in double), plus the division and the
+ * renormalization's roundings; the largest seen in the tests is 3 ulp.
  * MF_IMPL_UNFUSED runs softmax over E, a full sort, gather and normalize as
  * separate passes; it matches the reference bit for bit.
  *
- * Errors: the common ones; k > E; n_group not dividing E; topk_group out of
- * range; topk_group * (E / n_group) < k. */
+ * Errors: the common ones; k > E; renormalize not 0 or 1; scale not finite;
+ * n_group < 0, n_group > 1 outside SIGMOID_GROUPED, or not dividing E;
+ * topk_group out of 1..n_group with groups, or not 0 or 1 without;
+ * topk_group * (E / n_group) < k. */
 mf_status mf_gating(mf_ctx *ctx, const mf_gating_desc *d, const float *logits,
                     int64_t T, int32_t *idx, float *weights);
 

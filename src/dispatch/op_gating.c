@@ -12,10 +12,17 @@
 
 #define GATING_SMALL_E 256
 
-/* A row split across threads pays once the call has this many logits
- * (T * E). Measured on the development machine (2 cores, AVX-512 kernels,
- * pool workers spinning): see the comment at gating_tasks. */
-#define GATING_PAR_MIN_ELEMS 4096
+/* A row split across threads pays once T >= GATING_PAR_MIN_ROWS or
+ * T * E >= GATING_PAR_MIN_ELEMS (and T >= 2). Measured on the development
+ * machine (AMD EPYC, 2 cores, AVX-512 kernels, pool workers spinning; median
+ * wall time of mf_gating, 2 threads over 1): E=8 top-k-softmax k=2: T=4
+ * 1.41x (slower), T=8 0.94x, T=16 0.71x; E=128 softmax k=8: T=2 1.12x,
+ * T=4 0.78x, T=8 0.64x; E=256 grouped sigmoid k=8: T=2 0.96x, T=4 0.55x.
+ * Waking a worker costs ~100-150 ns here. */
+#ifndef GATING_PAR_MIN_ELEMS
+#define GATING_PAR_MIN_ELEMS 512
+#endif
+#define GATING_PAR_MIN_ROWS 8
 
 typedef struct gating_job {
     const mf_kernels *kern;
@@ -90,12 +97,11 @@ static mf_status check(const mf_gating_desc *d, const float *logits,
     return MF_OK;
 }
 
-/* Tasks for a CPU run. Measured with a timing program over mf_gating
- * (softmax mode, k = 8, AVX-512 kernels, 2 threads vs 1): see
- * GATING_PAR_MIN_ELEMS. */
+/* Tasks for a CPU run (see GATING_PAR_MIN_ELEMS). */
 static int gating_tasks(const mf_exec *ex, int64_t T, int32_t E)
 {
-    if (ex->threads < 2 || T < 2 || T * E < GATING_PAR_MIN_ELEMS)
+    if (ex->threads < 2 || T < 2 ||
+        (T < GATING_PAR_MIN_ROWS && T * E < GATING_PAR_MIN_ELEMS))
         return 1;
     return T < ex->threads ? (int)T : ex->threads;
 }
