@@ -47,7 +47,8 @@ static void usage(FILE *f)
         "  --tokens N       random tokens to check (default 10000)\n"
         "  --batch T        tokens per forward (default 16)\n"
         "  --steps N        feedback steps (default 32)\n"
-        "  --int8           also check the INT8 fused path\n"
+        "  --int8           also check the INT8 fused path (its feedback run\n"
+        "                   may change routing: reported, not failed)\n"
         "  --tol REL        output tolerance, relative to max|y| (default 1e-3;\n"
         "                   INT8 paths 5e-2)\n"
         "  --seed N         random seed (default 1)\n"
@@ -315,8 +316,13 @@ int main(int argc, char **argv)
                    q->tokens, "-", "-", "-", "-", "-");
             continue;
         }
-        double t = q->prec == MF_PREC_INT8 ? 5e-2 : tol;
-        int ok = q->sel_mismatch == 0 && q->max_rel <= t && q->diverged_step < 0;
+        /* INT8 activations move outputs by ~1e-2: fed back, they move the
+         * next router logits, so a later routing change is expected there
+         * and reported, not failed. EXACT paths must stay together. */
+        int int8p = q->prec == MF_PREC_INT8;
+        double t = int8p ? 5e-2 : tol;
+        int ok = q->sel_mismatch == 0 && q->max_rel <= t &&
+                 (int8p || q->diverged_step < 0);
         if (!ok)
             rc = 1;
         char dv[32];
