@@ -37,6 +37,8 @@ typedef struct bench_record {
     bench_stats st;
     double bytes; /* 0 when not memory-bound */
     double gbps;
+    double gpu_us;  /* GPU runs: device time between timestamps; < 0 none */
+    double call_us; /* GPU runs: the whole public call from host arrays */
 } bench_record;
 
 typedef struct bench_results {

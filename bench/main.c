@@ -10,12 +10,15 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: moefuse-bench [cpu|layer] [options]\n"
+        "usage: moefuse-bench [cpu|gpu|layer] [options]\n"
         "\n"
         "cpu (default): every op at the model shapes (Qwen3-30B-A3B,\n"
         "  Mixtral-8x7B, DeepSeek-V3, GPT-OSS-20B; T = 1 and 32; Q4_0, Q8_0,\n"
         "  MLX q4 g64) for the scalar reference, the unfused baseline and each\n"
         "  kernel set this CPU has.\n"
+        "gpu: the empty-dispatch round trip and a device copy (floors), then\n"
+        "  each op at decode shapes: host round trip of its pre-recorded plan,\n"
+        "  device time, whole call from host arrays, and the CPU's time.\n"
         "layer: one MoE block's decode step (T = 1, 4, 32) per preset and\n"
         "  format: unfused reference, fused CPU, GPU, routed.\n"
         "Prints medians with p10/p90 and GB/s against a STREAM-style triad\n"
@@ -85,8 +88,8 @@ int main(int argc, char **argv)
         }
     }
     const char *suite = optind < argc ? argv[optind++] : "cpu";
-    int is_layer = strcmp(suite, "layer") == 0;
-    if (optind < argc || (strcmp(suite, "cpu") != 0 && !is_layer)) {
+    int is_layer = strcmp(suite, "layer") == 0, is_gpu = strcmp(suite, "gpu") == 0;
+    if (optind < argc || (strcmp(suite, "cpu") != 0 && !is_layer && !is_gpu)) {
         fprintf(stderr, "moefuse-bench: unknown suite or extra argument '%s'\n",
                 optind < argc ? argv[optind] : suite);
         usage(stderr);
@@ -97,7 +100,7 @@ int main(int argc, char **argv)
 
     mf_ctx_options co = mf_ctx_options_default();
     co.threads = o.threads;
-    co.gpu = is_layer ? MF_GPU_AUTO : MF_GPU_DISABLED;
+    co.gpu = is_layer ? MF_GPU_AUTO : is_gpu ? MF_GPU_REQUIRED : MF_GPU_DISABLED;
     mf_ctx *ctx;
     mf_status st = mf_ctx_create(&co, &ctx);
     if (st != MF_OK) {
@@ -120,6 +123,7 @@ int main(int argc, char **argv)
     printf("%% of triad: against the 1-thread triad for ref, the %d-thread "
            "triad otherwise\n\n", threads);
     int rc = is_layer ? bench_suite_layer(ctx, &o, &res)
+             : is_gpu ? bench_suite_gpu(ctx, &o, &res)
                       : bench_suite_cpu(ctx, &o, &res);
     if (json && bench_results_write_json(&res, ctx, threads, json) != 0) {
         fprintf(stderr, "moefuse-bench: cannot write %s\n", json);

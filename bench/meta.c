@@ -40,12 +40,20 @@ void bench_write_machine_json(FILE *f, const mf_ctx *ctx, int threads)
     }
     fprintf(f, "], \"isa\": \"%s\", \"threads\": %d",
             mf_isa_name(mf_ctx_isa(ctx)), threads);
-    fprintf(f, ", \"gpu\": ");
-    mf_status gs = mf_ctx_gpu_status(ctx);
+    mf_gpu_info gi;
+    mf_status gs = mf_ctx_gpu_info(ctx, &gi);
     if (gs == MF_OK) {
-        fprintf(f, "\"in use\"");
+        fprintf(f, ", \"gpu_name\": ");
+        json_str(f, gi.name);
+        fprintf(f, ", \"gpu_vendor_id\": %u, \"gpu_device_id\": %u, "
+                   "\"driver_version\": %u, \"vulkan_version\": \"%u.%u.%u\", "
+                   "\"gpu_uuid\": \"%s\", \"gpu_zero_copy\": %d, "
+                   "\"gpu_subgroup_size\": %d",
+                gi.vendor_id, gi.device_id, gi.driver_version,
+                (gi.api_version >> 22) & 0x7fu, (gi.api_version >> 12) & 0x3ffu,
+                gi.api_version & 0xfffu, gi.uuid, gi.zero_copy, gi.subgroup_size);
     } else {
-        fprintf(f, "null, \"gpu_status\": ");
+        fprintf(f, ", \"gpu_name\": null, \"gpu_status\": ");
         json_str(f, mf_status_str(gs));
     }
     fprintf(f, ", \"compiler\": ");

@@ -23,6 +23,7 @@ void bench_results_add(bench_results *r, const char *op, const char *shape,
     rec->st = *st;
     rec->bytes = bytes;
     rec->gbps = bytes > 0 && st->median_us > 0 ? bytes / (st->median_us * 1e3) : 0;
+    rec->gpu_us = rec->call_us = -1;
 }
 
 void bench_results_free(bench_results *r)
@@ -56,6 +57,10 @@ int bench_results_write_json(const bench_results *r, const mf_ctx *ctx,
                 x->st.p90_us, x->st.runs);
         if (x->bytes > 0)
             fprintf(f, ", \"bytes\": %.0f, \"gbps\": %.3f", x->bytes, x->gbps);
+        if (x->gpu_us >= 0)
+            fprintf(f, ", \"gpu_us\": %.3f", x->gpu_us);
+        if (x->call_us >= 0)
+            fprintf(f, ", \"call_us\": %.3f", x->call_us);
         fprintf(f, "}%s\n", i + 1 < r->n ? "," : "");
     }
     fprintf(f, "  ]\n}\n");
@@ -68,7 +73,11 @@ void bench_print_record(FILE *f, const bench_record *rec, double floor_gbps)
             rec->impl, rec->st.median_us, rec->st.p10_us, rec->st.p90_us,
             rec->st.runs);
     if (rec->bytes > 0)
-        fprintf(f, "  %7.2f GB/s  %5.1f%% of triad", rec->gbps,
+        fprintf(f, "  %7.2f GB/s  %5.1f%% of floor", rec->gbps,
                 floor_gbps > 0 ? 100.0 * rec->gbps / floor_gbps : 0.0);
+    if (rec->gpu_us >= 0)
+        fprintf(f, "  gpu %8.3f us", rec->gpu_us);
+    if (rec->call_us >= 0)
+        fprintf(f, "  call %9.3f us", rec->call_us);
     fputc('\n', f);
 }

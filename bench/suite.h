@@ -22,4 +22,8 @@ int bench_suite_cpu(mf_ctx *ctx, const bench_opts *o, bench_results *res);
  * GPU chain and routed. */
 int bench_suite_layer(mf_ctx *ctx, const bench_opts *o, bench_results *res);
 
+/* GPU floors (empty dispatch, device copy) and each op's pre-recorded round
+ * trip, device time and whole call next to the CPU, in one run. */
+int bench_suite_gpu(mf_ctx *ctx, const bench_opts *o, bench_results *res);
+
 #endif

@@ -1,0 +1,285 @@
+/* moefuse-bench gpu: the empty-dispatch round trip and a device copy as the
+ * floors, then each op at decode shapes: the host round trip of its
+ * pre-recorded plan (replayed, no copies, no re-recording), its device time
+ * from timestamps, the whole public call from host arrays, and the CPU's time
+ * for the same call, all in one run. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "src/dispatch/internal.h"
+#include "suite.h"
+
+typedef struct gcase {
+    mf_ctx *ctx;
+    mf_gpu *gpu;
+    mf_gpu_op op;
+    mf_impl impl;
+    const mf_moe_config *m;
+    int64_t T;
+    float *logits, *x, *gu, *h, *eo, *rw, *y, *wout;
+    int32_t *idx;
+    const mf_moe_weights *w;
+    mf_gpu_timing last;
+} gcase;
+
+static int call_op(gcase *c)
+{
+    const mf_moe_config *m = c->m;
+    switch (c->op) {
+    case MF_GPU_OP_GATING: {
+        mf_gating_desc d = {.impl = c->impl, .mode = m->router, .n_experts = m->n_experts,
+                            .k = m->top_k, .renormalize = m->renormalize,
+                            .n_group = m->n_group, .topk_group = m->topk_group,
+                            .scale = m->routed_scale};
+        return mf_gating(c->ctx, &d, c->logits, c->T, c->idx, c->wout);
+    }
+    case MF_GPU_OP_COMBINE: {
+        mf_combine_desc d = {.impl = c->impl};
+        return mf_combine(c->ctx, &d, c->T, m->top_k, m->hidden, c->eo, c->rw, c->x, c->y);
+    }
+    case MF_GPU_OP_GLU: {
+        mf_glu_desc d = {.impl = c->impl, .kind = m->glu, .layout = MF_GLU_CONCAT,
+                         .in_type = MF_TYPE_F32, .out_type = MF_TYPE_F32};
+        return mf_glu(c->ctx, &d, c->T * m->top_k, m->expert_ffn, c->gu, NULL, c->h);
+    }
+    case MF_GPU_OP_MOE_GATE_UP: {
+        int sep = m->gate_up_layout == MF_GLU_SEPARATE;
+        mf_moe_gate_up_desc d = {.impl = c->impl, .glu = m->glu, .layout = m->gate_up_layout,
+                                 .w_gate = &c->w->gate, .w_up = sep ? &c->w->up : NULL,
+                                 .b_gate = c->w->gate_bias, .b_up = c->w->up_bias};
+        return mf_moe_gate_up(c->ctx, &d, c->T, m->top_k, c->x, c->idx, c->h);
+    }
+    case MF_GPU_OP_MOE_DOWN: {
+        mf_moe_down_desc d = {.impl = c->impl, .w_down = &c->w->down,
+                              .b_down = c->w->down_bias};
+        return mf_moe_down_combine(c->ctx, &d, c->T, m->top_k, c->h, c->idx, c->rw,
+                                   NULL, c->y);
+    }
+    default:
+        return MF_ERR_UNSUPPORTED;
+    }
+}
+
+static int run_call(void *a, int i)
+{
+    (void)i;
+    return call_op(a);
+}
+
+static int run_replay(void *a, int i)
+{
+    (void)i;
+    gcase *c = a;
+    return mf_gpu_bench_replay(c->gpu, c->op, &c->last);
+}
+
+/* Medians of device time: collected by a second pass. */
+static double median_gpu_us(gcase *c, int n)
+{
+    double *v = malloc((size_t)n * sizeof *v);
+    int got = 0;
+    for (int i = 0; v && i < n; i++) {
+        if (mf_gpu_bench_replay(c->gpu, c->op, &c->last) != MF_OK)
+            break;
+        if (c->last.gpu_us >= 0)
+            v[got++] = c->last.gpu_us;
+    }
+    double med = -1;
+    if (got) {
+        for (int i = 1; i < got; i++) /* insertion sort: n is small */
+            for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+                double t = v[j];
+                v[j] = v[j - 1];
+                v[j - 1] = t;
+            }
+        med = v[got / 2];
+    }
+    free(v);
+    return med;
+}
+
+static const char *op_names[] = {"gating", "combine", "glu", "dequant_act", "qmv",
+                                 "moe_gate_up", "moe_down_combine"};
+
+static int bench_op(gcase *c, const bench_opts *o, bench_results *res,
+                    const char *shape, double bytes)
+{
+    const char *name = op_names[c->op];
+    if (o->filter && !strstr(name, o->filter))
+        return 0;
+    printf("%s  %s\n", name, shape);
+    bench_stats st;
+    /* CPU, same call */
+    c->impl = MF_IMPL_CPU;
+    int rc = bench_measure(run_call, c, 3, 1, o->quick ? 5 : 21, 100000, o->budget_us, &st);
+    if (rc) {
+        fprintf(stderr, "moefuse-bench: %s cpu: %s\n", name, mf_status_str((mf_status)rc));
+        return 1;
+    }
+    bench_results_add(res, name, shape, mf_isa_name(mf_ctx_isa(c->ctx)), &st, bytes);
+    bench_print_record(stdout, &res->rec[res->n - 1], res->triad_gbps);
+    /* GPU: the whole call (uploads weights and records the plan once) */
+    c->impl = MF_IMPL_GPU;
+    bench_stats call;
+    rc = bench_measure(run_call, c, 3, 1, o->quick ? 5 : 21, 100000, o->budget_us, &call);
+    if (rc == MF_ERR_UNSUPPORTED) {
+        printf("  gpu      unsupported by this device or build\n");
+        return 0;
+    }
+    if (rc) {
+        fprintf(stderr, "moefuse-bench: %s gpu: %s\n", name, mf_status_str((mf_status)rc));
+        return 1;
+    }
+    rc = bench_measure(run_replay, c, 5, 1, o->quick ? 20 : 101, 100000, o->budget_us, &st);
+    if (rc) {
+        fprintf(stderr, "moefuse-bench: %s replay: %s\n", name, mf_status_str((mf_status)rc));
+        return 1;
+    }
+    bench_results_add(res, name, shape, "gpu", &st, bytes);
+    bench_record *r = &res->rec[res->n - 1];
+    r->call_us = call.median_us;
+    r->gpu_us = median_gpu_us(c, o->quick ? 21 : 51);
+    bench_print_record(stdout, r, res->device_copy_gbps);
+    printf("           round trip / empty dispatch = %.2fx\n",
+           st.median_us / res->empty_dispatch_us);
+    return 0;
+}
+
+static int run_empty(void *a, int i)
+{
+    (void)i;
+    mf_gpu_timing t;
+    return mf_gpu_bench_empty(a, &t);
+}
+
+typedef struct copy_arg {
+    mf_gpu *g;
+    size_t bytes;
+} copy_arg;
+
+static int run_copy(void *a, int i)
+{
+    (void)i;
+    copy_arg *c = a;
+    mf_gpu_timing t;
+    mf_status st = mf_gpu_bench_copy(c->g, c->bytes, &t);
+    return st;
+}
+
+int bench_suite_gpu(mf_ctx *ctx, const bench_opts *o, bench_results *res)
+{
+    mf_gpu *g = ctx->gpu;
+    if (!g) {
+        fprintf(stderr, "moefuse-bench gpu: no GPU: %s\n",
+                mf_status_str(mf_ctx_gpu_status(ctx)));
+        return 1;
+    }
+    bench_stats st;
+    if (bench_measure(run_empty, g, 20, 1, o->quick ? 50 : 301, 100000, o->budget_us, &st))
+        return 1;
+    res->empty_dispatch_us = st.median_us;
+    bench_results_add(res, "empty_dispatch", "workgroups=1", "gpu", &st, 0);
+    bench_print_record(stdout, &res->rec[res->n - 1], 0);
+    copy_arg ca = {g, (size_t)256 << 20};
+    if (bench_measure(run_copy, &ca, 2, 1, o->quick ? 5 : 21, 1000, o->budget_us, &st))
+        return 1;
+    /* read + write */
+    res->device_copy_gbps = 2.0 * (double)ca.bytes / (st.median_us * 1e3);
+    bench_results_add(res, "device_copy", "bytes=268435456", "gpu", &st, 2.0 * (double)ca.bytes);
+    bench_print_record(stdout, &res->rec[res->n - 1], res->device_copy_gbps);
+    printf("floor: empty dispatch %.2f us, device copy %.0f GB/s\n\n",
+           res->empty_dispatch_us, res->device_copy_gbps);
+
+    static const char *const models[] = {"qwen3-30b-a3b", "mixtral-8x7b",
+                                          "deepseek-v3", "gpt-oss-20b"};
+    static const int64_t Ts[] = {1, 32};
+    int nm = o->model ? 1 : 4;
+    for (int mi = 0; mi < nm; mi++) {
+        const char *name = o->model ? o->model : models[mi];
+        mf_moe_config m;
+        if (mf_moe_preset(name, &m) != MF_OK)
+            return 1;
+        mf_moe_config lc = m;
+        lc.n_shared = 0;
+        double per_expert = synth_row_bytes(MF_TYPE_Q4_0, m.hidden) * (double)(2 * m.expert_ffn) +
+                            synth_row_bytes(MF_TYPE_Q4_0, m.expert_ffn) * (double)m.hidden;
+        if (per_expert * lc.n_experts > o->mem_gb * 1e9)
+            lc.n_experts = (int32_t)(o->mem_gb * 1e9 / per_expert) < m.top_k
+                               ? m.top_k : (int32_t)(o->mem_gb * 1e9 / per_expert);
+        synth_layer L;
+        if (synth_layer_make(&L, &lc, MF_TYPE_Q4_0, 77))
+            return 1;
+        for (int ti = 0; ti < 2; ti++) {
+            int64_t T = Ts[ti];
+            size_t tk = (size_t)(T * m.top_k), TH = (size_t)(T * m.hidden);
+            gcase c = {.ctx = ctx, .gpu = g, .m = &m, .T = T, .w = &L.w};
+            c.logits = malloc((size_t)(T * m.n_experts) * 4);
+            c.x = malloc(TH * 4);
+            c.gu = malloc(tk * (size_t)(2 * m.expert_ffn) * 4);
+            c.h = malloc(tk * (size_t)m.expert_ffn * 4);
+            c.eo = malloc(tk * (size_t)m.hidden * 4);
+            c.rw = malloc(tk * 4);
+            c.wout = malloc(tk * 4);
+            c.y = malloc(TH * 4);
+            c.idx = malloc(tk * 4);
+            int rc = !c.logits || !c.x || !c.gu || !c.h || !c.eo || !c.rw || !c.wout ||
+                     !c.y || !c.idx;
+            uint64_t s = 99 + (uint64_t)T;
+            if (!rc) {
+                synth_fill(c.logits, (size_t)(T * m.n_experts), &s, 8.0f);
+                synth_fill(c.x, TH, &s, 2.0f);
+                synth_fill(c.gu, tk * (size_t)(2 * m.expert_ffn), &s, 8.0f);
+                synth_fill(c.h, tk * (size_t)m.expert_ffn, &s, 1.0f);
+                synth_fill(c.eo, tk * (size_t)m.hidden, &s, 1.0f);
+                for (size_t j = 0; j < tk; j++) {
+                    c.rw[j] = 1.0f / (float)m.top_k;
+                    c.idx[j] = (int32_t)((j * 7 + j / (size_t)m.top_k) % (size_t)lc.n_experts);
+                }
+                /* distinct experts within each token */
+                for (size_t t = 0; t < (size_t)T; t++)
+                    for (int32_t j = 0; j < m.top_k; j++)
+                        c.idx[t * (size_t)m.top_k + (size_t)j] =
+                            (int32_t)((t * 3 + (size_t)j) % (size_t)lc.n_experts);
+            }
+            char shape[160];
+            snprintf(shape, sizeof shape, "model=%s,E=%d,k=%d,T=%lld", name,
+                     m.n_experts, m.top_k, (long long)T);
+            c.op = MF_GPU_OP_GATING;
+            rc = rc || bench_op(&c, o, res, shape, 0);
+            c.op = MF_GPU_OP_GLU;
+            snprintf(shape, sizeof shape, "model=%s,F=%lld,rows=%lld", name,
+                     (long long)m.expert_ffn, (long long)tk);
+            rc = rc || bench_op(&c, o, res, shape, (double)tk * (double)m.expert_ffn * 12.0);
+            c.op = MF_GPU_OP_COMBINE;
+            snprintf(shape, sizeof shape, "model=%s,k=%d,D=%lld,T=%lld", name,
+                     m.top_k, (long long)m.hidden, (long long)T);
+            rc = rc || bench_op(&c, o, res, shape, (double)tk * (double)m.hidden * 4.0 + (double)TH * 8.0);
+            double uniq = 0;
+            {
+                unsigned char *seen = calloc((size_t)lc.n_experts, 1);
+                for (size_t j = 0; seen && j < tk; j++) {
+                    uniq += !seen[c.idx[j]];
+                    seen[c.idx[j]] = 1;
+                }
+                free(seen);
+            }
+            snprintf(shape, sizeof shape, "H=%lld,F=%lld,E=%d,k=%d,T=%lld,fmt=q4_0",
+                     (long long)m.hidden, (long long)m.expert_ffn, m.n_experts,
+                     m.top_k, (long long)T);
+            c.op = MF_GPU_OP_MOE_GATE_UP;
+            rc = rc || bench_op(&c, o, res, shape,
+                                uniq * synth_row_bytes(MF_TYPE_Q4_0, m.hidden) * (double)(2 * m.expert_ffn));
+            c.op = MF_GPU_OP_MOE_DOWN;
+            rc = rc || bench_op(&c, o, res, shape,
+                                uniq * synth_row_bytes(MF_TYPE_Q4_0, m.expert_ffn) * (double)m.hidden);
+            free(c.logits), free(c.x), free(c.gu), free(c.h), free(c.eo);
+            free(c.rw), free(c.wout), free(c.y), free(c.idx);
+            if (rc) {
+                synth_layer_free(&L);
+                return 1;
+            }
+        }
+        synth_layer_free(&L);
+    }
+    return 0;
+}
