@@ -473,6 +473,88 @@ AI __m512 gather_param(mf_type st, const unsigned char *base, const size_t *off,
     return _mm512_loadu_ps(f);
 }
 
+/* Word indices for t16x4: the second level keeps words 0..7 of each
+ * source, the third words 0..15; the last one maps (row, value j) to lane
+ * order, values 0, 1 into the first result and 2, 3 into the second. */
+static const int16_t k_t16_i2[32] = {0, 1, 2, 3, 4, 5, 6, 7, 32, 33, 34, 35, 36, 37, 38, 39};
+static const int16_t k_t16_i3[32] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                                     32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47};
+static const int16_t k_t16_a[32] = {0, 16, 32, 48, 4, 20, 36, 52, 8, 24, 40, 56, 12, 28, 44, 60,
+                                    1, 17, 33, 49, 5, 21, 37, 53, 9, 25, 41, 57, 13, 29, 45, 61};
+/* First-level sources: the four d of Q4_0 blocks b..b+3 within a 64-byte
+ * load at block b (words 0, 9, 18, 27); Q8_0's pair of loads at blocks b and
+ * b+2 (words 0 and 17 of each); four consecutive words. */
+static const int16_t k_t16_q4_0[32] = {0, 9, 18, 27, 32, 41, 50, 59};
+static const int16_t k_t16_q8_0[32] = {0, 17, 32, 49};
+static const int16_t k_t16_seq[32] = {0, 1, 2, 3, 32, 33, 34, 35};
+static const int16_t k_t16_b[32] = {2, 18, 34, 50, 6, 22, 38, 54, 10, 26, 42, 58, 14, 30, 46, 62,
+                                    3, 19, 35, 51, 7, 23, 39, 55, 11, 27, 43, 59, 15, 31, 47, 63};
+
+/* Four 16-bit values of each of 16 rows, R[i] holding row i's values
+ * 0..3 in words pos[0..3] (idx1 = pos, 32 + pos), regrouped by value: *f0
+ * holds value 0 of the 16 rows in lane order in its low half and value 1
+ * in its high half; *f1 values 2 and 3. A tree of 16 two-source word
+ * permutes instead of 64 single loads. */
+AI void t16x4(const __m512i R[16], __m512i idx1, __m512i *f0, __m512i *f1)
+{
+    const __m512i i2 = _mm512_loadu_si512(k_t16_i2), i3 = _mm512_loadu_si512(k_t16_i3);
+    __m512i P[8], Q[4], S[2];
+    for (int i = 0; i < 8; i++)
+        P[i] = _mm512_permutex2var_epi16(R[2 * i], idx1, R[2 * i + 1]);
+    for (int i = 0; i < 4; i++)
+        Q[i] = _mm512_permutex2var_epi16(P[2 * i], i2, P[2 * i + 1]);
+    for (int i = 0; i < 2; i++)
+        S[i] = _mm512_permutex2var_epi16(Q[2 * i], i3, Q[2 * i + 1]);
+    *f0 = _mm512_permutex2var_epi16(S[0], _mm512_loadu_si512(k_t16_a), S[1]);
+    *f1 = _mm512_permutex2var_epi16(S[0], _mm512_loadu_si512(k_t16_b), S[1]);
+}
+
+/* The four 16-bit float groups of t16x4's results widened to f32. */
+AI void t16x4_widen(mf_type st, __m512i f0, __m512i f1, __m512 out[4])
+{
+    __m256i h[4] = {_mm512_castsi512_si256(f0), _mm512_extracti64x4_epi64(f0, 1),
+                    _mm512_castsi512_si256(f1), _mm512_extracti64x4_epi64(f1, 1)};
+    for (int j = 0; j < 4; j++)
+        out[j] = st == MF_TYPE_F16
+                     ? _mm512_cvtph_ps(h[j])
+                     : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h[j]), 16));
+}
+
+/* The f16 scales d of blocks b .. b+3 (b + 3 < K / 32) of ggml rows
+ * p[0..15], in lane order: one 64-byte load per row for Q4_0 (the four d
+ * sit 18 bytes apart), two for Q8_0. */
+AI void ggml_scales4(int t, const unsigned char *const *p, int64_t b, __m512 dw[4])
+{
+    __m512i R[16], f0, f1;
+    if (t == MF_TYPE_Q4_0) {
+        for (int i = 0; i < 16; i++)
+            R[i] = _mm512_loadu_si512(p[i] + 18 * b);
+        t16x4(R, _mm512_loadu_si512(k_t16_q4_0), &f0, &f1);
+    } else {
+        const __m512i i0 = _mm512_loadu_si512(k_t16_q8_0);
+        for (int i = 0; i < 16; i++)
+            R[i] = _mm512_permutex2var_epi16(_mm512_loadu_si512(p[i] + 34 * b), i0,
+                                             _mm512_loadu_si512(p[i] + 34 * b + 68));
+        t16x4(R, _mm512_loadu_si512(k_t16_seq), &f0, &f1);
+    }
+    t16x4_widen(MF_TYPE_F16, f0, f1, dw);
+}
+
+/* MLX scales (or biases) of groups g .. g+3 of 16 rows whose parameters
+ * start at arr + prow[i] (natural row order; element offsets), 16-bit
+ * types: masked loads never touch groups past the row's last one (n < 4
+ * left), whose lanes come out as zero. */
+AI void mlx_params4(mf_type st, const unsigned char *arr, const size_t *prow,
+                    size_t g, int n, __m512 out[4])
+{
+    __m512i R[16], f0, f1;
+    const __mmask8 mk = (__mmask8)((1u << n) - 1u);
+    for (int i = 0; i < 16; i++)
+        R[i] = _mm512_castsi128_si512(_mm_maskz_loadu_epi16(mk, arr + 2 * (prow[i] + g)));
+    t16x4(R, _mm512_loadu_si512(k_t16_seq), &f0, &f1);
+    t16x4_widen(st, f0, f1, out);
+}
+
 /* sum(q) of an activation block, exact: s = d * sum(q) was rounded once
  * and |sum| < 2^12, so s / d rounds back to it. 0 when d is 0 or NaN. */
 AI int32_t q8_sum(const mf_q8blk *xb)
@@ -502,6 +584,9 @@ AI void q8tile(int t, int MB, const mf_tensor *w, int64_t r, int nv,
     const size_t ng = mlx ? (size_t)(K / w->group_size) : 0;
     const size_t psz = w->scale_type == MF_TYPE_F32 ? 4 : 2;
     int32_t o32[16];
+    size_t prow[16]; /* MLX: first parameter of each row, natural order */
+    for (int j = 0; j < 16; j++)
+        prow[j] = (size_t)(r + (j < nv ? j : nv - 1)) * ng;
     for (int L = 0; L < 16; L++) {
         size_t rr = (size_t)(perm[L] < nv ? perm[L] : nv - 1);
         roff[L] = mlx ? rr * ng * psz : rr * st;
@@ -520,6 +605,7 @@ AI void q8tile(int t, int MB, const mf_tensor *w, int64_t r, int nv,
     int64_t left = 0;
     size_t g = 0;
     _Alignas(32) int8_t xs[32];
+    __m512 dw4[4], sc4[4], bi4[4];
     for (int64_t b = 0; b < nb; b++) {
         __m512i V[8], T[4], U[4];
         __m512 dw = _mm512_setzero_ps();
@@ -555,7 +641,11 @@ AI void q8tile(int t, int MB, const mf_tensor *w, int64_t r, int nv,
             }
             break;
         }
-        if (!mlx) {
+        if (!mlx && b + 3 < nb) {
+            if ((b & 3) == 0)
+                ggml_scales4(t, p, b, dw4);
+            dw = dw4[b & 3];
+        } else if (!mlx) { /* the last K / 32 % 4 blocks */
             const unsigned char *db = p[0] + (size_t)b * (t == MF_TYPE_Q4_0 ? 18 : 34);
             if (off_fit) {
                 __m512i h = _mm512_i32gather_epi32(voff, db, 1); /* d + 2 code bytes */
@@ -564,12 +654,21 @@ AI void q8tile(int t, int MB, const mf_tensor *w, int64_t r, int nv,
                 dw = gather_param(MF_TYPE_F16, db, roff, voff, 0);
             }
         } else if (left-- == 0) {
-            size_t gi = (size_t)r * ng + g;
-            const unsigned char *sb = (const unsigned char *)w->scales + gi * psz;
-            const unsigned char *bb = (const unsigned char *)w->biases + gi * psz;
-            int ok = off_fit && (psz == 4 || gi > 0);
-            sc = gather_param(w->scale_type, sb, roff, voff, ok);
-            bi = gather_param(w->scale_type, bb, roff, voff, ok);
+            if (w->scale_type != MF_TYPE_F32) {
+                if ((g & 3) == 0) {
+                    int n = ng - g < 4 ? (int)(ng - g) : 4;
+                    mlx_params4(w->scale_type, (const unsigned char *)w->scales, prow, g, n, sc4);
+                    mlx_params4(w->scale_type, (const unsigned char *)w->biases, prow, g, n, bi4);
+                }
+                sc = sc4[g & 3];
+                bi = bi4[g & 3];
+            } else {
+                size_t gi = (size_t)r * ng + g;
+                sc = gather_param(MF_TYPE_F32, (const unsigned char *)w->scales + gi * 4,
+                                  roff, voff, off_fit);
+                bi = gather_param(MF_TYPE_F32, (const unsigned char *)w->biases + gi * 4,
+                                  roff, voff, off_fit);
+            }
             g++;
             left = bpg - 1;
         }
