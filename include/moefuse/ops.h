@@ -194,8 +194,16 @@ typedef struct mf_dequant_desc {
  * Dequantization is exact (the f32 value the format defines: Q4_0
  * d*(q-8), Q8_0 d*q, MLX scale*q+bias with one rounding, as fmaf does not:
  * the product is rounded, then the sum); every impl matches it bit for bit
- * when act = NONE and out_type = F32. With an activation: the activation's
- * tolerance as in mf_glu. */
+ * when act = NONE and out_type = F32 (a NaN scale or weight gives a NaN,
+ * its payload unspecified). F16/BF16 outputs are those values rounded to
+ * nearest even, also bit for bit. With an activation: the activation's
+ * tolerance as in mf_glu (f32: 8 ulp + 1e-30 of the reference; f16/bf16:
+ * one unit in the last place). MF_IMPL_UNFUSED runs a dequantization pass
+ * over the whole tensor, then an activation pass, then a conversion pass.
+ * Rows are split across the context's threads from 64 KiB of weights.
+ * Errors: the common ones; out_type not F32/F16/BF16 (MF_ERR_UNSUPPORTED);
+ * out overlapping the rows, scales or biases of w; tensor errors as
+ * mf_tensor_check reports them. */
 mf_status mf_dequant_act(mf_ctx *ctx, const mf_dequant_desc *d,
                          const mf_tensor *w, void *out);
 
@@ -204,11 +212,17 @@ mf_status mf_dequant_act(mf_ctx *ctx, const mf_dequant_desc *d,
 typedef enum mf_precision {
     /* f32 activations, weights dequantized in registers, f32 sums. */
     MF_PREC_EXACT = 0,
-    /* activations quantized to int8 per block of 32 (scale = absmax/127,
-     * round to nearest), integer dot products per block, f32 across blocks.
-     * Error bound per output: sum over blocks of |w|_1 * d_x / 2 where d_x
-     * is the block's activation scale (half a quantization step per
-     * element), plus the EXACT path's rounding. */
+    /* activations quantized to int8 per block of 32: d_x = absmax / 127,
+     * q = x / d_x rounded to nearest even and clamped to +-127 (f32
+     * operations; an all-zero block has d_x = 0); integer dot products per
+     * block, f32 across blocks. Error bound per output (vs the exact
+     * value): sum over blocks of |w|_1 * d_x / 2 (half a quantization step
+     * per element) times (1 + 2^-15), plus the EXACT path's rounding taken
+     * over the terms the format adds (for MLX |scale * q| + |bias| per
+     * weight: the integer path does not round the dequantized weight).
+     * A block of x holding Inf or NaN makes every output of that row NaN.
+     * Applies to quantized weight types only: with F32/F16/BF16 weights,
+     * and for M > 32, the EXACT path runs. */
     MF_PREC_INT8 = 1,
     MF_PREC_COUNT_
 } mf_precision;
@@ -221,11 +235,22 @@ typedef struct mf_qmv_desc {
 } mf_qmv_desc;
 
 /* y [M, N] = act(x [M, K] * w^T + bias), w an [1, N, K] tensor of any type.
- * M is 1..65536. M <= 32 (decode) streams the weights once for all M rows.
- * M > 32 dequantizes w to f32 and calls OpenBLAS sgemm (the prec field is
- * then ignored: the result is the EXACT one).
- * Tolerance (EXACT): |y - ref| <= 2^-22 * K * sum_i |w_i x_i| — the sum order
- * differs. */
+ * M is 1..65536. M <= 32 (decode) streams the weights once for all M rows:
+ * each weight byte is read from memory once and dequantized in registers;
+ * rows are split across the context's threads from 64 KiB of weights.
+ * M > 32 dequantizes w to f32 in chunks of rows (8 MiB at a time) and calls
+ * OpenBLAS sgemm (the prec field is then ignored: the result is the EXACT
+ * one). MF_IMPL_REF computes every M with its sequential dot products (the
+ * oracle). MF_IMPL_UNFUSED dequantizes the whole matrix, runs one sgemv per
+ * row of x, then a bias pass and an activation pass; it ignores prec.
+ * Tolerance (EXACT), before the activation: |y - ref| <= 2^-22 * K *
+ * (sum_i |w_i x_i| + |bias|) — the sum order differs. With an activation:
+ * 1.13 times that (the steepest slope of SiLU/GELU) plus the activation's
+ * 8 ulp + 1e-30. NaN/Inf in x or w propagate as IEEE arithmetic (EXACT).
+ * Errors: the common ones; w->e != 1; y overlapping x, bias, or the rows,
+ * scales or biases of w; tensor errors as mf_tensor_check reports them;
+ * MF_ERR_OUT_OF_MEMORY for the M > 32 row chunk, the UNFUSED f32 matrix,
+ * or INT8 activation blocks over 16 KiB. */
 mf_status mf_qmv(mf_ctx *ctx, const mf_qmv_desc *d, const mf_tensor *w,
                  const float *x, int64_t M, float *y);
 
