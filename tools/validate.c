@@ -198,10 +198,10 @@ int main(int argc, char **argv)
     }
 
     path paths[4] = {
-        {"unfused", MF_IMPL_UNFUSED, MF_PREC_EXACT, 1, 0, 0, 0, 0, -1, 0},
-        {"cpu", MF_IMPL_CPU, MF_PREC_EXACT, 1, 0, 0, 0, 0, -1, 0},
-        {"cpu-int8", MF_IMPL_CPU, MF_PREC_INT8, int8, 0, 0, 0, 0, -1, 0},
-        {"gpu", MF_IMPL_GPU, MF_PREC_EXACT, mf_ctx_gpu_status(ctx) == MF_OK, 0, 0, 0, 0, -1, 0}};
+        {"unfused", MF_IMPL_UNFUSED, MF_PREC_EXACT, 1, 0, 0, 0, 0, -1, 0, NULL},
+        {"cpu", MF_IMPL_CPU, MF_PREC_EXACT, 1, 0, 0, 0, 0, -1, 0, NULL},
+        {"cpu-int8", MF_IMPL_CPU, MF_PREC_INT8, int8, 0, 0, 0, 0, -1, 0, NULL},
+        {"gpu", MF_IMPL_GPU, MF_PREC_EXACT, mf_ctx_gpu_status(ctx) == MF_OK, 0, 0, 0, 0, -1, 0, NULL}};
     int np = 4;
     int64_t H = cfg.hidden, k = cfg.top_k;
     size_t TH = (size_t)batch * (size_t)H;
