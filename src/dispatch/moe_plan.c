@@ -124,6 +124,30 @@ size_t mf_moe_row_cost(const mf_tensor *t)
     return b;
 }
 
+static void prefetch_span(const void *p, size_t n)
+{
+    const char *c = p;
+    for (size_t o = 0; o < n; o += 64)
+        __builtin_prefetch(c + o, 0, 3);
+    __builtin_prefetch(c + n - 1, 0, 3);
+}
+
+size_t mf_moe_prefetch(const mf_moe_rows *r)
+{
+    const mf_tensor *t = r->w;
+    size_t rb = mf_tensor_row_bytes(t->type, t->k);
+    size_t stride = t->row_stride ? t->row_stride : rb;
+    size_t nr = (size_t)r->nr;
+    prefetch_span((const char *)t->data + (size_t)r->r0 * stride,
+                  (nr - 1) * stride + rb);
+    if (t->type == MF_TYPE_MLX_Q4 || t->type == MF_TYPE_MLX_Q8) {
+        size_t gb = (size_t)(t->k / t->group_size) * scale_size(t->scale_type);
+        prefetch_span((const char *)t->scales + (size_t)r->r0 * gb, nr * gb);
+        prefetch_span((const char *)t->biases + (size_t)r->r0 * gb, nr * gb);
+    }
+    return nr * mf_moe_row_cost(t);
+}
+
 int mf_moe_idx_valid(const int32_t *idx, int64_t n, int64_t E)
 {
     int ok = 1;

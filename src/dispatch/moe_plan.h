@@ -64,6 +64,21 @@ int mf_moe_tensor_overlaps(const mf_tensor *t, const void *p, size_t bytes);
 /* Bytes one row of t streams (codes plus MLX scales and biases). */
 size_t mf_moe_row_cost(const mf_tensor *t);
 
+/* A run of consecutive rows of a weight tensor. */
+typedef struct mf_moe_rows {
+    const mf_tensor *w;
+    int64_t r0, nr;
+} mf_moe_rows;
+
+/* How far ahead of the rows being computed the ops request rows from
+ * memory: the hardware prefetchers alone leave a thread streaming many
+ * rows at once latency-bound. */
+#define MF_MOE_PREFETCH_BYTES (32 * 1024)
+
+/* Requests the rows' bytes (codes, MLX scales and biases) toward the
+ * cache; returns their count (nr * mf_moe_row_cost). */
+size_t mf_moe_prefetch(const mf_moe_rows *r);
+
 /* 1 when every idx[0 .. n) lies in [0, E). */
 int mf_moe_idx_valid(const int32_t *idx, int64_t n, int64_t E);
 

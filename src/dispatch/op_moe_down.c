@@ -31,6 +31,7 @@ typedef struct dn_job {
     const float *w, *res;
     float *y;
     const mf_moe_groups *g;
+    size_t row_cost;    /* bytes one row of w_down streams */
     float *blk;         /* per task: T * k * DN_BLOCK floats */
     size_t blk_stride;  /* floats from one task's buffer to the next */
 } dn_job;
@@ -52,15 +53,41 @@ static void dn_dot(const dn_job *jb, int64_t e, int64_t r0, int64_t nr,
     }
 }
 
+/* Prefetch cursor: (row block, group) pieces of a thread's range in the
+ * order they are computed, requested from memory MF_MOE_PREFETCH_BYTES
+ * ahead of the one being computed. */
+typedef struct dn_pf {
+    int64_t r, hi;
+    int32_t gi;
+    size_t issued, used;
+} dn_pf;
+
+static void dn_pf_advance(const dn_job *jb, dn_pf *pf, size_t used_now)
+{
+    pf->used += used_now;
+    while (pf->r < pf->hi && pf->issued < pf->used + MF_MOE_PREFETCH_BYTES) {
+        int64_t nb = pf->hi - pf->r < DN_BLOCK ? pf->hi - pf->r : DN_BLOCK;
+        mf_moe_rows rows = {jb->wd, jb->g->expert[pf->gi] * jb->H + pf->r,
+                            nb};
+        pf->issued += mf_moe_prefetch(&rows);
+        if (++pf->gi == jb->g->n_groups) {
+            pf->gi = 0;
+            pf->r += nb;
+        }
+    }
+}
+
 /* Rows [r0, r0 + nb) of every pair into buf (pair p at buf + p * DN_BLOCK),
  * biases added. */
-static void dn_block(const dn_job *jb, float *buf, int64_t r0, int64_t nb)
+static void dn_block(const dn_job *jb, float *buf, int64_t r0, int64_t nb,
+                     dn_pf *pf)
 {
     const mf_moe_groups *g = jb->g;
     float *ys[MF_MOE_MCHUNK];
     for (int32_t gi = 0; gi < g->n_groups; gi++) {
         const int64_t e = g->expert[gi];
         const int32_t s1 = g->start[gi + 1];
+        dn_pf_advance(jb, pf, (size_t)nb * jb->row_cost);
         for (int32_t c0 = g->start[gi]; c0 < s1; c0 += MF_MOE_MCHUNK) {
             int M = s1 - c0 < MF_MOE_MCHUNK ? s1 - c0 : MF_MOE_MCHUNK;
             const int32_t *pair = g->pair + c0;
@@ -111,9 +138,11 @@ static void dn_task(void *arg, int i, int n)
     float *buf = jb->blk + (size_t)i * jb->blk_stride;
     int64_t lo, hi;
     mf_split(jb->H, n, i, 16, &lo, &hi);
+    dn_pf pf = {.r = lo, .hi = hi};
+    dn_pf_advance(jb, &pf, 0);
     for (int64_t r0 = lo; r0 < hi; r0 += DN_BLOCK) {
         int64_t nb = hi - r0 < DN_BLOCK ? hi - r0 : DN_BLOCK;
-        dn_block(jb, buf, r0, nb);
+        dn_block(jb, buf, r0, nb, &pf);
         dn_combine(jb, buf, r0, nb);
     }
 }
@@ -217,6 +246,7 @@ static mf_status run_cpu(const mf_exec *ex, const mf_moe_down_desc *d,
         .h = h, .hq = hq,
         .w = w, .res = residual, .y = y,
         .g = &g,
+        .row_cost = mf_moe_row_cost(wd),
         .blk = blk,
         .blk_stride = blk_bytes / sizeof(float),
     };

@@ -4,8 +4,9 @@
  * routed to one expert share a single pass over its rows (one kernel call
  * with M = their count, x rows passed by pointer, never copied). The output
  * columns of all selected experts, expert after expert, form one range that
- * is split evenly across threads: every expert's gate and up rows are the
- * same size, so equal column counts stream equal bytes. A thread walks its
+ * is split across threads by cost: every expert's gate and up rows are the
+ * same size, so a column streams the same bytes in every expert, plus some
+ * arithmetic per token the expert serves (GU_TOKEN_COST). A thread walks its
  * range in blocks of GU_BLOCK columns: gate and up dot products of the block
  * land in stack buffers, get their biases, go through the glu kernel and are
  * written to h. INT8 quantizes each x row once per call, before the split. */
@@ -18,9 +19,18 @@
  * MF_MOE_MCHUNK tokens (3 * 16 * 32 floats = 6 KiB) stay in L1. */
 #define GU_BLOCK 32
 
+/* Columns per kernel call (multiple of 16: the AVX-512 kernels take 16 rows
+ * per pass). GU_BLOCK is a multiple of it. */
+#define GU_SUB 16
+
 /* Below this many weight bytes a call runs on one thread: waking the pool
  * and joining costs about as much as streaming this much. */
 #define GU_MIN_PARALLEL_BYTES (96 * 1024)
+
+/* Work split: a column of a group serving M pairs costs 1 + GU_TOKEN_COST *
+ * (M - 1) columns of a group serving one (its rows stream once; each extra
+ * token adds only arithmetic on cached rows). */
+#define GU_TOKEN_COST 0.25
 
 typedef struct gu_job {
     const mf_kernels *kern;
@@ -35,7 +45,36 @@ typedef struct gu_job {
     float *h;
     const mf_moe_groups *g;
     int64_t units;         /* n_groups * F output columns */
+    double cost;           /* sum over groups of F * col_cost */
+    size_t row_cost_g, row_cost_u; /* bytes one row streams */
 } gu_job;
+
+static double col_cost(const mf_moe_groups *g, int32_t gi)
+{
+    return 1.0 + GU_TOKEN_COST * (g->start[gi + 1] - g->start[gi] - 1);
+}
+
+/* Where task i of n starts (in output columns, groups one after another):
+ * the column where i / n of the total cost is reached, rounded to a multiple
+ * of 16 inside its group. Monotone in i; 0 for i = 0, units for i = n. */
+static int64_t gu_edge(const gu_job *jb, int i, int n)
+{
+    if (i <= 0)
+        return 0;
+    if (i >= n)
+        return jb->units;
+    const mf_moe_groups *g = jb->g;
+    double target = jb->cost * i / n, acc = 0;
+    for (int32_t gi = 0; gi < g->n_groups; gi++) {
+        double c = col_cost(g, gi), span = c * (double)jb->F;
+        if (target < acc + span) {
+            int64_t off = (int64_t)((target - acc) / c + 8) / 16 * 16;
+            return (int64_t)gi * jb->F + (off < jb->F ? off : jb->F);
+        }
+        acc += span;
+    }
+    return jb->units;
+}
 
 /* Dot products of rows [r0, r0 + nr) of w with the M activation rows of
  * pairs pair[0 .. M). */
@@ -62,69 +101,130 @@ static void add_bias(float *y, const float *b, int64_t n)
         y[i] += b[i];
 }
 
-/* Columns [n0, n1) of group gi, for all of its pairs. */
-static void gu_segment(const gu_job *jb, int32_t gi, int64_t n0, int64_t n1)
+/* The rows of sub-block [c, c + ns) (global columns, one group): gate rows,
+ * then up rows (INTERLEAVED: one run of 2 * ns rows). Returns the count. */
+static int gu_rows(const gu_job *jb, int64_t c, int64_t ns, mf_moe_rows *out)
+{
+    const int32_t gi = (int32_t)(c / jb->F);
+    const int64_t e = jb->g->expert[gi], F = jb->F, n0 = c - gi * F;
+    switch (jb->layout) {
+    case MF_GLU_SEPARATE:
+        out[0] = (mf_moe_rows){jb->wg, e * F + n0, ns};
+        out[1] = (mf_moe_rows){jb->wu, e * F + n0, ns};
+        return 2;
+    case MF_GLU_CONCAT:
+        out[0] = (mf_moe_rows){jb->wg, e * 2 * F + n0, ns};
+        out[1] = (mf_moe_rows){jb->wg, e * 2 * F + F + n0, ns};
+        return 2;
+    default:
+        out[0] = (mf_moe_rows){jb->wg, e * 2 * F + 2 * n0, 2 * ns};
+        return 1;
+    }
+}
+
+/* Width of the sub-block starting at global column c: GU_SUB, cut at the
+ * end of c's group and at hi. */
+static int64_t gu_sub_width(const gu_job *jb, int64_t c, int64_t hi)
+{
+    int64_t end = (c / jb->F + 1) * jb->F;
+    if (end > hi)
+        end = hi;
+    return end - c < GU_SUB ? end - c : GU_SUB;
+}
+
+/* Prefetch cursor: the sub-blocks of a thread's range, requested from memory
+ * MF_MOE_PREFETCH_BYTES ahead of the one being computed. */
+typedef struct gu_pf {
+    int64_t c, hi;
+    size_t issued, used;
+} gu_pf;
+
+static void gu_pf_advance(const gu_job *jb, gu_pf *pf, size_t used_now)
+{
+    pf->used += used_now;
+    while (pf->c < pf->hi && pf->issued < pf->used + MF_MOE_PREFETCH_BYTES) {
+        int64_t ns = gu_sub_width(jb, pf->c, pf->hi);
+        mf_moe_rows r[2];
+        int nr = gu_rows(jb, pf->c, ns, r);
+        for (int i = 0; i < nr; i++)
+            pf->issued += mf_moe_prefetch(&r[i]);
+        pf->c += ns;
+    }
+}
+
+/* Block [c, c + nb) (global columns, one group, nb <= GU_BLOCK), for all
+ * of the group's pairs. */
+static void gu_block(const gu_job *jb, int64_t c, int64_t nb, gu_pf *pf)
 {
     const mf_moe_groups *g = jb->g;
-    const int64_t e = g->expert[gi], F = jb->F;
+    const int32_t gi = (int32_t)(c / jb->F);
+    const int64_t e = g->expert[gi], F = jb->F, b0 = c - gi * F;
     const int32_t s0 = g->start[gi], s1 = g->start[gi + 1];
+    const int il = jb->layout == MF_GLU_INTERLEAVED;
     float gbuf[MF_MOE_MCHUNK * 2 * GU_BLOCK];
     float ubuf[MF_MOE_MCHUNK * GU_BLOCK];
-    float *gy[MF_MOE_MCHUNK], *uy[MF_MOE_MCHUNK];
+    float *gy[MF_MOE_MCHUNK], *uy[MF_MOE_MCHUNK], *ys[MF_MOE_MCHUNK];
     for (int m = 0; m < MF_MOE_MCHUNK; m++) {
         gy[m] = gbuf + m * 2 * GU_BLOCK;
         uy[m] = ubuf + m * GU_BLOCK;
     }
-    for (int64_t b0 = n0; b0 < n1; b0 += GU_BLOCK) {
-        int64_t nb = n1 - b0 < GU_BLOCK ? n1 - b0 : GU_BLOCK;
-        for (int32_t c0 = s0; c0 < s1; c0 += MF_MOE_MCHUNK) {
-            int M = s1 - c0 < MF_MOE_MCHUNK ? s1 - c0 : MF_MOE_MCHUNK;
-            const int32_t *pair = g->pair + c0;
+    for (int32_t c0 = s0; c0 < s1; c0 += MF_MOE_MCHUNK) {
+        const int M = s1 - c0 < MF_MOE_MCHUNK ? s1 - c0 : MF_MOE_MCHUNK;
+        const int32_t *pair = g->pair + c0;
+        for (int64_t u0 = 0; u0 < nb; u0 += GU_SUB) {
+            const int64_t ns = nb - u0 < GU_SUB ? nb - u0 : GU_SUB;
+            mf_moe_rows r[2];
+            const int nr = gu_rows(jb, c + u0, ns, r);
+            if (c0 == s0) /* the rows come from memory once */
+                gu_pf_advance(jb, pf,
+                              (size_t)ns * (il ? 2 * jb->row_cost_g
+                                               : jb->row_cost_g +
+                                                     jb->row_cost_u));
+            for (int m = 0; m < M; m++)
+                ys[m] = gy[m] + (il ? 2 * u0 : u0);
+            gu_dot(jb, r[0].w, r[0].r0, r[0].nr, pair, M, ys);
+            if (nr == 2) {
+                for (int m = 0; m < M; m++)
+                    ys[m] = uy[m] + u0;
+                gu_dot(jb, r[1].w, r[1].r0, r[1].nr, pair, M, ys);
+            }
+        }
+        for (int m = 0; m < M && (jb->bg || jb->bu); m++) {
             switch (jb->layout) {
             case MF_GLU_SEPARATE:
-                gu_dot(jb, jb->wg, e * F + b0, nb, pair, M, gy);
-                gu_dot(jb, jb->wu, e * F + b0, nb, pair, M, uy);
-                for (int m = 0; m < M; m++) {
-                    if (jb->bg)
-                        add_bias(gy[m], jb->bg + e * F + b0, nb);
-                    if (jb->bu)
-                        add_bias(uy[m], jb->bu + e * F + b0, nb);
-                }
+                if (jb->bg)
+                    add_bias(gy[m], jb->bg + e * F + b0, nb);
+                if (jb->bu)
+                    add_bias(uy[m], jb->bu + e * F + b0, nb);
                 break;
             case MF_GLU_CONCAT:
-                gu_dot(jb, jb->wg, e * 2 * F + b0, nb, pair, M, gy);
-                gu_dot(jb, jb->wg, e * 2 * F + F + b0, nb, pair, M, uy);
-                for (int m = 0; m < M && jb->bg; m++) {
-                    add_bias(gy[m], jb->bg + e * 2 * F + b0, nb);
-                    add_bias(uy[m], jb->bg + e * 2 * F + F + b0, nb);
-                }
+                add_bias(gy[m], jb->bg + e * 2 * F + b0, nb);
+                add_bias(uy[m], jb->bg + e * 2 * F + F + b0, nb);
                 break;
             default: /* INTERLEAVED: gate and up rows alternate */
-                gu_dot(jb, jb->wg, e * 2 * F + 2 * b0, 2 * nb, pair, M, gy);
-                for (int m = 0; m < M && jb->bg; m++)
-                    add_bias(gy[m], jb->bg + e * 2 * F + 2 * b0, 2 * nb);
+                add_bias(gy[m], jb->bg + e * 2 * F + 2 * b0, 2 * nb);
                 break;
             }
-            for (int m = 0; m < M; m++)
-                jb->kern->glu(&jb->glu, 0, nb, gy[m],
-                              jb->layout == MF_GLU_INTERLEAVED ? NULL : uy[m],
-                              jb->h + (int64_t)pair[m] * F + b0);
         }
+        for (int m = 0; m < M; m++)
+            jb->kern->glu(&jb->glu, 0, nb, gy[m], il ? NULL : uy[m],
+                          jb->h + (int64_t)pair[m] * F + b0);
     }
 }
 
 static void gu_task(void *arg, int i, int n)
 {
     const gu_job *jb = arg;
-    int64_t lo, hi;
-    mf_split(jb->units, n, i, 16, &lo, &hi);
-    while (lo < hi) {
-        int32_t gi = (int32_t)(lo / jb->F);
-        int64_t end = ((int64_t)gi + 1) * jb->F;
+    const int64_t lo = gu_edge(jb, i, n), hi = gu_edge(jb, i + 1, n);
+    gu_pf pf = {.c = lo, .hi = hi};
+    gu_pf_advance(jb, &pf, 0);
+    for (int64_t c = lo; c < hi;) {
+        int64_t end = (c / jb->F + 1) * jb->F;
         if (end > hi)
             end = hi;
-        gu_segment(jb, gi, lo - gi * jb->F, end - gi * jb->F);
-        lo = end;
+        int64_t nb = end - c < GU_BLOCK ? end - c : GU_BLOCK;
+        gu_block(jb, c, nb, &pf);
+        c += nb;
     }
 }
 
@@ -234,11 +334,14 @@ static mf_status run_cpu(const mf_exec *ex, const mf_moe_gate_up_desc *d,
         .g = &g,
         .units = (int64_t)g.n_groups * F,
     };
+    for (int32_t gi = 0; gi < g.n_groups; gi++)
+        jb.cost += col_cost(&g, gi) * (double)F;
+    jb.row_cost_g = mf_moe_row_cost(jb.wg);
+    jb.row_cost_u = mf_moe_row_cost(jb.wu);
     if (d->layout == MF_GLU_INTERLEAVED)
         jb.glu.layout = MF_GLU_INTERLEAVED;
 
-    size_t bytes = (size_t)jb.units *
-                   (mf_moe_row_cost(jb.wg) + mf_moe_row_cost(jb.wu));
+    size_t bytes = (size_t)jb.units * (jb.row_cost_g + jb.row_cost_u);
     int64_t tasks = jb.units / 16;
     if (bytes < GU_MIN_PARALLEL_BYTES || tasks < 1)
         tasks = 1;
