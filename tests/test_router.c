@@ -248,6 +248,24 @@ Test(dispatch, router_mocked_profile)
                   "gpu %.9g + copies %.9g vs %.9g", d.gpu_us,
                   d.gpu_transfer_us, pcf_gpu_us(&s));
     }
+    /* Repeated and alternating shapes: the router remembers each op's last
+     * decision and must notice every change of shape. */
+    for (int rep = 0; rep < 3; rep++) {
+        mf_op_shape a = qmv(1), b = qmv(4), c = glu(4, 768);
+        cr_expect_eq(mf_route_gpu(&m.ctx, &a), 0);
+        cr_expect_eq(mf_route_gpu(&m.ctx, &a), 0);
+        cr_expect_eq(mf_route_gpu(&m.ctx, &b), 1);
+        cr_expect_eq(mf_route_gpu(&m.ctx, &c), 0);
+        cr_expect_eq(mf_route_gpu(&m.ctx, &b), 1);
+        /* Another format of the same op (the pooled model decides): the
+         * same answer as the uncached query. */
+        b.wtype = MF_TYPE_Q8_0;
+        mf_route_shape rb = rshape(&b);
+        cr_assert_eq(mf_route_explain(&m.ctx, &rb, &d), MF_OK);
+        cr_expect_eq(d.source, MF_ROUTE_SRC_MODEL);
+        cr_expect_eq(mf_route_gpu(&m.ctx, &b), d.device == MF_DEVICE_GPU);
+        cr_expect_eq(mf_route_gpu(&m.ctx, &a), 0);
+    }
     /* Unmeasured T: the fitted models (the fixture's costs are exactly
      * linear in bytes and flops, so the decision must be the truth). */
     for (int64_t T = 3; T <= 31; T += 2) {

@@ -95,6 +95,9 @@ typedef struct mf_placement {
     mf_pc_decision *dec;   /* sorted by shape, unique */
     size_t n_dec;
     mf_pc_gpu gpu;
+    /* The router's last decision per op (route.c); not part of the file. */
+    mf_op_shape memo[MF_OP_COUNT_];
+    int memo_gpu[MF_OP_COUNT_], memo_ok[MF_OP_COUNT_];
 } mf_placement;
 
 /* Shape order: op, mode, wtype, E, k, N, K, T. */

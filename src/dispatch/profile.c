@@ -439,6 +439,22 @@ static void note(const mf_prof_opts *o, const char *fmt, const char *a,
     }
 }
 
+/* Says so when other work competes for the CPUs: every timing then
+ * includes waits for them (most of all multi-threaded ops, whose workers
+ * queue behind other processes). */
+static void note_load(const mf_prof_opts *o, const mf_cpu_info *ci,
+                      const char *when)
+{
+    double la[1];
+    if (getloadavg(la, 1) != 1 || la[0] <= 0.75 * ci->logical_cpus)
+        return;
+    char msg[160];
+    snprintf(msg, sizeof msg, "load average %.1f on %d CPUs %s",
+             la[0], ci->logical_cpus, when);
+    note(o, "the machine is busy (%s): timings include waits for other "
+            "work%s", msg, "");
+}
+
 static void utc_now(char *buf, size_t n)
 {
     time_t t = time(NULL);
@@ -485,6 +501,7 @@ mf_status mf_profile_run(mf_ctx *ctx, const mf_prof_opts *o,
                                                          : ci.l2_bytes));
     if (cold < ((size_t)64 << 20))
         cold = (size_t)64 << 20;
+    note_load(o, &ci, "at the start");
 
     static volatile sig_atomic_t never;
     mf_prof_opts oo = *o;
@@ -596,6 +613,7 @@ mf_status mf_profile_run(mf_ctx *ctx, const mf_prof_opts *o,
         mf_placement_free(p);
         return st;
     }
+    note_load(o, &ci, "at the end");
     p->complete = !stopped;
     p->profile_seconds = now_s() - start;
     if (o->progress)

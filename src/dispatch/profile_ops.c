@@ -2,7 +2,6 @@
  * and one call of it through the public API with the implementation forced
  * (see profile.h). Weights hold valid finite values (random codes, fixed
  * scales); their numbers do not matter to the timing, their bytes do. */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -60,11 +60,24 @@ void mf_route_decide(const mf_placement *p, int have_gpu,
 
 int mf_route_gpu(const mf_ctx *ctx, const mf_op_shape *s)
 {
-    if (!ctx->gpu || !ctx->placement)
+    mf_placement *p = ctx->placement;
+    if (!ctx->gpu || !p)
         return 0;
+    /* A decode loop repeats its shapes: remember each op's last decision
+     * (the context serves one thread at a time, so this needs no lock). */
+    unsigned op = (unsigned)s->op;
+    if (op < MF_OP_COUNT_ && p->memo_ok[op] &&
+        mf_shape_cmp(&p->memo[op], s) == 0)
+        return p->memo_gpu[op];
     mf_route_decision d;
-    mf_route_decide(ctx->placement, 1, s, &d);
-    return d.device == MF_DEVICE_GPU;
+    mf_route_decide(p, 1, s, &d);
+    int gpu = d.device == MF_DEVICE_GPU;
+    if (op < MF_OP_COUNT_) {
+        p->memo[op] = *s;
+        p->memo_gpu[op] = gpu;
+        p->memo_ok[op] = 1;
+    }
+    return gpu;
 }
 
 static int shape_from(const mf_route_shape *r, mf_op_shape *s)
