@@ -44,11 +44,14 @@ on_validation(VkDebugUtilsMessageSeverityFlagBitsEXT sev,
               VkDebugUtilsMessageTypeFlagsEXT type,
               const VkDebugUtilsMessengerCallbackDataEXT *data, void *user)
 {
-    (void)type;
     (void)user;
     if (sev & (VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
                VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT)) {
-        __atomic_add_fetch(&val_msgs, 1, __ATOMIC_RELAXED);
+        /* Loader notes (general messages, e.g. "found no drivers" on a
+         * machine without one) are printed, not counted. */
+        if (type & (VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
+                    VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT))
+            __atomic_add_fetch(&val_msgs, 1, __ATOMIC_RELAXED);
         fprintf(stderr, "moefuse vulkan validation: %s\n",
                 data && data->pMessage ? data->pMessage : "(no text)");
     }
