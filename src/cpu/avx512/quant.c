@@ -91,11 +91,8 @@ AI __m512i mlx4_shift(void)
 /* Per-group state of an MLX row: Q4 a 16-entry value table in ta; Q8 the
  * broadcast scale in ta and bias in tb. Products and sums are separate
  * instructions: the format rounds the product, then the sum. */
-AI void mlx_group(int t, const mf_tensor *w, size_t gi, __m512 *ta,
-                  __m512 *tb)
+AI void mlx_group_sb(int t, __m512 s, __m512 b, __m512 *ta, __m512 *tb)
 {
-    __m512 s = _mm512_set1_ps(mlx_param(w->scale_type, w->scales, gi));
-    __m512 b = _mm512_set1_ps(mlx_param(w->scale_type, w->biases, gi));
     if (t == MF_TYPE_MLX_Q4) {
         *ta = _mm512_add_ps(_mm512_mul_ps(s, iota_ps()), b);
     } else {
@@ -104,8 +101,33 @@ AI void mlx_group(int t, const mf_tensor *w, size_t gi, __m512 *ta,
     }
 }
 
+AI void mlx_group(int t, const mf_tensor *w, size_t gi, __m512 *ta,
+                  __m512 *tb)
+{
+    mlx_group_sb(t, _mm512_set1_ps(mlx_param(w->scale_type, w->scales, gi)),
+                 _mm512_set1_ps(mlx_param(w->scale_type, w->biases, gi)), ta, tb);
+}
+
+/* Parameters gi .. gi+n-1 (n <= 4, all within the row) of an MLX array
+ * widened to f32 into out[0 .. n); masked loads touch nothing past them. */
+AI void mlx_param4(mf_type st, const void *arr, size_t gi, int n, float *out)
+{
+    const __mmask8 mk = (__mmask8)((1u << n) - 1u);
+    const unsigned char *p = (const unsigned char *)arr;
+    __m128 v;
+    if (st == MF_TYPE_F32) {
+        v = _mm_maskz_loadu_ps(mk, p + 4 * gi);
+    } else {
+        __m128i h = _mm_maskz_loadu_epi16(mk, p + 2 * gi);
+        v = st == MF_TYPE_F16 ? _mm_cvtph_ps(h)
+                              : _mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(h), 16));
+    }
+    _mm_storeu_ps(out, v);
+}
+
 /* Elements [32c, 32c + 32) of a row of a quantized type (or of a float type
- * with at least 32c + 32 elements) as exact f32 in *lo (first 16) and *hi. */
+ * with at least 32c + 32 elements) as exact f32 in *lo (first 16) and *hi.
+ * Q4_0 takes its block scale d broadcast in tb. */
 AI void decode32(int t, const unsigned char *row, int64_t c, __m512 ta,
                  __m512 tb, __m512 *lo, __m512 *hi)
 {
@@ -133,8 +155,7 @@ AI void decode32(int t, const unsigned char *row, int64_t c, __m512 ta,
     }
     case MF_TYPE_Q4_0: {
         const unsigned char *b = row + 18 * c;
-        __m512 tbl = _mm512_mul_ps(_mm512_set1_ps(ld_f16(b)),
-                                   _mm512_sub_ps(iota_ps(), _mm512_set1_ps(8)));
+        __m512 tbl = _mm512_mul_ps(tb, _mm512_sub_ps(iota_ps(), _mm512_set1_ps(8)));
         __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + 2)));
         *lo = _mm512_permutexvar_ps(v, tbl); /* low 4 bits index */
         *hi = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tbl);
@@ -219,6 +240,8 @@ AI void dequant_t(int t, const mf_tensor *w, int64_t r, float *out)
             mlx_group(t, w, gi++, &ta, &tb);
             left = cpg - 1;
         }
+        if (t == MF_TYPE_Q4_0)
+            tb = _mm512_set1_ps(ld_f16(row + 18 * c));
         decode32(t, row, c, ta, tb, &lo, &hi);
         _mm512_storeu_ps(out + 32 * c, lo);
         _mm512_storeu_ps(out + 32 * c + 16, hi);
@@ -248,6 +271,38 @@ static void avx512_dequant_row(const mf_tensor *w, int64_t r, float *out)
 
 /* ----------------------------------------------------------- qdot EXACT -- */
 
+/* MLX 4-bit chunk c split by parity: *ev the even elements 0, 2 .. 30 (the
+ * low nibbles, in byte order), *od the odd ones. The dot products pair them
+ * with the activations split the same way (x_parity), which costs two
+ * permutes per activation row instead of four per weight row. */
+AI void decode32_mlx4_eo(const unsigned char *row, int64_t c, __m512 tbl,
+                         __m512 *ev, __m512 *od)
+{
+    __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + 16 * c)));
+    *ev = _mm512_permutexvar_ps(v, tbl);
+    *od = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tbl);
+}
+
+AI void x_parity(__m512 *lo, __m512 *hi)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    __m512 e = _mm512_permutex2var_ps(*lo, ev, *hi);
+    *hi = _mm512_permutex2var_ps(*lo, od, *hi);
+    *lo = e;
+}
+
+/* Q4_0 block scales d of blocks c .. c+3 of a row (c + 3 < K / 32): one
+ * 64-byte load, the four words 18 bytes apart gathered by one permute and
+ * widened together; stored for broadcast loads (cheaper here than one
+ * f16 conversion per block). */
+AI void q4_0_d4(const unsigned char *row, int64_t c, float *out)
+{
+    const __m512i idx = _mm512_castsi128_si512(_mm_setr_epi16(0, 9, 18, 27, 0, 0, 0, 0));
+    __m512i v = _mm512_permutexvar_epi16(idx, _mm512_loadu_si512(row + 18 * c));
+    _mm_storeu_ps(out, _mm_cvtph_ps(_mm512_castsi512_si128(v)));
+}
+
 /* Rows r .. r+R-1 (absolute) against activation rows x[0 .. MB); results to
  * y[m][i .. i+R). Two accumulators per output when few outputs share the
  * tile, so the FMA chains stay independent. */
@@ -259,6 +314,7 @@ AI void qtile(int t, int R, int MB, const mf_tensor *w, int64_t r,
     const int D = R * MB <= 4 ? 2 : 1;
     const unsigned char *p[4];
     __m512 acc[4][4][2], ta[4], tb[4], wl[4], wh[4];
+    _Alignas(16) float d4[4][4], s4[4][4], b4[4][4];
     for (int rr = 0; rr < R; rr++) {
         p[rr] = (const unsigned char *)w->data + (size_t)(r + rr) * st;
         ta[rr] = tb[rr] = _mm512_setzero_ps();
@@ -267,20 +323,44 @@ AI void qtile(int t, int R, int MB, const mf_tensor *w, int64_t r,
     }
     const int64_t cpg = is_mlx(t) ? w->group_size / 32 : 1;
     const size_t ng = is_mlx(t) ? (size_t)(K / w->group_size) : 0;
-    size_t gi = (size_t)r * ng;
+    size_t g = 0; /* group of the row */
     int64_t left = 0;
     for (int64_t c = 0; c < nc; c++) {
         if (is_mlx(t) && left-- == 0) {
+            /* four groups' parameters per row at a time, widened together */
+            if ((g & 3) == 0) {
+                int n = ng - g < 4 ? (int)(ng - g) : 4;
+                for (int rr = 0; rr < R; rr++) {
+                    size_t gi = (size_t)(r + rr) * ng + g;
+                    mlx_param4(w->scale_type, w->scales, gi, n, s4[rr]);
+                    mlx_param4(w->scale_type, w->biases, gi, n, b4[rr]);
+                }
+            }
             for (int rr = 0; rr < R; rr++)
-                mlx_group(t, w, gi + (size_t)rr * ng, &ta[rr], &tb[rr]);
-            gi++;
+                mlx_group_sb(t, _mm512_set1_ps(s4[rr][g & 3]),
+                             _mm512_set1_ps(b4[rr][g & 3]), &ta[rr], &tb[rr]);
+            g++;
             left = cpg - 1;
         }
-        for (int rr = 0; rr < R; rr++)
-            decode32(t, p[rr], c, ta[rr], tb[rr], &wl[rr], &wh[rr]);
+        if (t == MF_TYPE_Q4_0) {
+            if ((c & 3) == 0 && c + 3 < nc)
+                for (int rr = 0; rr < R; rr++)
+                    q4_0_d4(p[rr], c, d4[rr]);
+            for (int rr = 0; rr < R; rr++)
+                tb[rr] = (nc & ~(int64_t)3) > c ? _mm512_set1_ps(d4[rr][c & 3])
+                                                : _mm512_set1_ps(ld_f16(p[rr] + 18 * c));
+        }
+        for (int rr = 0; rr < R; rr++) {
+            if (t == MF_TYPE_MLX_Q4)
+                decode32_mlx4_eo(p[rr], c, ta[rr], &wl[rr], &wh[rr]);
+            else
+                decode32(t, p[rr], c, ta[rr], tb[rr], &wl[rr], &wh[rr]);
+        }
         for (int m = 0; m < MB; m++) {
             __m512 xl = _mm512_loadu_ps(x[m] + 32 * c);
             __m512 xh = _mm512_loadu_ps(x[m] + 32 * c + 16);
+            if (t == MF_TYPE_MLX_Q4)
+                x_parity(&xl, &xh);
             for (int rr = 0; rr < R; rr++) {
                 if (D == 2) {
                     acc[rr][m][0] = _mm512_fmadd_ps(wl[rr], xl, acc[rr][m][0]);
