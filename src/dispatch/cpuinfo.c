@@ -172,11 +172,16 @@ static void probe(void)
 #endif
 }
 
+const mf_cpu_info *mf_cpu_info_cached(void)
+{
+    pthread_once(&once, probe);
+    return &info;
+}
+
 mf_status mf_cpu_info_get(mf_cpu_info *out)
 {
     if (!out)
         return MF_ERR_INVALID_ARG;
-    pthread_once(&once, probe);
-    *out = info;
+    *out = *mf_cpu_info_cached();
     return MF_OK;
 }

@@ -17,10 +17,8 @@ mf_status mf_exec_resolve(const mf_ctx *ctx, mf_impl impl, mf_exec *out)
     case MF_IMPL_NEON: isa = MF_ISA_NEON; break;
     default: return MF_ERR_INVALID_ARG;
     }
-    mf_cpu_info ci;
-    mf_cpu_info_get(&ci);
     const mf_kernels *k = mf_kernels_get(isa);
-    if (!k || !ci.isa_available[isa])
+    if (!k || !mf_cpu_info_cached()->isa_available[isa])
         return MF_ERR_UNSUPPORTED;
     out->kern = k;
     out->threads = threads;

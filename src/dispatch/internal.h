@@ -37,6 +37,9 @@ typedef struct mf_exec {
  * them, and for values out of range). */
 mf_status mf_exec_resolve(const mf_ctx *ctx, mf_impl impl, mf_exec *out);
 
+/* The probed CPU description (static storage; probes once, thread-safe). */
+const mf_cpu_info *mf_cpu_info_cached(void);
+
 /* Runs fn(arg, i, n) for i in [0, n) where n = min(ex->threads, max_tasks)
  * (at least 1), the caller being task 0, and returns when all are done.
  * With max_tasks <= 1 or one thread it is a plain call. */
