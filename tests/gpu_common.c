@@ -70,15 +70,18 @@ mf_ctx *mft_gpu_ctx(int variant)
     mf_ctx_options o = mf_ctx_options_default();
     o.threads = 1;
     o.cache_path = path;
-    if (variant)
+    if (variant == 1)
         setenv("MOEFUSE_GPU_NO_SUBGROUP", "1", 1);
+    if (variant >= 2)
+        setenv("MOEFUSE_GPU_IO", variant == 2 ? "copy" : "host", 1);
     mf_ctx *c = NULL;
     mf_status st = mf_ctx_create(&o, &c);
     unsetenv("MOEFUSE_GPU_NO_SUBGROUP");
+    unsetenv("MOEFUSE_GPU_IO");
     cr_assert_eq(st, MF_OK, "mf_ctx_create: %s", mf_status_str(st));
     mf_status gs = mf_ctx_gpu_status(c);
     mf_gpu_info info;
-    if (gs == MF_OK && variant) {
+    if (gs == MF_OK && variant == 1) {
         /* Without subgroup arithmetic variant 0 already ran this. */
         mf_ctx *c0 = NULL;
         o.gpu = MF_GPU_REQUIRED;

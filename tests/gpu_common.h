@@ -12,7 +12,10 @@
  * test is skipped (reason printed) when no Vulkan device comes up.
  * variant 1: shaders forced onto shared-memory reductions
  * (MOEFUSE_GPU_NO_SUBGROUP); NULL when that is what variant 0 already
- * runs (the device has no subgroup arithmetic). */
+ * runs (the device has no subgroup arithmetic). variant 2: op inputs and
+ * outputs through staging buffers and recorded copies (MOEFUSE_GPU_IO=copy);
+ * variant 3: outputs written by the shaders into host memory, as on a
+ * discrete GPU (MOEFUSE_GPU_IO=host). */
 mf_ctx *mft_gpu_ctx(int variant);
 /* Destroys the context and its directory; with MOEFUSE_VK_VALIDATION=1
  * fails the test if the validation layer reported anything. */

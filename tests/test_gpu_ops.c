@@ -593,3 +593,54 @@ Test(gpu, glu_model_sizes)
         }
     mft_gpu_ctx_done(c);
 }
+
+/* ------------------------------------------------------------- io paths */
+
+/* The memory paths a device may take for op inputs and outputs, forced on
+ * this device: staging buffers with recorded copies, and outputs written
+ * straight into host memory (a discrete GPU's path). */
+Test(gpu, io_paths)
+{
+    for (int v = 2; v <= 3; v++) {
+        mf_ctx *c = mft_gpu_ctx(v);
+        mft_rng r = mft_rng_make(__LINE__ + (uint64_t)v);
+        for (int rep = 0; rep < 2; rep++) {
+            const int32_t E = 128;
+            const int64_t T = 7;
+            float *x = mft_alloc((size_t)(T * E) * 4, 4);
+            float *bias = mft_alloc((size_t)E * 4, 0);
+            mft_fill_normal(&r, x, (size_t)(T * E), 2.0f);
+            mft_fill_normal(&r, bias, (size_t)E, 0.1f);
+            for (int mode = 0; mode < MF_GATING_MODE_COUNT_; mode++) {
+                mf_gating_desc d = {.mode = (mf_gating_mode)mode,
+                                    .n_experts = E, .k = 8, .renormalize = 1,
+                                    .bias = bias};
+                gating_check(c, &d, x, T, "io paths");
+            }
+            mft_free(x);
+            mft_free(bias);
+            const int64_t D = 1001;
+            const int32_t k = 4;
+            float *xs = mft_alloc((size_t)(T * k * D) * 4, 0);
+            float *w = mft_alloc((size_t)(T * k) * 4, 0);
+            float *res = mft_alloc((size_t)(T * D) * 4, 0);
+            mft_fill_normal(&r, xs, (size_t)(T * k * D), 1.0f);
+            mft_fill_uniform(&r, w, (size_t)(T * k), 0.0f, 1.0f);
+            mft_fill_normal(&r, res, (size_t)(T * D), 1.0f);
+            combine_check(c, 1, T, k, D, xs, w, res, "io paths");
+            combine_check(c, 0, T, k, D, xs, w, NULL, "io paths");
+            mft_free(xs);
+            mft_free(w);
+            mft_free(res);
+            mf_glu_desc gd = {.kind = MF_GLU_SWIGLU, .layout = MF_GLU_SEPARATE,
+                              .in_type = MF_TYPE_BF16,
+                              .out_type = MF_TYPE_F16};
+            glu_case(c, &r, &gd, 3, 333, 0, "io paths");
+            gd.layout = MF_GLU_INTERLEAVED;
+            gd.in_type = MF_TYPE_F32;
+            gd.out_type = MF_TYPE_F32;
+            glu_case(c, &r, &gd, 2, 77, 1, "io paths");
+        }
+        mft_gpu_ctx_done(c);
+    }
+}

@@ -75,6 +75,12 @@ typedef struct mf_vk {
     int host_reads_device; /* the CPU may read mt_zero memory at full speed
                               (integrated and CPU devices); never on a
                               discrete GPU, whose BAR reads crawl */
+    int out_to_host;       /* op outputs are written by the shaders straight
+                              into host memory (readback type, system RAM)
+                              instead of a device buffer plus a copy: on
+                              GPUs where host_reads_device is 0 */
+    int io_copy;           /* op inputs and outputs always go through
+                              staging buffers and recorded copies */
 
     /* Fence wait: busy-poll vkGetFenceStatus this long, then block. */
     int64_t spin_ns;
@@ -102,7 +108,10 @@ typedef struct mf_vk_select {
  * validation layer and count its messages) and MOEFUSE_GPU_SPIN_US (fence
  * busy-poll budget, default 2000 us on GPUs, 0 on CPU devices);
  * MOEFUSE_GPU_NO_SUBGROUP=1 makes shaders use their shared-memory
- * reductions even where subgroup arithmetic exists (tests cover both). */
+ * reductions even where subgroup arithmetic exists; MOEFUSE_GPU_IO=copy
+ * sends op inputs and outputs through staging buffers and recorded copies,
+ * MOEFUSE_GPU_IO=host makes shaders write outputs into host memory as on a
+ * discrete GPU (tests and measurements cover every path on any device). */
 mf_status mf_vk_init(mf_vk *vk, const mf_vk_select *sel);
 /* Waits for the device to idle, saves the pipeline cache, destroys all. */
 void mf_vk_fini(mf_vk *vk);
@@ -143,9 +152,12 @@ void mf_vk_buf_destroy(mf_vk *vk, mf_vk_buf *b);
 
 /* An op input or output as the host sees it: `dev` is what shaders bind,
  * `map` where the host writes the input or reads the output. Inputs live in
- * zero-copy memory when the device has it (the host only writes there);
- * outputs do only where the CPU may read device memory (host_reads_device).
- * Otherwise a staging/readback buffer and a recorded copy carry the data. */
+ * zero-copy memory when the device has it (the host only writes there).
+ * Outputs live in zero-copy memory only where the CPU may read device
+ * memory (host_reads_device); on other GPUs the shaders write them into
+ * host memory (out_to_host) or, failing that, into a device buffer that a
+ * recorded copy brings to a readback buffer. The CPU never reads
+ * device-local memory of a discrete GPU. */
 typedef enum mf_vk_dir { MF_VK_IN = 0, MF_VK_OUT = 1 } mf_vk_dir;
 
 typedef struct mf_vk_io {

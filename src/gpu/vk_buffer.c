@@ -74,6 +74,24 @@ void mf_vk_buf_destroy(mf_vk *vk, mf_vk_buf *b)
     memset(b, 0, sizeof *b);
 }
 
+/* A device buffer and a staging (input) or readback (output) buffer. */
+static mf_status io_staged(mf_vk *vk, size_t bytes, mf_vk_dir dir,
+                           mf_vk_io *out)
+{
+    mf_status st = mf_vk_buf_create(vk, bytes, MF_VK_MEM_DEVICE, &out->dev);
+    if (st == MF_OK)
+        st = mf_vk_buf_create(vk, bytes,
+                              dir == MF_VK_IN ? MF_VK_MEM_STAGING
+                                              : MF_VK_MEM_READBACK,
+                              &out->host);
+    if (st != MF_OK) {
+        mf_vk_io_destroy(vk, out);
+        return st;
+    }
+    out->map = out->host.map;
+    return MF_OK;
+}
+
 mf_status mf_vk_io_create(mf_vk *vk, size_t bytes, mf_vk_dir dir,
                           mf_vk_io *out)
 {
@@ -84,6 +102,18 @@ mf_status mf_vk_io_create(mf_vk *vk, size_t bytes, mf_vk_dir dir,
         return MF_ERR_DEVICE_LOST;
     if (take_fault(vk, MF_VK_FAULT_OOM))
         return MF_ERR_DEVICE_OOM;
+    if (vk->io_copy)
+        return io_staged(vk, bytes, dir, out);
+    if (dir == MF_VK_OUT && !vk->host_reads_device && vk->out_to_host) {
+        mf_status st = mf_vk_buf_create(vk, bytes, MF_VK_MEM_READBACK,
+                                        &out->dev);
+        if (st == MF_OK) {
+            out->map = out->dev.map;
+            return MF_OK;
+        }
+        if (st != MF_ERR_DEVICE_OOM)
+            return st;
+    }
     int direct = dir == MF_VK_IN ? vk->zero_copy : vk->host_reads_device;
     if (direct) {
         /* Zero-copy heaps can be small (a 256 MiB BAR): fall back to
@@ -97,18 +127,7 @@ mf_status mf_vk_io_create(mf_vk *vk, size_t bytes, mf_vk_dir dir,
         if (st != MF_ERR_DEVICE_OOM)
             return st;
     }
-    mf_status st = mf_vk_buf_create(vk, bytes, MF_VK_MEM_DEVICE, &out->dev);
-    if (st == MF_OK)
-        st = mf_vk_buf_create(vk, bytes,
-                              dir == MF_VK_IN ? MF_VK_MEM_STAGING
-                                              : MF_VK_MEM_READBACK,
-                              &out->host);
-    if (st != MF_OK) {
-        mf_vk_io_destroy(vk, out);
-        return st;
-    }
-    out->map = out->host.map;
-    return MF_OK;
+    return io_staged(vk, bytes, dir, out);
 }
 
 void mf_vk_io_destroy(mf_vk *vk, mf_vk_io *io)

@@ -352,6 +352,15 @@ static void read_caps(mf_vk *vk, uint32_t ts_bits)
     vk->zero_copy = vk->mt_zero >= 0;
     if (!vk->zero_copy)
         vk->host_reads_device = 0;
+    vk->out_to_host = !vk->host_reads_device;
+    const char *io = getenv("MOEFUSE_GPU_IO");
+    if (io && strcmp(io, "copy") == 0) {
+        vk->io_copy = 1;
+        vk->out_to_host = 0;
+    } else if (io && strcmp(io, "host") == 0) {
+        vk->host_reads_device = 0;
+        vk->out_to_host = 1;
+    }
 
     const char *spin = getenv("MOEFUSE_GPU_SPIN_US");
     if (spin && *spin)
