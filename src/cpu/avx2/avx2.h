@@ -6,6 +6,7 @@
 #include "../kernels.h"
 
 void mf_avx2_init_gating(mf_kernels *k);
+void mf_avx2_init_quant(mf_kernels *k);
 void mf_avx2_init_combine(mf_kernels *k);
 void mf_avx2_init_glu(mf_kernels *k);
 void mf_avx2_init_act(mf_kernels *k);

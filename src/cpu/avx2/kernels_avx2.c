@@ -8,4 +8,5 @@ void mf_kernels_init_avx2(mf_kernels *k)
     mf_avx2_init_combine(k);
     mf_avx2_init_glu(k);
     mf_avx2_init_act(k);
+    mf_avx2_init_quant(k);
 }
