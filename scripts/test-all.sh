@@ -39,9 +39,15 @@ case " ${stages[*]} " in
 esac
 
 jobs=$(nproc)
-# Sanitizer reports fail the test that triggers them.
-export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:halt_on_error=1:detect_leaks=1}
+# Sanitizer reports fail the test that triggers them. malloc returns NULL
+# for impossible sizes (tests check MF_ERR_OUT_OF_MEMORY); full malloc stacks
+# let scripts/lsan.supp recognize the Vulkan driver's own allocations.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:halt_on_error=1:detect_leaks=1:allocator_may_return_null=1:fast_unwind_on_malloc=0}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$top/scripts/lsan.supp:print_suppressions=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:abort_on_error=1:print_stacktrace=1}
+# Each test program may take 5 minutes at most (a third of the 900 s that
+# tests/meson.build allows when run by hand): a hang fails the run early.
+timeout_mult=0.34
 
 # setup DIR [meson options...]: configure DIR (again when it exists).
 setup() {
@@ -57,7 +63,8 @@ setup() {
 build_and_test() {
     local dir=$1
     ninja -C "$dir" -j "$jobs"
-    meson test -C "$dir" --no-rebuild --print-errorlogs
+    meson test -C "$dir" --no-rebuild --print-errorlogs \
+        --timeout-multiplier "$timeout_mult"
 }
 
 stage_gcc() {
@@ -121,7 +128,8 @@ stage_aarch64() {
     echo "aarch64 under qemu: $sets"
     grep -q '"neon"' <<<"$sets" ||
         { echo "test-all.sh: NEON is not available under qemu" >&2; return 1; }
-    meson test -C "$dir" --no-rebuild --print-errorlogs
+    meson test -C "$dir" --no-rebuild --print-errorlogs \
+        --timeout-multiplier "$timeout_mult"
 }
 
 declare -A took
