@@ -46,11 +46,14 @@ static double model_total(const mf_placement *p, const mf_pc_model *m,
 /* Sizes the crossover search walks: every value to 64, then doubling. */
 static int64_t next_size(int64_t x) { return x < 64 ? x + 1 : x * 2; }
 
+/* The first size from which the models have the GPU win up to four times
+ * the largest size measured (linear models are not to be trusted far
+ * beyond their data). */
 static int64_t predicted_crossover(const mf_placement *p, const vrep *r)
 {
-    if (!r->model[0] || !r->model[1])
+    if (!r->model[0] || !r->model[1] || !r->n)
         return -1;
-    int64_t lim = r->v.op == MF_OP_DEQUANT ? MF_MAX_E : MF_MAX_T;
+    int64_t lim = 4 * r->x[r->n - 1];
     int64_t first = -1;
     for (int64_t x = 1; x <= lim; x = next_size(x)) {
         mf_op_shape s = mf_prof_shape(&r->v, x);
@@ -500,15 +503,19 @@ static int svg_op(const char *dir, mf_op_id op, const mf_placement *p,
             char msg[160];
             y += 16;
             if (r->cross_pred > 0) {
-                snprintf(msg, sizeof msg, "the GPU wins from %s=%lld "
-                         "(measured: %s)", ax, (long long)r->cross_pred,
-                         r->cross_meas > 0 ? "same order" : "not within the "
-                                                           "measured sizes");
-                if (r->cross_meas > 0)
-                    snprintf(msg, sizeof msg, "the GPU wins from %s=%lld "
-                             "(measured: from %s=%lld)", ax,
-                             (long long)r->cross_pred, ax,
+                char meas[48] = "not within the measured sizes";
+                if (r->cross_meas == 1)
+                    snprintf(meas, sizeof meas, "at every size");
+                else if (r->cross_meas > 1)
+                    snprintf(meas, sizeof meas, "from %s=%lld", ax,
                              (long long)r->cross_meas);
+                if (r->cross_pred == 1)
+                    snprintf(msg, sizeof msg, "the GPU wins at every size "
+                             "(measured: %s)", meas);
+                else
+                    snprintf(msg, sizeof msg, "the GPU wins from %s=%lld "
+                             "(measured: %s)", ax, (long long)r->cross_pred,
+                             meas);
                 if (log2((double)r->cross_pred) <= a.x1) {
                     double xx = px(&a, (double)r->cross_pred);
                     fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" "

@@ -2,6 +2,7 @@
  * a stop once the median is stable, the GPU's fixed costs, model fitting
  * (see profile.h). */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -430,13 +431,17 @@ mf_status mf_profile_fit(mf_placement *p)
 
 /* ------------------------------------------------------------------- run -- */
 
-static void note(const mf_prof_opts *o, const char *fmt, const char *a,
-                 const char *b)
+/* A remark for the notes stream, one line. */
+__attribute__((format(printf, 2, 3))) static void
+note(const mf_prof_opts *o, const char *fmt, ...)
 {
-    if (o->notes) {
-        fprintf(o->notes, fmt, a, b);
-        fputc('\n', o->notes);
-    }
+    if (!o->notes)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(o->notes, fmt, ap);
+    va_end(ap);
+    fputc('\n', o->notes);
 }
 
 /* Says so when other work competes for the CPUs: every timing then
@@ -448,11 +453,9 @@ static void note_load(const mf_prof_opts *o, const mf_cpu_info *ci,
     double la[1];
     if (getloadavg(la, 1) != 1 || la[0] <= 0.75 * ci->logical_cpus)
         return;
-    char msg[160];
-    snprintf(msg, sizeof msg, "load average %.1f on %d CPUs %s",
-             la[0], ci->logical_cpus, when);
-    note(o, "the machine is busy (%s): timings include waits for other "
-            "work%s", msg, "");
+    note(o, "the machine is busy (load average %.1f on %d CPUs %s): "
+            "timings include waits for other work",
+         la[0], ci->logical_cpus, when);
 }
 
 static void utc_now(char *buf, size_t n)
@@ -483,8 +486,8 @@ mf_status mf_profile_run(mf_ctx *ctx, const mf_prof_opts *o,
     utc_now(p->created, sizeof p->created);
     int ndev = ctx->gpu ? 2 : 1;
     if (!ctx->gpu)
-        note(o, "no GPU in this context (%s): CPU only%s",
-             mf_status_str(mf_ctx_gpu_status(ctx)), "");
+        note(o, "no GPU in this context (%s): CPU only",
+             mf_status_str(mf_ctx_gpu_status(ctx)));
 
     mf_prof_variant vars[64];
     int nv = mf_prof_grid(o->full, vars, 64), total = 0;
@@ -518,8 +521,8 @@ mf_status mf_profile_run(mf_ctx *ctx, const mf_prof_opts *o,
         mf_status gs = sample(gpu_sample, &ga, 1, 1.0, o->stop, &rt);
         have_rt = gs == MF_OK;
         if (!have_rt)
-            note(o, "GPU empty submit: %s; GPU fixed costs not measured%s",
-                 mf_status_str(gs), "");
+            note(o, "GPU empty submit: %s; GPU fixed costs not measured",
+                 mf_status_str(gs));
     }
 
     int done = 0, stopped = 0;
@@ -602,8 +605,8 @@ mf_status mf_profile_run(mf_ctx *ctx, const mf_prof_opts *o,
     } else if (ctx->gpu) {
         memset(&p->gpu, 0, sizeof p->gpu);
         note(o, "GPU copy costs could not be separated (%s); GPU models "
-                "cover whole calls%s",
-             have_rt ? "too few GPU calls" : "no round trip", "");
+                "cover whole calls",
+             have_rt ? "too few GPU calls" : "no round trip");
     }
     if (st == MF_OK)
         st = mf_placement_finish(p);

@@ -122,14 +122,12 @@ void mf_route_plan_chain(const mf_placement *p, int have_gpu,
     double cpu[MF_ROUTE_CHAIN_MAX], gpu[MF_ROUTE_CHAIN_MAX];
     double h2d[MF_ROUTE_CHAIN_MAX + 1], d2h[MF_ROUTE_CHAIN_MAX + 1];
     int measured = 1, known = 1;
-    double launch = 0;
     for (int i = 0; i < n; i++) {
         mf_op_pred pr = mf_op_predict(p, &s[i], have_gpu);
         cpu[i] = pr.cpu_us;
         gpu[i] = pr.gpu_dev_us;
         measured &= pr.measured;
         known &= pr.cpu_us >= 0 && pr.gpu_dev_us >= 0;
-        launch = pr.gpu_launch_us;
     }
     mf_route_plan plan = {.n = n, .n_groups = 0, .all_gpu_us = -1};
     plan.all_cpu_us = sum_known(cpu, n);
@@ -160,7 +158,8 @@ void mf_route_plan_chain(const mf_placement *p, int have_gpu,
         }
     }
     mf_chain_costs c = {.n = n, .cpu_us = cpu, .gpu_us = gpu, .h2d_us = h2d,
-                        .d2h_us = d2h, .launch_us = launch};
+                        .d2h_us = d2h,
+                        .launch_us = up ? p->gpu.roundtrip_us : 0};
     int dev[MF_ROUTE_CHAIN_MAX], all_gpu[MF_ROUTE_CHAIN_MAX];
     plan.total_us = mf_chain_place(&c, dev);
     for (int i = 0; i < n; i++)
