@@ -671,15 +671,19 @@ Test(qmv, bad_inputs)
 
 /* The unfused baseline dequantizes the whole matrix: 2^24 rows of 2^20
  * weights (64 TiB of f32) cannot be allocated, and nothing is read before
- * the allocation fails. The rows' address span is computed, never touched. */
+ * the allocation fails. The rows' address span is computed, never touched.
+ * y and the first block share one allocation, y first, so that the span
+ * (upward from the block) never overlaps y whatever the address-space
+ * layout (under qemu-user the heap lies above the stack). */
 Test(qmv, unfused_out_of_memory)
 {
     const int64_t N = (int64_t)1 << 24, K = (int64_t)1 << 20;
-    unsigned char blk[18] = {0};
-    mf_tensor t = mf_tensor_dense(MF_TYPE_Q4_0, 1, N, K, blk);
     float *x = calloc((size_t)K, 4);
-    float *y = malloc((size_t)N * 4);
+    float *y = malloc((size_t)N * 4 + 18);
     cr_assert(x && y);
+    unsigned char *blk = (unsigned char *)(y + N);
+    memset(blk, 0, 18);
+    mf_tensor t = mf_tensor_dense(MF_TYPE_Q4_0, 1, N, K, blk);
     y[0] = 123.0f;
     mf_qmv_desc d = {.impl = MF_IMPL_UNFUSED};
     cr_expect_eq(mf_qmv(mft_ctx(), &d, &t, x, 1, y), MF_ERR_OUT_OF_MEMORY);
