@@ -200,7 +200,7 @@ typedef struct mf_dequant_desc {
  * tolerance as in mf_glu (f32: 8 ulp + 1e-30 of the reference; f16/bf16:
  * one unit in the last place). MF_IMPL_UNFUSED runs a dequantization pass
  * over the whole tensor, then an activation pass, then a conversion pass.
- * Rows are split across the context's threads from 64 KiB of weights.
+ * Rows are split across the context's threads from 24 KiB of weights.
  * Errors: the common ones; out_type not F32/F16/BF16 (MF_ERR_UNSUPPORTED);
  * out overlapping the rows, scales or biases of w; tensor errors as
  * mf_tensor_check reports them. */
@@ -237,7 +237,7 @@ typedef struct mf_qmv_desc {
 /* y [M, N] = act(x [M, K] * w^T + bias), w an [1, N, K] tensor of any type.
  * M is 1..65536. M <= 32 (decode) streams the weights once for all M rows:
  * each weight byte is read from memory once and dequantized in registers;
- * rows are split across the context's threads from 64 KiB of weights.
+ * rows are split across the context's threads from 24 KiB of weights.
  * M > 32 dequantizes w to f32 in chunks of rows (8 MiB at a time) and calls
  * OpenBLAS sgemm (the prec field is then ignored: the result is the EXACT
  * one). MF_IMPL_REF computes every M with its sequential dot products (the
