@@ -67,7 +67,7 @@ typedef struct mf_kernels {
      * quantize_q8 is bit-identical in every kernel set (d = absmax / 127,
      * q = nearest-even(x / d) in +-127, s = d * sum(q); a block holding
      * Inf/NaN gets d = s = NaN, q = 0), so blocks from any set feed any
-     * qdot_q8. qdot and qdot_q8 take any M >= 1 and any nr >= 1; the x, xq
+     * qdot_q8. qdot and qdot_q8 take M from 1 to 32 and any nr >= 1; the x, xq
      * and y rows may lie anywhere (no alignment, no common stride). */
     void (*quantize_q8)(const float *x, int64_t K, mf_q8blk *out);
     void (*qdot_q8)(const mf_tensor *w, int64_t r0, int64_t nr,
