@@ -56,7 +56,8 @@ typedef struct mf_vk {
     VkPhysicalDeviceMemoryProperties mem;
     uint32_t subgroup_size;
     uint32_t subgroup_ops;     /* VkSubgroupFeatureFlags in compute */
-    int subgroup_arith;        /* arithmetic ops usable in compute shaders */
+    int subgroup_arith;        /* arithmetic and shuffle ops usable in compute
+                                  shaders, power-of-two subgroup size */
     uint32_t shared_bytes;     /* maxComputeSharedMemorySize */
     uint32_t max_wg_size;      /* maxComputeWorkGroupSize[0] and invocations */
     uint32_t max_groups_x;     /* maxComputeWorkGroupCount[0] */

@@ -318,6 +318,7 @@ static void read_caps(mf_vk *vk, uint32_t ts_bits)
     vk->subgroup_arith =
         (vk->subgroup_ops & VK_SUBGROUP_FEATURE_BASIC_BIT) &&
         (vk->subgroup_ops & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) &&
+        (vk->subgroup_ops & VK_SUBGROUP_FEATURE_SHUFFLE_BIT) &&
         sg.subgroupSize >= 4 && sg.subgroupSize <= 128 &&
         (sg.subgroupSize & (sg.subgroupSize - 1)) == 0;
     if (env_flag("MOEFUSE_GPU_NO_SUBGROUP"))

@@ -253,8 +253,11 @@ vec2 sum2(vec2 a, vec2 b)
 
 // ---- elementary functions (accuracy as the CPU vector kernels) ----------
 
-// exp(x), x <= 89 (NaN and larger not expected: callers clamp).
-float exp_le89(float x)
+// exp(x) * 2^k for x <= 89 (NaN and larger not expected: callers clamp)
+// and 0 <= k <= 64; the scaling is folded into the power of two, so
+// exp_core(x, 64) keeps exp(x) of x down to -104 normal and exact to the
+// polynomial's accuracy on devices that flush subnormals.
+float exp_core(float x, int k)
 {
     x = max(x, -104.0);
     float n = roundEven(x * 1.44269504088896341);
@@ -267,14 +270,17 @@ float exp_le89(float x)
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    // 2^n as two exact power-of-two factors (n in [-150, 128]); the second
-    // product rounds once (on devices that keep denormals).
-    int ni = int(n);
+    // 2^(n + k) as two exact power-of-two factors (n in [-150, 128]); the
+    // second product rounds once (on devices that keep subnormals).
+    int ni = int(n) + k;
     int n1 = ni >> 1, n2 = ni - n1;
     float s1 = uintBitsToFloat(uint(n1 + 127) << 23);
     float s2 = uintBitsToFloat(uint(n2 + 127) << 23);
     return (p * s1) * s2;
 }
+
+// exp(x), x <= 89.
+float exp_le89(float x) { return exp_core(x, 0); }
 
 // exp(x) for any x: NaN -> NaN, +Inf -> +Inf, -Inf -> 0.
 float exp_any(float x)
@@ -295,8 +301,9 @@ float sigmoid(float x)
     return x < 0.0 ? r * e : r;
 }
 
-// erfc(a) for a >= 0.5 (tail form of the CPU kernels).
-float erfc_tail(float a)
+// erfc(a) * 2^k for a >= 0.5 (tail form of the CPU kernels), k as in
+// exp_core.
+float erfc_tail_k(float a, int k)
 {
     a = min(a, 10.1);
     float t = div_acc(1.0, a * 0.5 + 1.0);
@@ -312,10 +319,12 @@ float erfc_tail(float a)
     g = g * t + 4.770354735e-06;
     float s, lo;
     two_prod(a, a, s, lo);
-    float e = exp_le89(-s);
+    float e = exp_core(-s, k);
     e = e - e * lo;
     return e * g;
 }
+
+float erfc_tail(float a) { return erfc_tail_k(a, 0); }
 
 float erf_small(float x)
 {
@@ -338,6 +347,54 @@ float erfc_any(float x)
         return 1.0 - erf_small(x);
     float t = erfc_tail(ax);
     return (floatBitsToUint(x) & F_SIGN) != 0u ? 2.0 - t : t;
+}
+
+// ---- gate products ----------------------------------------------------------
+// The reference forms (g * f) * u in f32 with f a factor (sigmoid, 0.5 erfc)
+// that can be subnormal, as can g, u and g * f. A device that flushes
+// subnormals would turn such a product times an infinite operand into NaN
+// (0 * Inf) where the CPU gives +-Inf, so the products are formed with
+// mul_exact (IEEE products, subnormals included) and a factor below the
+// normal range is computed scaled by 2^64 and rounded as f32 rounds it.
+
+// v (a value scaled by 2^64) rounded as f32 rounds v * 2^-64: to the
+// subnormal grid 2^-149 below 2^-126. Still scaled.
+float sub_round64(float v)
+{
+    if (abs(v) >= uintBitsToFloat(0x20800000u))   // 2^-62
+        return v;
+    return roundEven(v * uintBitsToFloat(0x6a000000u)) *   // 2^85
+           uintBitsToFloat(0x15000000u);                   // 2^-85
+}
+
+// The f32 value (subnormal included) of a factor given scaled by 2^64.
+float factor_from_scaled(float fs)
+{
+    if (is_nan(fs))
+        return fs;
+    return uintBitsToFloat(scale_down64_bits(sub_round64(fs)));
+}
+
+// (g * sigmoid(a)) * u as the CPU rounds it.
+float gate_sigmoid(float g, float a, float u)
+{
+    float f;
+    if (is_nan(a) || a >= -80.0)
+        f = sigmoid(a);
+    else  // sigmoid(a) = e / (1 + e) rounds to e = exp(a) < 2^-115
+        f = factor_from_scaled(exp_core(a, 64));
+    return mul_exact(mul_exact(g, f), u);
+}
+
+// (g * (0.5 erfc(z))) * u as the CPU rounds it (GELU, erf form).
+float gate_erfc(float g, float z, float u)
+{
+    float f;
+    if (is_nan(z) || z < 9.0)
+        f = 0.5 * erfc_any(z);
+    else
+        f = factor_from_scaled(0.5 * erfc_tail_k(z, 64));
+    return mul_exact(mul_exact(g, f), u);
 }
 
 // ---- f16 / bf16 ------------------------------------------------------------

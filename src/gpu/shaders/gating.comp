@@ -19,6 +19,7 @@
 #ifdef USE_SUBGROUP
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
 #endif
 
 layout(local_size_x_id = 0) in;
@@ -46,7 +47,12 @@ const uint NONE = 0xffffffffu;
 
 shared uint r_key[2 * WG];
 shared uint r_idx[2 * WG];
-shared vec2 s_sum[WG];
+shared vec2 s_sum[2 * WG];
+// The selection of the arg-max path (k <= 32): index and, in the softmax
+// modes, its selection value.
+const uint KSH = 32u;
+shared uint s_sel[KSH];
+shared float s_selx[KSH];
 shared float g_mid[GMAX];
 shared float g_lo[GMAX];
 shared float g_hi[GMAX];
@@ -57,6 +63,7 @@ shared uint s_ninf;
 
 uint tid;
 uint par;
+uint spar;
 
 // The winner (largest key, then lowest index) of one candidate per
 // invocation, returned to every invocation. Workgroup-uniform control flow.
@@ -100,18 +107,32 @@ uvec2 wg_argmax(uint key, uint idx)
 #endif
 }
 
-// Compensated workgroup sum of (hi, lo) pairs, returned to everyone.
+// Compensated workgroup sum of (hi, lo) pairs, returned to everyone (the
+// same value in every invocation).
 vec2 wg_sum2(vec2 v)
 {
+    uint base = spar * WG;
+    spar ^= 1u;
+#ifdef USE_SUBGROUP
+    for (uint off = 1u; off < gl_SubgroupSize; off <<= 1u)
+        v = sum2(v, subgroupShuffleXor(v, off));
+    if (subgroupElect())
+        s_sum[base + gl_SubgroupID] = v;
     barrier();
-    s_sum[tid] = v;
+    vec2 t = s_sum[base];
+    for (uint s = 1u; s < gl_NumSubgroups; s++)
+        t = sum2(t, s_sum[base + s]);
+    return t;
+#else
+    s_sum[base + tid] = v;
     barrier();
     for (uint s = WG / 2u; s > 0u; s >>= 1u) {
         if (tid < s)
-            s_sum[tid] = sum2(s_sum[tid], s_sum[tid + s]);
+            s_sum[base + tid] = sum2(s_sum[base + tid], s_sum[base + tid + s]);
         barrier();
     }
-    return s_sum[0];
+    return s_sum[base];
+#endif
 }
 
 float logit_at(uint row, uint i) { return v_in[pc.E + row * pc.E + i]; }
@@ -136,6 +157,17 @@ float sig_s(float l, out bool exact)
         return 1.0;
     exact = false;
     return sigmoid(l);
+}
+
+// The reference's f32 sigmoid of a logit (subnormal included) times 2^64.
+float sig_scaled(float l)
+{
+    bool exact;
+    float s = sig_s(l, exact);
+    if (exact || l >= -80.0)
+        return s * uintBitsToFloat(0x5f800000u);   // s is 0, 1 or normal
+    // l < -80: 1 / (1 + exp(-l)) rounds to exp(l) < 2^-115
+    return sub_round64(exp_core(l, 64));
 }
 
 // Score (device value) and bounds on the reference's score of expert i.
@@ -234,6 +266,17 @@ bool select_groups(uint row)
     return key_float(lo_min) > key_float(hi_max);
 }
 
+// The j-th selected expert, and its selection value (softmax modes).
+uint sel_idx(uint ibase, uint j)
+{
+    return RANKN == 1u ? s_sel[j] : v_out[ibase + j];
+}
+
+float sel_x(uint row, uint ibase, uint j)
+{
+    return RANKN == 1u ? s_selx[j] : xval(row, v_out[ibase + j]);
+}
+
 void finish(uint row, uint k, bool renorm)
 {
     uint wbase = pc.T * pc.k + row * pc.k;
@@ -257,6 +300,7 @@ void main()
 {
     tid = gl_LocalInvocationID.x;
     par = 0u;
+    spar = 0u;
     uint E = pc.E, k = pc.k;
     for (uint row = gl_WorkGroupID.x; row < pc.T; row += gl_NumWorkGroups.x) {
         if (tid == 0u) {
@@ -266,6 +310,7 @@ void main()
         barrier();
         bool bad = false;
         uint key[PER];
+        float xs[PER];
         uint ninf = 0u;
         for (uint j = 0u; j < PER; j++) {
             uint i = tid + j * WG;
@@ -277,6 +322,7 @@ void main()
                     key[j] = fkey(mid);
                 } else {
                     float x = xval(row, i);
+                    xs[j] = x;
                     key[j] = fkey(x);
                     ninf += is_pinf(x) ? 1u : 0u;
                 }
@@ -337,8 +383,11 @@ void main()
                 uvec2 win = wg_argmax(bk, bi);
                 if (r == 0u)
                     first = win.x;
-                if (tid == 0u)
+                if (tid == 0u) {
                     v_out[row * k + r] = win.y;
+                    s_sel[r] = win.y;
+                    s_selx[r] = key_float(win.x);
+                }
                 if (win.y != NONE && win.y % WG == tid)
                     key[win.y / WG] = 0u;
             }
@@ -349,18 +398,35 @@ void main()
         uint ibase = row * k, wbase = pc.T * k + row * k;
         if (MODE == SIGMOID) {
             for (uint j = tid; j + 1u < k; j += WG)
-                if (!surely_ahead(row, v_out[ibase + j], v_out[ibase + j + 1u]))
+                if (!surely_ahead(row, sel_idx(ibase, j), sel_idx(ibase, j + 1u)))
                     bad = true;
-            uint last = v_out[ibase + k - 1u];
+            uint last = sel_idx(ibase, k - 1u);
             for (uint j = 0u; j < PER; j++)
                 if (key[j] != 0u && !surely_ahead(row, last, tid + j * WG))
                     bad = true;
+            // w = s (the reference's f32 sigmoid, subnormal included), then
+            // w / sum(w), then * scale. Held scaled by 2^64 so that rows
+            // whose scores are all subnormal renormalize as on the CPU
+            // even where the device flushes subnormals.
+            vec2 acc = vec2(0.0);
             for (uint j = tid; j < k; j += WG) {
-                bool ex;
-                float s = sig_s(logit_at(row, v_out[ibase + j]), ex);
-                v_out[wbase + j] = floatBitsToUint(s);
+                float ss = sig_scaled(logit_at(row, sel_idx(ibase, j)));
+                v_out[wbase + j] = scale_down64_bits(ss);
+                acc = sum2(acc, vec2(ss, 0.0));
             }
-            finish(row, k, pc.renorm != 0u);
+            if (pc.renorm != 0u) {
+                float t = sub_round64(wg_sum2(acc).x);
+                if (t > 0.0)
+                    for (uint j = tid; j < k; j += WG) {
+                        float ss = sig_scaled(logit_at(row, sel_idx(ibase, j)));
+                        v_out[wbase + j] = floatBitsToUint(div_acc(ss, t));
+                    }
+            }
+            float sc = pc.scale == 0.0 ? 1.0 : pc.scale;
+            if (sc != 1.0)
+                for (uint j = tid; j < k; j += WG)
+                    v_out[wbase + j] =
+                        mul_bits(uintBitsToFloat(v_out[wbase + j]), sc);
         } else {
             float m = key_float(first);
             bool all = MODE == SOFTMAX_TOPK;
@@ -373,28 +439,28 @@ void main()
                     n = s_ninf;
                 } else {
                     for (uint j = 0u; j < k; j++)
-                        n += is_pinf(xval(row, v_out[ibase + j])) ? 1u : 0u;
+                        n += is_pinf(sel_x(row, ibase, j)) ? 1u : 0u;
                 }
                 float p = div_acc(1.0, float(n));
                 for (uint j = tid; j < k; j += WG)
                     v_out[wbase + j] = floatBitsToUint(
-                        is_pinf(xval(row, v_out[ibase + j])) ? p : 0.0);
+                        is_pinf(sel_x(row, ibase, j)) ? p : 0.0);
             } else {
                 vec2 acc = vec2(0.0);
                 if (all) {
                     for (uint j = 0u; j < PER; j++) {
                         uint i = tid + j * WG;
                         if (i < E)
-                            acc = sum2(acc, vec2(exp_any(xval(row, i) - m), 0.0));
+                            acc = sum2(acc, vec2(exp_any(xs[j] - m), 0.0));
                     }
                 } else {
                     for (uint j = tid; j < k; j += WG)
-                        acc = sum2(acc, vec2(exp_any(xval(row, v_out[ibase + j]) - m), 0.0));
+                        acc = sum2(acc, vec2(exp_any(sel_x(row, ibase, j) - m), 0.0));
                 }
                 float S = wg_sum2(acc).x;
                 for (uint j = tid; j < k; j += WG)
                     v_out[wbase + j] = floatBitsToUint(
-                        div_acc(exp_any(xval(row, v_out[ibase + j]) - m), S));
+                        div_acc(exp_any(sel_x(row, ibase, j) - m), S));
             }
             finish(row, k, all && pc.renorm != 0u);
         }

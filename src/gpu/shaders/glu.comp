@@ -38,6 +38,10 @@ float load(uint h)
     return IN_T == 1u ? f16_to_f32(b) : bf16_to_f32(b);
 }
 
+// The products (g * factor) * u go through gate_sigmoid / gate_erfc, which
+// form them as the CPU does, subnormals included, even where the device
+// flushes subnormals (otherwise a subnormal times an infinite operand would
+// give NaN instead of +-Inf).
 float glu(float g, float u)
 {
     if (KIND == 1u) {          // GEGLU_TANH: gelu_tanh(g) * u
@@ -45,12 +49,11 @@ float glu(float g, float u)
         t = t * GELU_TANH_C2;
         t = t + GELU_TANH_C1;
         precise float y = g * t;
-        return (g * sigmoid(y)) * u;
+        return gate_sigmoid(g, y, u);
     }
     if (KIND == 2u) {          // GEGLU_ERF: g * (0.5 erfc(g * -1/sqrt2)) * u
         precise float z = g * GELU_ERF_C;
-        float f = 0.5 * erfc_any(z);
-        return (g * f) * u;
+        return gate_erfc(g, z, u);
     }
     if (KIND == 3u) {          // SWIGLU_OAI
         float L = pc.limit, A = pc.alpha;
@@ -64,9 +67,9 @@ float glu(float g, float u)
         }
         precise float up = u + 1.0;
         precise float a = A * g;
-        return up * (g * sigmoid(a));
+        return gate_sigmoid(g, a, up);
     }
-    return (g * sigmoid(g)) * u;  // SWIGLU
+    return gate_sigmoid(g, g, u);  // SWIGLU
 }
 
 float element(uint e)
