@@ -8,4 +8,5 @@ void mf_kernels_init_neon(mf_kernels *k)
     mf_neon_init_combine(k);
     mf_neon_init_glu(k);
     mf_neon_init_act(k);
+    mf_neon_init_quant(k);
 }

@@ -9,5 +9,6 @@ void mf_neon_init_gating(mf_kernels *k);
 void mf_neon_init_combine(mf_kernels *k);
 void mf_neon_init_glu(mf_kernels *k);
 void mf_neon_init_act(mf_kernels *k);
+void mf_neon_init_quant(mf_kernels *k);
 
 #endif
