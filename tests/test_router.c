@@ -48,7 +48,7 @@ static double brute_min(const mf_chain_costs *c)
 
 /* Chains here have at most 8 ops (the bound also keeps gcc's
  * -Warray-bounds quiet under the sanitizer build). */
-static unsigned mask_of(const int dev[8], int n)
+static unsigned mask_of(const int *dev, int n)
 {
     unsigned m = 0;
     for (int i = 0; i < n && i < 8; i++)
