@@ -74,7 +74,7 @@ Test(dispatch, profile_grid)
     cr_expect_eq(mf_prof_grid(0, q, 2), 2, "capacity is honoured");
 }
 
-Test(dispatch, profile_every_variant_runs, .timeout = 900)
+Test(dispatch, profile_every_variant_runs)
 {
     /* Each variant's inputs are valid for its op: one call of every
      * variant of the full grid, at its two smallest sizes, returns MF_OK. */
@@ -116,7 +116,7 @@ static void on_progress(void *user, int done, int total, double elapsed,
         *g->stop = 1;
 }
 
-Test(dispatch, profile_small_run, .timeout = 600)
+Test(dispatch, profile_small_run)
 {
     char *dir = tmpdir();
     char path[256];
@@ -138,21 +138,24 @@ Test(dispatch, profile_small_run, .timeout = 600)
 
     /* Every glu variant of the quick grid at every size, on the CPU. */
     mf_prof_variant v[64];
-    int nv = mf_prof_grid(0, v, 64), expected = 0;
+    int nv = mf_prof_grid(0, v, 64), expected = 0, missing = 0, bad = 0;
     for (int i = 0; i < nv; i++) {
         if (v[i].op != MF_OP_GLU)
             continue;
         for (int j = 0; j < v[i].n_sizes; j++) {
             mf_op_shape s = mf_prof_shape(&v[i], v[i].sizes[j]);
             const mf_pc_point *pt = mf_placement_find(p, &s, MF_DEVICE_CPU);
-            cr_assert_not_null(pt, "%s T=%lld", v[i].label,
-                               (long long)v[i].sizes[j]);
-            cr_expect(pt->median_us > 0 && pt->p10_us <= pt->median_us &&
-                      pt->median_us <= pt->p90_us);
-            cr_expect_geq(pt->reps, 3);
             expected++;
+            if (!pt) {
+                missing++;
+                continue;
+            }
+            bad += !(pt->median_us > 0 && pt->p10_us <= pt->median_us &&
+                     pt->median_us <= pt->p90_us && pt->reps >= 3);
         }
     }
+    cr_expect_eq(missing, 0, "sizes not measured");
+    cr_expect_eq(bad, 0, "points without a median inside their spread");
     cr_expect_eq((int)p->n_pts, expected, "only glu, only the CPU");
     cr_expect_eq((int)p->n_dec, expected);
     /* A variant model and the pooled one, with held-out errors. */
@@ -191,7 +194,7 @@ Test(dispatch, profile_small_run, .timeout = 600)
     rm_dir(dir);
 }
 
-Test(dispatch, profile_stop_keeps_measurements, .timeout = 300)
+Test(dispatch, profile_stop_keeps_measurements)
 {
     mf_ctx *ctx = cpu_ctx("/nonexistent/p.json");
     volatile sig_atomic_t stop = 0;
@@ -246,7 +249,7 @@ static char *slurp(const char *path, size_t *len)
     return b;
 }
 
-Test(tools, profile_tool, .timeout = 600)
+Test(dispatch, profile_tool)
 {
     cr_expect_eq(run_tool("--help"), 0);
     cr_expect_eq(run_tool("--frobnicate"), 2);
