@@ -329,20 +329,23 @@ AI void group_scales(mf_type T, mf_type st, int gsh, const qrow *q,
     _mm256_storeu_ps(b, widen16(st, pack16(q->bi, T, st, gsh, j0, n)));
 }
 
-/* Q4_0 / Q8_0: the 32 codes of block j as f32 (Q4_0: the stored 0..15;
- * the caller subtracts 8 through the activation sums). */
-AI void block_codes(mf_type T, const qrow *q, int64_t j, __m256 c[4])
+/* Q4_0 / Q8_0: the 32 codes of block j as f32. Q4_0: q - 8 when sub8,
+ * else the stored 0..15 (the caller subtracts 8 through the activation
+ * sums). */
+AI void block_codes(mf_type T, const qrow *q, int64_t j, int sub8,
+                    __m256 c[4])
 {
     if (T == MF_TYPE_Q4_0) {
         const unsigned char *p = q->p + j * 18 + 2;
         const __m256i m15 = _mm256_set1_epi32(15);
+        const __m256i off = _mm256_set1_epi32(sub8 ? 8 : 0);
         __m256i v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
         __m256i v1 = _mm256_cvtepu8_epi32(
             _mm_loadl_epi64((const __m128i *)(p + 8)));
-        c[0] = _mm256_cvtepi32_ps(_mm256_and_si256(v0, m15));
-        c[1] = _mm256_cvtepi32_ps(_mm256_and_si256(v1, m15));
-        c[2] = _mm256_cvtepi32_ps(_mm256_srli_epi32(v0, 4));
-        c[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(v1, 4));
+        __m256i q[4] = {_mm256_and_si256(v0, m15), _mm256_and_si256(v1, m15),
+                        _mm256_srli_epi32(v0, 4), _mm256_srli_epi32(v1, 4)};
+        for (int v = 0; v < 4; v++)
+            c[v] = _mm256_cvtepi32_ps(sub8 ? _mm256_sub_epi32(q[v], off) : q[v]);
     } else {
         const unsigned char *p = q->p + j * 34 + 2;
         for (int v = 0; v < 4; v++)
@@ -413,9 +416,10 @@ AI float elem_f32(mf_type T, const unsigned char *row, int64_t k)
 /* R weight rows x MC activation rows, NA accumulators per pair; writes
  * y[m][yi + r].
  *  - Q4_0 / Q8_0: per block, b = sum(code * x) in f32, then acc += d * b:
- *    one scale multiply per block instead of one per weight. Q4_0 adds
- *    -8 * sum(x) to b, with sum(x) taken lane-wise in the same order as b,
- *    so a block of zero weights (codes 8) sums to exactly 0.
+ *    one scale multiply per block instead of one per weight. Q4_0 with
+ *    MC = 1 adds -8 * sum(x) to b (sum(x) taken lane-wise in the same order
+ *    as b, so a block of zero weights, codes 8, sums to exactly 0); with
+ *    MC > 1 the codes are q - 8.
  *  - MLX and float types: weights decoded to f32, then acc += w * x. */
 AI void qdot_core(mf_type T, mf_type st, int gsh, const qrow *rw, int R,
                   int64_t K, const float *const *x, int MC, int NA,
@@ -447,8 +451,11 @@ AI void qdot_core(mf_type T, mf_type st, int gsh, const qrow *rw, int R,
         }
         for (int u = 0; u < n; u++) {
             const int64_t j = j0 + u;
+            /* Q4_0 with one activation row: -8 sum(x) shared by the R rows
+             * (else the codes take the -8, shared by the MC rows) */
+            const int xsum = T == MF_TYPE_Q4_0 && MC == 1;
             __m256 xs8[4];
-            if (T == MF_TYPE_Q4_0)
+            if (xsum)
                 for (int m = 0; m < MC; m++) {
                     const float *xm = xp[m] + j * 32;
                     __m256 t = _mm256_add_ps(_mm256_loadu_ps(xm),
@@ -461,7 +468,7 @@ AI void qdot_core(mf_type T, mf_type st, int gsh, const qrow *rw, int R,
                 prefetch_piece(T, &rw[r], j);
                 if (blk) {
                     __m256 c[4];
-                    block_codes(T, &rw[r], j, c);
+                    block_codes(T, &rw[r], j, !xsum, c);
                     __m256 d = _mm256_broadcast_ss(&sc[cur][r][u]);
                     for (int m = 0; m < MC; m++) {
                         const float *xm = xp[m] + j * 32;
@@ -469,7 +476,7 @@ AI void qdot_core(mf_type T, mf_type st, int gsh, const qrow *rw, int R,
                         b = _mm256_fmadd_ps(c[1], _mm256_loadu_ps(xm + 8), b);
                         b = _mm256_fmadd_ps(c[2], _mm256_loadu_ps(xm + 16), b);
                         b = _mm256_fmadd_ps(c[3], _mm256_loadu_ps(xm + 24), b);
-                        if (T == MF_TYPE_Q4_0)
+                        if (xsum)
                             b = _mm256_add_ps(b, xs8[m]);
                         __m256 *a = &acc[(r * MC + m) * NA];
                         *a = _mm256_fmadd_ps(b, d, *a);
@@ -515,9 +522,12 @@ AI void qdot_rows(mf_type T, const mf_tensor *w, int64_t r0, int64_t nr,
     const size_t gb = mlx ? (size_t)(w->k / w->group_size) *
                                 param_size(st) : 0;
     const int64_t K = w->k;
+    /* M = 1: blocks of 4 rows share the activation loads; M > 1: one row
+     * at a time against chunks of 4 activation rows (the row stays in L1
+     * across the chunks; more accumulators would not fit the registers) */
+    const int R = M == 1 ? 4 : 1;
     qrow rw[4];
     int64_t i = 0;
-    const int R = M == 1 ? 4 : 2;
     while (i < nr) {
         int rb = nr - i >= R ? R : 1;
         for (int r = 0; r < rb; r++) {
@@ -534,23 +544,13 @@ AI void qdot_rows(mf_type T, const mf_tensor *w, int64_t r0, int64_t nr,
                 qdot_core(T, st, gsh, rw, 1, K, x, 1, 2, y, i);
         } else {
             for (int m0 = 0; m0 < M; m0 += 4) {
-                int mc = M - m0 < 4 ? M - m0 : 4;
                 const float *const *xm = x + m0;
                 float *const *ym = y + m0;
-                if (rb == 2) {
-                    switch (mc) {
-                    case 1: qdot_core(T, st, gsh, rw, 2, K, xm, 1, 2, ym, i); break;
-                    case 2: qdot_core(T, st, gsh, rw, 2, K, xm, 2, 2, ym, i); break;
-                    case 3: qdot_core(T, st, gsh, rw, 2, K, xm, 3, 1, ym, i); break;
-                    default: qdot_core(T, st, gsh, rw, 2, K, xm, 4, 1, ym, i); break;
-                    }
-                } else {
-                    switch (mc) {
-                    case 1: qdot_core(T, st, gsh, rw, 1, K, xm, 1, 2, ym, i); break;
-                    case 2: qdot_core(T, st, gsh, rw, 1, K, xm, 2, 2, ym, i); break;
-                    case 3: qdot_core(T, st, gsh, rw, 1, K, xm, 3, 2, ym, i); break;
-                    default: qdot_core(T, st, gsh, rw, 1, K, xm, 4, 2, ym, i); break;
-                    }
+                switch (M - m0 < 4 ? M - m0 : 4) {
+                case 1: qdot_core(T, st, gsh, rw, 1, K, xm, 1, 2, ym, i); break;
+                case 2: qdot_core(T, st, gsh, rw, 1, K, xm, 2, 2, ym, i); break;
+                case 3: qdot_core(T, st, gsh, rw, 1, K, xm, 3, 1, ym, i); break;
+                default: qdot_core(T, st, gsh, rw, 1, K, xm, 4, 1, ym, i); break;
                 }
             }
         }
@@ -780,6 +780,65 @@ AI void q8_core(mf_type T, mf_type st, int gsh, const qrow *rw, int R,
             y[m][yi + r] = hsum(acc[r * MC + m]);
 }
 
+/* dot(row r, activation blocks) summed as the reference sums it: the slow
+ * path for outputs the fast kernel found not finite (it factors block terms
+ * differently, which can turn Inf * 0 into Inf - Inf or the reverse). */
+static float exact_dot_q8(const mf_tensor *w, int64_t r, const mf_q8blk *xq)
+{
+    const unsigned char *row = (const unsigned char *)w->data +
+                               (size_t)r * row_stride(w);
+    const int mlx = is_mlx(w->type);
+    float acc = 0.0f;
+    for (int64_t j = 0; j < w->k / 32; j++) {
+        int32_t isum = 0;
+        for (int e = 0; e < 32; e++) {
+            int c;
+            switch (w->type) {
+            case MF_TYPE_Q4_0: {
+                unsigned char b = row[j * 18 + 2 + (e & 15)];
+                c = (e < 16 ? b & 15 : b >> 4) - 8;
+                break;
+            }
+            case MF_TYPE_Q8_0: c = (int8_t)row[j * 34 + 2 + e]; break;
+            case MF_TYPE_MLX_Q4: {
+                unsigned char b = row[j * 16 + e / 2];
+                c = e & 1 ? b >> 4 : b & 15;
+                break;
+            }
+            default: c = row[j * 32 + e]; break;
+            }
+            isum += c * xq[j].q[e];
+        }
+        if (mlx) {
+            size_t gi = (size_t)r * (size_t)(w->k / w->group_size) +
+                        (size_t)(j * 32 / w->group_size);
+            const unsigned char *sa = (const unsigned char *)w->scales;
+            const unsigned char *ba = (const unsigned char *)w->biases;
+            float s, b;
+            if (w->scale_type == MF_TYPE_F32) {
+                memcpy(&s, sa + gi * 4, 4);
+                memcpy(&b, ba + gi * 4, 4);
+            } else if (w->scale_type == MF_TYPE_F16) {
+                s = mf_f16_to_f32(ld16(sa + gi * 2));
+                b = mf_f16_to_f32(ld16(ba + gi * 2));
+            } else {
+                s = u2f((uint32_t)ld16(sa + gi * 2) << 16);
+                b = u2f((uint32_t)ld16(ba + gi * 2) << 16);
+            }
+            float sd = s * xq[j].d;
+            float t = sd * (float)isum;
+            float u = b * xq[j].s;
+            acc = acc + (t + u);
+        } else {
+            size_t bb = (size_t)j * (w->type == MF_TYPE_Q4_0 ? 18 : 34);
+            float dd = mf_f16_to_f32(ld16(row + bb)) * xq[j].d;
+            float t = dd * (float)isum;
+            acc = acc + t;
+        }
+    }
+    return acc;
+}
+
 AI void q8_rows(mf_type T, const mf_tensor *w, int64_t r0, int64_t nr,
                 const mf_q8blk *const *xq, int M, float *const *y)
 {
@@ -790,9 +849,12 @@ AI void q8_rows(mf_type T, const mf_tensor *w, int64_t r0, int64_t nr,
     const size_t gb = mlx ? (size_t)(w->k / w->group_size) *
                                 param_size(st) : 0;
     const int64_t K = w->k;
+    /* M = 1: blocks of 4 rows share the activation loads; M > 1: one row
+     * at a time against chunks of 4 activation rows (the row stays in L1
+     * across the chunks; more accumulators would not fit the registers) */
+    const int R = M == 1 ? 4 : 1;
     qrow rw[4];
     int64_t i = 0;
-    const int R = M == 1 ? 4 : 2;
     while (i < nr) {
         int rb = nr - i >= R ? R : 1;
         for (int r = 0; r < rb; r++) {
@@ -809,26 +871,20 @@ AI void q8_rows(mf_type T, const mf_tensor *w, int64_t r0, int64_t nr,
                 q8_core(T, st, gsh, rw, 1, K, xq, 1, y, i);
         } else {
             for (int m0 = 0; m0 < M; m0 += 4) {
-                int mc = M - m0 < 4 ? M - m0 : 4;
                 const mf_q8blk *const *xm = xq + m0;
                 float *const *ym = y + m0;
-                if (rb == 2) {
-                    switch (mc) {
-                    case 1: q8_core(T, st, gsh, rw, 2, K, xm, 1, ym, i); break;
-                    case 2: q8_core(T, st, gsh, rw, 2, K, xm, 2, ym, i); break;
-                    case 3: q8_core(T, st, gsh, rw, 2, K, xm, 3, ym, i); break;
-                    default: q8_core(T, st, gsh, rw, 2, K, xm, 4, ym, i); break;
-                    }
-                } else {
-                    switch (mc) {
-                    case 1: q8_core(T, st, gsh, rw, 1, K, xm, 1, ym, i); break;
-                    case 2: q8_core(T, st, gsh, rw, 1, K, xm, 2, ym, i); break;
-                    case 3: q8_core(T, st, gsh, rw, 1, K, xm, 3, ym, i); break;
-                    default: q8_core(T, st, gsh, rw, 1, K, xm, 4, ym, i); break;
-                    }
+                switch (M - m0 < 4 ? M - m0 : 4) {
+                case 1: q8_core(T, st, gsh, rw, 1, K, xm, 1, ym, i); break;
+                case 2: q8_core(T, st, gsh, rw, 1, K, xm, 2, ym, i); break;
+                case 3: q8_core(T, st, gsh, rw, 1, K, xm, 3, ym, i); break;
+                default: q8_core(T, st, gsh, rw, 1, K, xm, 4, ym, i); break;
                 }
             }
         }
+        for (int r = 0; r < rb; r++)
+            for (int m = 0; m < M; m++)
+                if (!isfinite(y[m][i + r]))
+                    y[m][i + r] = exact_dot_q8(w, r0 + i + r, xq[m]);
         i += rb;
     }
 }
