@@ -540,8 +540,10 @@ mf_status mf_profile_run(mf_ctx *ctx, const mf_prof_opts *o,
             st = st == MF_ERR_OUT_OF_MEMORY ? MF_OK : st;
             continue;
         }
-        int dev_ok[2] = {1, 1};
+        int dev_ok[2] = {1, 1}, prev_slow = -1;
+        double prev_ratio = 0;
         for (int si = 0; si < v->n_sizes && !stopped; si++) {
+            double cur[2] = {-1, -1};
             for (int dev = 0; dev < ndev && !stopped; dev++) {
                 int64_t x = v->sizes[si];
                 double elapsed = now_s() - start;
@@ -568,8 +570,10 @@ mf_status mf_profile_run(mf_ctx *ctx, const mf_prof_opts *o,
                              .rotate = dev == 0};
                 double a = now_s();
                 mf_status ts = time_point(&oa, per, o->stop, &pt);
-                if (ts == MF_OK && dev && copies.n < MAX_COPIES_SEEN &&
-                    !*o->stop) {
+                /* Copy costs from cheap calls only: in a long one they are
+                 * lost in its noise. */
+                if (ts == MF_OK && dev && pt.median_us < 2000 &&
+                    copies.n < MAX_COPIES_SEEN && !*o->stop) {
                     /* The same call's plan replayed without host copies. */
                     gpu_arg ga = {.g = ctx->gpu, .op = (int)v->op};
                     mf_pc_point rp;
@@ -586,12 +590,34 @@ mf_status mf_profile_run(mf_ctx *ctx, const mf_prof_opts *o,
                     stopped = 1;
                 if (ts == MF_OK) {
                     st = mf_placement_add_point(p, &pt);
+                    cur[dev] = pt.median_us;
                 } else if (!stopped) {
                     /* This device cannot run the variant (an op the GPU
                      * side lacks, a format it does not take): skip it. */
                     note(o, "%s: %s", what, mf_status_str(ts));
                     dev_ok[dev] = 0;
                 }
+            }
+            /* A device that takes milliseconds a call and stays far behind
+             * the other at two sizes in a row is not measured at larger
+             * ones: its points only cost time (its model still covers
+             * them). */
+            if (cur[0] > 0 && cur[1] > 0) {
+                int slow = cur[1] > cur[0];
+                double ratio = cur[slow] / cur[!slow];
+                if (cur[slow] > 5000 && ratio > 8 && slow == prev_slow &&
+                    ratio > prev_ratio / 2 && si + 1 < v->n_sizes) {
+                    dev_ok[slow] = 0;
+                    note(o, "%s %s: the %s is not measured beyond %s=%lld "
+                            "(%.1f ms a call, %.0fx slower than the %s, "
+                            "not closing)",
+                         mf_op_name(v->op), v->label, slow ? "gpu" : "cpu",
+                         v->op == MF_OP_DEQUANT ? "E" : "T",
+                         (long long)v->sizes[si], cur[slow] / 1000, ratio,
+                         slow ? "cpu" : "gpu");
+                }
+                prev_slow = slow;
+                prev_ratio = ratio;
             }
         }
         mf_prof_inst_free(in);
