@@ -71,8 +71,10 @@ typedef struct mf_moe_rows {
 } mf_moe_rows;
 
 /* How far ahead of the rows being computed the ops request rows from
- * memory: the hardware prefetchers alone leave a thread streaming many
- * rows at once latency-bound. */
+ * memory. The kernels stream 16 rows at once, more streams than the
+ * hardware prefetchers follow: measured on one thread with Q4_0 weights
+ * from DRAM, the requests raise gate/up from 8.5 to 11.5 GB/s and down from
+ * 6.0 to 10.0 GB/s (INT8; EXACT likewise). 16 to 64 KiB all do the same. */
 #define MF_MOE_PREFETCH_BYTES (32 * 1024)
 
 /* Requests the rows' bytes (codes, MLX scales and biases) toward the
