@@ -45,7 +45,9 @@ typedef struct mf_ctx_options {
     mf_isa isa;             /* MF_ISA_AUTO picks; the environment variable
                                MOEFUSE_ISA=scalar|avx2|avx512|neon overrides
                                AUTO (not an explicit choice) */
-    int pin_threads;        /* 1 = pin workers to cores with hwloc (default) */
+    int pin_threads;        /* 1 = pin workers to cores 1..n-1 with hwloc and
+                               the thread that calls ops to core 0 (default);
+                               0 = leave placement to the OS */
     mf_gpu_mode gpu;        /* default MF_GPU_AUTO */
     int gpu_index;          /* Vulkan physical device index; -1 = first
                                discrete, else first integrated, else any */
