@@ -14,7 +14,8 @@
  * a register holds four codes of one row; one vpdpbusd then advances the
  * integer dot products of all 16 rows by four elements, with the
  * activation's four int8 codes broadcast. Per 32-element block the 16 lane
- * sums are converted once and scaled by the 16 rows' scales. */
+ * sums are converted once and scaled by the 16 rows' scales, which are
+ * regrouped four blocks (or MLX groups) at a time with word permutes. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -561,20 +562,21 @@ static const int16_t k_t16_i3[32] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 1
                                      32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47};
 static const int16_t k_t16_a[32] = {0, 16, 32, 48, 4, 20, 36, 52, 8, 24, 40, 56, 12, 28, 44, 60,
                                     1, 17, 33, 49, 5, 21, 37, 53, 9, 25, 41, 57, 13, 29, 45, 61};
+static const int16_t k_t16_b[32] = {2, 18, 34, 50, 6, 22, 38, 54, 10, 26, 42, 58, 14, 30, 46, 62,
+                                    3, 19, 35, 51, 7, 23, 39, 55, 11, 27, 43, 59, 15, 31, 47, 63};
 /* First-level sources: the four d of Q4_0 blocks b..b+3 within a 64-byte
  * load at block b (words 0, 9, 18, 27); Q8_0's pair of loads at blocks b and
  * b+2 (words 0 and 17 of each); four consecutive words. */
 static const int16_t k_t16_q4_0[32] = {0, 9, 18, 27, 32, 41, 50, 59};
 static const int16_t k_t16_q8_0[32] = {0, 17, 32, 49};
 static const int16_t k_t16_seq[32] = {0, 1, 2, 3, 32, 33, 34, 35};
-static const int16_t k_t16_b[32] = {2, 18, 34, 50, 6, 22, 38, 54, 10, 26, 42, 58, 14, 30, 46, 62,
-                                    3, 19, 35, 51, 7, 23, 39, 55, 11, 27, 43, 59, 15, 31, 47, 63};
 
 /* Four 16-bit values of each of 16 rows, R[i] holding row i's values
  * 0..3 in words pos[0..3] (idx1 = pos, 32 + pos), regrouped by value: *f0
  * holds value 0 of the 16 rows in lane order in its low half and value 1
  * in its high half; *f1 values 2 and 3. A tree of 16 two-source word
- * permutes instead of 64 single loads. */
+ * permutes per four blocks costs less here than one 16-lane gather per
+ * block. */
 AI void t16x4(const __m512i R[16], __m512i idx1, __m512i *f0, __m512i *f1)
 {
     const __m512i i2 = _mm512_loadu_si512(k_t16_i2), i3 = _mm512_loadu_si512(k_t16_i3);
