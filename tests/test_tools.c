@@ -195,7 +195,8 @@ Test(tools, doctor_json)
         "version", "build", "compiler", "cpu", "model", "arch",
         "physical_cores", "logical_cpus", "l1d_bytes", "l2_bytes", "l3_bytes",
         "features", "kernel_sets", "best_kernel_set", "context", "kernel_set",
-        "moefuse_isa", "threads", "gpu", "gpu_status", "vulkan", "devices",
+        "moefuse_isa", "threads", "gpu", "gpu_status", "gpu_device", "vulkan",
+        "devices",
         "placement_cache", "path", "exists", "state"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         cr_expect(has_key(j, keys[i]), "key \"%s\" missing:\n%s", keys[i], j);
@@ -219,6 +220,23 @@ Test(tools, doctor_json)
         int listed = in && in < strchr(sets, ']');
         cr_expect_eq(listed, ci.isa_available[i], "kernel set %s", q);
     }
+    /* the context's GPU is described exactly when it is in use, and it is
+     * one of the devices the loader lists */
+    const char *dev = strstr(j, "\"gpu_device\": ");
+    cr_assert_not_null(dev);
+    dev += strlen("\"gpu_device\": ");
+    if (strcmp(str_of(j, "gpu", buf, sizeof buf), "in use") == 0) {
+        cr_expect_eq(*dev, '{', "gpu in use but no gpu_device:\n%s", j);
+        const char *uuid = str_of(dev, "uuid", buf, sizeof buf);
+        cr_assert_not_null(uuid);
+        const char *list = strstr(j, "\"devices\":");
+        cr_assert_not_null(list);
+        cr_expect(strstr(list, uuid) != NULL,
+                  "gpu_device %s is not among the devices:\n%s", uuid, j);
+    } else {
+        cr_expect_eq(strncmp(dev, "null", 4), 0, "%s", j);
+    }
+
     char want[4200];
     snprintf(want, sizeof want, "%s/moefuse/placement.json", dir);
     cr_expect_str_eq(str_of(j, "path", buf, sizeof buf), want);

@@ -59,6 +59,8 @@ typedef struct report {
     int threads;
     int gpu_requested;      /* 0 with --no-gpu */
     mf_status gpu_status;
+    int have_gpu_info;      /* gpu_info is valid (the context has a GPU) */
+    mf_gpu_info gpu_info;
     dr_vk_report vk;
     char cache_path[4096];  /* "" when none could be formed */
     int cache_exists;
@@ -91,6 +93,24 @@ static const char *gpu_state(const report *r)
     }
 }
 
+static const char *gpu_type_name(mf_gpu_type t)
+{
+    switch (t) {
+    case MF_GPU_TYPE_INTEGRATED: return "integrated";
+    case MF_GPU_TYPE_DISCRETE: return "discrete";
+    case MF_GPU_TYPE_VIRTUAL: return "virtual";
+    case MF_GPU_TYPE_CPU: return "cpu";
+    default: return "other";
+    }
+}
+
+static void api_string(uint32_t v, char *buf, size_t n)
+{
+    /* VK_MAKE_API_VERSION: variant 3 bits, major 7, minor 10, patch 12 */
+    snprintf(buf, n, "%u.%u.%u", (unsigned)(v >> 22) & 0x7f,
+             (unsigned)(v >> 12) & 0x3ff, (unsigned)v & 0xfff);
+}
+
 /* Fills *r; on failure prints why and returns 0. */
 static int gather(report *r, int use_gpu)
 {
@@ -119,6 +139,7 @@ static int gather(report *r, int use_gpu)
     r->isa = mf_ctx_isa(ctx);
     r->threads = mf_ctx_threads(ctx);
     r->gpu_status = mf_ctx_gpu_status(ctx);
+    r->have_gpu_info = mf_ctx_gpu_info(ctx, &r->gpu_info) == MF_OK;
     const char *path = mf_ctx_cache_path(ctx);
     if (path) {
         struct stat sb;
@@ -191,6 +212,22 @@ static void print_text(const report *r)
     else if (!r->gpu_requested && MF_HAVE_VULKAN)
         printf(" (--no-gpu)");
     printf("\n");
+    if (r->have_gpu_info) {
+        const mf_gpu_info *g = &r->gpu_info;
+        char api[32];
+        api_string(g->api_version, api, sizeof api);
+        printf("  gpu device    %s [%s, Vulkan %s, uuid %s]\n", g->name,
+               gpu_type_name(g->type), api, g->uuid);
+        printf("  gpu memory    ");
+        print_bytes((int64_t)g->device_local_bytes);
+        printf(" device-local, %s, %u B shared per workgroup\n",
+               g->zero_copy ? "zero-copy inputs" : "staging copies",
+               (unsigned)g->shared_memory_bytes);
+        printf("  gpu compute   subgroup %d (%s), %s\n", g->subgroup_size,
+               g->subgroup_arithmetic ? "subgroup reductions"
+                                      : "shared-memory reductions",
+               g->timestamps ? "timestamps" : "no timestamps");
+    }
 
     printf("\nVulkan devices\n");
     if (!r->vk.built)
@@ -308,6 +345,34 @@ static void print_json(const report *r)
     printf(",\n");
     json_key("    ", "gpu_status");
     json_str(mf_status_str(r->gpu_status));
+    printf(",\n");
+    json_key("    ", "gpu_device");
+    if (r->have_gpu_info) {
+        const mf_gpu_info *g = &r->gpu_info;
+        char api[32];
+        api_string(g->api_version, api, sizeof api);
+        printf("{\"name\": ");
+        json_str(g->name);
+        printf(", \"type\": ");
+        json_str(gpu_type_name(g->type));
+        printf(", \"api_version\": ");
+        json_str(api);
+        printf(", \"uuid\": ");
+        json_str(g->uuid);
+        printf(", \"vendor_id\": %u, \"device_id\": %u, "
+               "\"driver_version\": %u, \"zero_copy\": %s, "
+               "\"subgroup_size\": %d, \"subgroup_arithmetic\": %s, "
+               "\"timestamps\": %s, \"shared_memory_bytes\": %u, "
+               "\"device_local_bytes\": %llu}",
+               (unsigned)g->vendor_id, (unsigned)g->device_id,
+               (unsigned)g->driver_version, g->zero_copy ? "true" : "false",
+               g->subgroup_size, g->subgroup_arithmetic ? "true" : "false",
+               g->timestamps ? "true" : "false",
+               (unsigned)g->shared_memory_bytes,
+               (unsigned long long)g->device_local_bytes);
+    } else {
+        printf("null");
+    }
     printf("\n  },\n");
 
     json_key("  ", "vulkan");
