@@ -9,6 +9,7 @@
  *   route.h   placement: where AUTO calls run (placement cache, router)
  *   layer.h   one MoE block end to end, model presets
  *   io.h      one layer's weights from GGUF / safetensors files
+ *   weights.h weight residency on the GPU (upload, evict, counters)
  */
 #ifndef MOEFUSE_H
 #define MOEFUSE_H
@@ -20,5 +21,6 @@
 #include "route.h"
 #include "layer.h"
 #include "io.h"
+#include "weights.h"
 
 #endif

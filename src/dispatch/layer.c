@@ -1,6 +1,9 @@
 /* mf_moe_layer: router matvec -> gating -> gate/up/GLU -> down/combine
  * (+ shared expert, + residual), each step through the public ops so every
- * impl (reference, unfused, CPU sets, GPU, routed) runs the same chain. */
+ * impl (reference, unfused, CPU sets, GPU, routed) runs the same chain.
+ * Without a shared expert, MF_IMPL_GPU (and AUTO when the router places the
+ * whole chain on the GPU) records the four steps into one GPU submit
+ * instead (src/gpu/chain.c). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -167,6 +170,66 @@ static mf_status shared_expert(mf_moe_layer *l, const mf_moe_run *r,
     return MF_OK;
 }
 
+/* Whether forward runs the whole block as one GPU chain (router qmv ->
+ * gating -> gate/up -> down/combine in one submit, src/gpu/chain.c): with
+ * MF_IMPL_GPU, or MF_IMPL_AUTO when the router places all four steps on
+ * the GPU in one submit group; never with a shared expert. */
+static int use_chain(const mf_moe_layer *l, const mf_moe_run *r, int64_t T)
+{
+    const mf_moe_config *c = &l->cfg;
+    mf_ctx *ctx = l->ctx;
+    if (c->n_shared || !ctx->gpu || !mf_gpu_usable(ctx->gpu))
+        return 0;
+    if (r->impl == MF_IMPL_GPU)
+        return 1;
+    if (r->impl != MF_IMPL_AUTO)
+        return 0;
+    mf_route_shape s[4] = {
+        {.op = MF_ROUTE_QMV, .T = T, .E = 1, .N = c->n_experts,
+         .K = c->hidden, .wtype = l->w.router.type, .mode = MF_PREC_EXACT},
+        {.op = MF_ROUTE_GATING, .T = T, .E = c->n_experts, .k = c->top_k,
+         .wtype = MF_TYPE_F32, .mode = (int32_t)c->router},
+        {.op = MF_ROUTE_MOE_GATE_UP, .T = T, .E = c->n_experts,
+         .k = c->top_k, .N = c->expert_ffn, .K = c->hidden,
+         .wtype = l->w.gate.type, .mode = (int32_t)c->glu},
+        {.op = MF_ROUTE_MOE_DOWN_COMBINE, .T = T, .E = c->n_experts,
+         .k = c->top_k, .N = c->hidden, .K = c->expert_ffn,
+         .wtype = l->w.down.type}};
+    mf_route_plan p;
+    if (mf_route_chain(ctx, s, 4, &p) != MF_OK || p.n_groups != 1)
+        return 0;
+    for (int i = 0; i < 4; i++)
+        if (p.device[i] != MF_DEVICE_GPU)
+            return 0;
+    return 1;
+}
+
+/* The block as one GPU chain; idx and weights land in the scratch for
+ * mf_moe_layer_last_routing. */
+static mf_status chain_forward(mf_moe_layer *l, const float *x, int64_t T,
+                               const float *residual, float *y)
+{
+    const mf_moe_config *c = &l->cfg;
+    int sep = c->gate_up_layout == MF_GLU_SEPARATE;
+    mf_gating_desc gd = {.impl = MF_IMPL_GPU, .mode = c->router,
+                         .n_experts = c->n_experts, .k = c->top_k,
+                         .renormalize = c->renormalize,
+                         .bias = l->w.correction_bias, .n_group = c->n_group,
+                         .topk_group = c->topk_group, .scale = c->routed_scale};
+    mf_moe_gate_up_desc gu = {
+        .impl = MF_IMPL_GPU, .glu = c->glu, .limit = c->glu_limit,
+        .alpha = c->glu_alpha, .layout = c->gate_up_layout,
+        .w_gate = &l->w.gate, .w_up = sep ? &l->w.up : NULL,
+        .b_gate = l->w.gate_bias, .b_up = l->w.up_bias};
+    mf_moe_down_desc dd = {.impl = MF_IMPL_GPU, .w_down = &l->w.down,
+                           .b_down = l->w.down_bias};
+    mf_gpu_chain_desc cd = {.router = &l->w.router,
+                            .router_bias = l->w.router_bias, .gating = &gd,
+                            .gate_up = &gu, .down = &dd};
+    return mf_gpu_moe_chain(l->ctx->gpu, &cd, x, NULL, T, residual, y, l->idx,
+                            l->wts, NULL);
+}
+
 mf_status mf_moe_layer_forward(mf_moe_layer *l, const mf_moe_run *run,
                                const float *x, int64_t T,
                                const float *residual, float *y)
@@ -185,6 +248,19 @@ mf_status mf_moe_layer_forward(mf_moe_layer *l, const mf_moe_run *run,
     if (st != MF_OK)
         return st;
     l->last_T = 0;
+    if (use_chain(l, &r, T)) {
+        st = chain_forward(l, x, T, residual, y);
+        if (st == MF_OK)
+            l->last_T = T;
+        /* Shapes the chain does not take run op by op; so does an AUTO
+         * call after a device failure (the ops then fall back to the CPU). */
+        if (st == MF_OK ||
+            (st != MF_ERR_UNSUPPORTED &&
+             (r.impl == MF_IMPL_GPU ||
+              (st != MF_ERR_DEVICE && st != MF_ERR_DEVICE_LOST &&
+               st != MF_ERR_DEVICE_OOM))))
+            return st;
+    }
 
     mf_qmv_desc rq = {.impl = r.impl, .prec = MF_PREC_EXACT,
                       .bias = l->w.router_bias};

@@ -96,6 +96,7 @@ void mf_gpu_destroy(mf_gpu *g)
         return;
     if (g->vk.dev) {
         vkDeviceWaitIdle(g->vk.dev);
+        mf_gpu_quant_free(g);
         for (int i = 0; i < MF_GPU_OP_COUNT_; i++)
             mf_vk_plans_free(&g->vk, &g->plans[i]);
         mf_vk_prog_free(&g->vk, &g->empty);

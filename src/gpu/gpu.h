@@ -35,6 +35,53 @@ mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
                                   const int32_t *idx, const float *w,
                                   const float *residual, float *y);
 
+/* ---- Weight residency (weights.h; src/gpu/wcache.c). Arguments are
+ * validated by the front door. */
+mf_status mf_gpu_weights_upload(mf_gpu *g, const mf_tensor *t,
+                                mf_progress_fn progress, void *user);
+mf_status mf_gpu_weights_evict(mf_gpu *g, const mf_tensor *t);
+mf_status mf_gpu_weights_evict_range(mf_gpu *g, const void *p, size_t bytes);
+void mf_gpu_weights_stats(const mf_gpu *g, mf_weights_stats *out);
+
+/* ---- The MoE chain (src/gpu/chain.c): router logits (qmv with the f32 or
+ * any-type router, or logits given) -> gating -> moe_gate_up ->
+ * moe_down_combine recorded into one command buffer with barriers between
+ * the dispatches, every intermediate in device memory, replayed without
+ * re-recording for a repeated shape. Inputs are host arrays; outputs y
+ * [T, H], idx and weights [T, k]. The descs are the ops' (impl and prec are
+ * ignored: the math is EXACT), already validated against each other. */
+typedef struct mf_gpu_chain_desc {
+    const mf_tensor *router;    /* [1, E, H]; NULL: `logits` is the input */
+    const float *router_bias;   /* [E] or NULL */
+    const mf_gating_desc *gating;
+    const mf_moe_gate_up_desc *gate_up;
+    const mf_moe_down_desc *down;
+} mf_gpu_chain_desc;
+
+/* Per-step device times of the last chain run (timestamps between the
+ * dispatches), in microseconds, -1 without timestamps; host_us: submit
+ * until the host sees the fence. Steps: router, gating, gate_up, down. */
+typedef struct mf_gpu_chain_times {
+    double step_us[4];
+    double gpu_us;
+    double host_us;
+} mf_gpu_chain_times;
+
+/* Runs the chain. logits is read only when d->router is NULL. times may be
+ * NULL. Errors: device statuses; MF_ERR_UNSUPPORTED for shapes the chain
+ * does not take (the caller then runs op by op). In the sigmoid gating
+ * mode, rows whose selection the device cannot prove are recomputed on the
+ * host, and the expert steps rerun for them (see chain.c). */
+mf_status mf_gpu_moe_chain(mf_gpu *g, const mf_gpu_chain_desc *d,
+                           const float *x, const float *logits, int64_t T,
+                           const float *residual, float *y, int32_t *idx,
+                           float *weights, mf_gpu_chain_times *times);
+
+/* Replays the chain plan of the last mf_gpu_moe_chain call (no copies, no
+ * re-recording) and measures it (bench). MF_ERR_INVALID_ARG when there is
+ * none. */
+mf_status mf_gpu_bench_chain(mf_gpu *g, mf_gpu_chain_times *t);
+
 /* 1 while the device works; 0 after a loss (or for NULL). */
 int mf_gpu_usable(const mf_gpu *g);
 

@@ -19,7 +19,19 @@ struct mf_gpu {
     mf_vk_prog copy;     /* device-to-device copy of copy_bytes */
     mf_vk_buf copy_src, copy_dst;
     size_t copy_bytes;
+    struct mf_gpu_quant *quant; /* resident weights, chains (quant.h) */
 };
+
+/* Frees the quantized side (quant.h); the device must be idle. */
+void mf_gpu_quant_free(mf_gpu *g);
+
+/* Records the gating dispatch of a call into p (op_gating.c; used by the
+ * MoE chain): in = bias [E] (zeros without one) then logits [T, E]; out =
+ * idx [T, k], w [T, k], flags [T]. MF_ERR_UNSUPPORTED for shapes the shader
+ * does not take. */
+mf_status mf_gpu_gating_record(mf_gpu *g, mf_vk_prog *p,
+                               const mf_gating_desc *d, int64_t T,
+                               const mf_vk_bind *in, const mf_vk_bind *out);
 
 /* The status of an op entry before it touches the device. */
 static inline mf_status mf_gpu_ready(const mf_gpu *g)

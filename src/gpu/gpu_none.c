@@ -107,3 +107,44 @@ void mf_gpu_gating_rows(const mf_gpu *g, int64_t *device_rows,
     *device_rows = 0;
     *host_rows = 0;
 }
+
+mf_status mf_gpu_weights_upload(mf_gpu *g, const mf_tensor *t,
+                                mf_progress_fn progress, void *user)
+{
+    (void)g, (void)t, (void)progress, (void)user;
+    return MF_ERR_UNSUPPORTED;
+}
+
+mf_status mf_gpu_weights_evict(mf_gpu *g, const mf_tensor *t)
+{
+    (void)g, (void)t;
+    return MF_OK;
+}
+
+mf_status mf_gpu_weights_evict_range(mf_gpu *g, const void *p, size_t bytes)
+{
+    (void)g, (void)p, (void)bytes;
+    return MF_OK;
+}
+
+void mf_gpu_weights_stats(const mf_gpu *g, mf_weights_stats *out)
+{
+    (void)g;
+    *out = (mf_weights_stats){0};
+}
+
+mf_status mf_gpu_moe_chain(mf_gpu *g, const mf_gpu_chain_desc *d,
+                           const float *x, const float *logits, int64_t T,
+                           const float *residual, float *y, int32_t *idx,
+                           float *weights, mf_gpu_chain_times *times)
+{
+    (void)g, (void)d, (void)x, (void)logits, (void)T, (void)residual;
+    (void)y, (void)idx, (void)weights, (void)times;
+    return MF_ERR_UNSUPPORTED;
+}
+
+mf_status mf_gpu_bench_chain(mf_gpu *g, mf_gpu_chain_times *t)
+{
+    (void)g, (void)t;
+    return MF_ERR_UNSUPPORTED;
+}

@@ -48,10 +48,10 @@ static void host_rows(mf_gpu *g, const mf_gating_desc *d, const float *logits,
         }
 }
 
-static mf_status build(mf_gpu *g, mf_vk_plan *pl, const gating_push *pc,
-                       int mode)
+/* The pipeline for a call's push constants and mode. */
+static mf_status gating_pipe(mf_vk *vk, const gating_push *pc, int mode,
+                             const mf_vk_pipe **pipe)
 {
-    mf_vk *vk = &g->vk;
     uint32_t E = pc->E, G = pc->G;
     uint32_t wg = 64;
     while (wg < 256 && wg * 4 < E)
@@ -79,8 +79,16 @@ static mf_status build(mf_gpu *g, mf_vk_plan *pl, const gating_push *pc,
         .n_spec = 5,
         .spec = {wg, per, (uint32_t)mode, gmax, rankn},
     };
+    return mf_vk_pipe_get(vk, &pd, pipe);
+}
+
+static mf_status build(mf_gpu *g, mf_vk_plan *pl, const gating_push *pc,
+                       int mode)
+{
+    mf_vk *vk = &g->vk;
+    uint32_t E = pc->E;
     const mf_vk_pipe *pipe;
-    mf_status st = mf_vk_pipe_get(vk, &pd, &pipe);
+    mf_status st = gating_pipe(vk, pc, mode, &pipe);
     if (st != MF_OK)
         return st;
     size_t T = pc->T;
@@ -173,5 +181,38 @@ mf_status mf_gpu_gating(mf_gpu *g, const mf_gating_desc *d,
     if (sig)
         host_rows(g, d, logits, T, idx, weights, out + 2 * n);
     mf_vk_plans_trim(vk, c, pl);
+    return MF_OK;
+}
+
+/* The gating dispatch of a call, recorded into another program (the MoE
+ * chain, src/gpu/chain.c): in holds the bias [E] (zeros without one) then
+ * the logits [T, E]; out receives idx [T, k], w [T, k] and the flags [T] of
+ * rows the host must recompute (sigmoid mode). MF_ERR_UNSUPPORTED for
+ * shapes the shader does not take. */
+mf_status mf_gpu_gating_record(mf_gpu *g, mf_vk_prog *p,
+                               const mf_gating_desc *d, int64_t T,
+                               const mf_vk_bind *in, const mf_vk_bind *out)
+{
+    mf_vk *vk = &g->vk;
+    const int sig = d->mode == MF_GATING_SIGMOID_GROUPED;
+    const int32_t G = sig && d->n_group > 1 ? d->n_group : 1;
+    if (G > GATING_MAX_GROUPS)
+        return MF_ERR_UNSUPPORTED;
+    gating_push pc = {
+        .T = (uint32_t)T, .E = (uint32_t)d->n_experts, .k = (uint32_t)d->k,
+        .renorm = d->mode == MF_GATING_TOPK_SOFTMAX ? 0u
+                                                    : (uint32_t)d->renormalize,
+        .has_bias = d->bias != NULL, .G = (uint32_t)G,
+        .topk_group = G > 1 ? (uint32_t)d->topk_group : 1u,
+        .scale = d->scale,
+    };
+    const mf_vk_pipe *pipe;
+    mf_status st = gating_pipe(vk, &pc, (int)d->mode, &pipe);
+    if (st != MF_OK)
+        return st;
+    mf_vk_bind b[2] = {*in, *out};
+    uint32_t groups = (uint64_t)T < vk->max_groups_x ? (uint32_t)T
+                                                     : vk->max_groups_x;
+    mf_vk_cmd_dispatch(vk, p, pipe, b, &pc, groups, 1, 1);
     return MF_OK;
 }

@@ -29,3 +29,38 @@ static const uint32_t spv_mf_shader_glu[] =
 #include "src/gpu/shaders/glu.spv.inc"
     ;
 MF_SHADER(mf_shader_glu, "glu");
+
+static const uint32_t spv_mf_shader_dequant[] =
+#include "src/gpu/shaders/dequant.spv.inc"
+    ;
+MF_SHADER(mf_shader_dequant, "dequant");
+
+static const uint32_t spv_mf_shader_qmv_sg[] =
+#include "src/gpu/shaders/qmv_sg.spv.inc"
+    ;
+MF_SHADER(mf_shader_qmv_sg, "qmv_sg");
+
+static const uint32_t spv_mf_shader_qmv_sh[] =
+#include "src/gpu/shaders/qmv_sh.spv.inc"
+    ;
+MF_SHADER(mf_shader_qmv_sh, "qmv_sh");
+
+static const uint32_t spv_mf_shader_moe_gate_up_sg[] =
+#include "src/gpu/shaders/moe_gate_up_sg.spv.inc"
+    ;
+MF_SHADER(mf_shader_moe_gate_up_sg, "moe_gate_up_sg");
+
+static const uint32_t spv_mf_shader_moe_gate_up_sh[] =
+#include "src/gpu/shaders/moe_gate_up_sh.spv.inc"
+    ;
+MF_SHADER(mf_shader_moe_gate_up_sh, "moe_gate_up_sh");
+
+static const uint32_t spv_mf_shader_moe_down_sg[] =
+#include "src/gpu/shaders/moe_down_sg.spv.inc"
+    ;
+MF_SHADER(mf_shader_moe_down_sg, "moe_down_sg");
+
+static const uint32_t spv_mf_shader_moe_down_sh[] =
+#include "src/gpu/shaders/moe_down_sh.spv.inc"
+    ;
+MF_SHADER(mf_shader_moe_down_sh, "moe_down_sh");

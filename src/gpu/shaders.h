@@ -9,5 +9,12 @@ extern const mf_vk_shader mf_shader_gating_sg; /* subgroup arithmetic */
 extern const mf_vk_shader mf_shader_gating_sh; /* shared-memory reduction */
 extern const mf_vk_shader mf_shader_combine;
 extern const mf_vk_shader mf_shader_glu;
+extern const mf_vk_shader mf_shader_dequant;
+extern const mf_vk_shader mf_shader_qmv_sg;         /* subgroup shuffles */
+extern const mf_vk_shader mf_shader_qmv_sh;         /* shared memory */
+extern const mf_vk_shader mf_shader_moe_gate_up_sg;
+extern const mf_vk_shader mf_shader_moe_gate_up_sh;
+extern const mf_vk_shader mf_shader_moe_down_sg;
+extern const mf_vk_shader mf_shader_moe_down_sh;
 
 #endif

@@ -1,0 +1,168 @@
+/* mf_moe_down_combine on the device (shaders/moe_down.comp): the expert
+ * weights and biases resident, per call h, idx, the routing weights and the
+ * residual up and y back. Down projections and the weighted combine in one
+ * dispatch, the combine in slot order with every operation rounded (ops.h);
+ * EXACT math (INT8 is not implemented on the device: prec is ignored). */
+#include <string.h>
+
+#include "quant.h"
+#include "shaders.h"
+
+/* Slots per pass of the shader: their loads are in flight together. */
+#define DOWN_KC 8
+
+typedef struct dn_key {
+    uint32_t wid[4]; /* weights, bias */
+    int64_t T;
+    int32_t k, has_res;
+} dn_key;
+
+typedef struct dn_push {
+    uint32_t H, T, k, E, nb, soff, boff, gpr;
+    uint32_t hs, idx_off, w_off, res_off, y_off;
+} dn_push;
+
+mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
+                              int32_t k, int has_res, mf_dn_res *out)
+{
+    memset(out, 0, sizeof *out);
+    mf_status st = mf_wcache_get(g, d->w_down, &out->wd);
+    if (st == MF_OK && d->b_down)
+        st = mf_wcache_get_f32(g, d->b_down, d->w_down->e * d->w_down->n,
+                               &out->bd);
+    if (st != MF_OK)
+        return st;
+    mf_vk *vk = &g->vk;
+    uint32_t wg = mf_qwg(vk), tpr = mf_qlanes(vk, out->wd->lay.nb);
+    uint32_t kc = k < DOWN_KC ? (uint32_t)k : DOWN_KC;
+    if ((size_t)wg * kc * 4 > vk->shared_bytes)
+        return MF_ERR_UNSUPPORTED;
+    mf_vk_pipe_desc pd = {
+        .shader = mf_quse_subgroup(vk) ? &mf_shader_moe_down_sg
+                                       : &mf_shader_moe_down_sh,
+        .n_bindings = 7,
+        .push_bytes = sizeof(dn_push),
+        .n_spec = 5,
+        .spec = {wg, tpr, mf_wfmt(d->w_down), kc,
+                 (uint32_t)(out->bd != NULL) | (uint32_t)has_res << 1},
+    };
+    out->rows = wg / tpr;
+    return mf_vk_pipe_get(vk, &pd, &out->pipe);
+}
+
+void mf_gpu_down_record(mf_vk *vk, mf_vk_prog *p, const mf_dn_res *r,
+                        int64_t T, int32_t k, const mf_vk_bind *h,
+                        uint32_t hs, const mf_vk_bind *idx, uint32_t idx_off,
+                        const mf_vk_bind *w, uint32_t w_off,
+                        const mf_vk_bind *res, uint32_t res_off,
+                        const mf_vk_bind *y, uint32_t y_off)
+{
+    const mf_wkey *wk = &r->wd->key;
+    dn_push pc = {
+        .H = (uint32_t)wk->n, .T = (uint32_t)T, .k = (uint32_t)k,
+        .E = (uint32_t)wk->e, .nb = r->wd->lay.nb,
+        .soff = (uint32_t)(r->wd->lay.soff / 4),
+        .boff = (uint32_t)(r->wd->lay.boff / 4),
+        .gpr = wk->group_size ? (uint32_t)(wk->k / wk->group_size) : 0,
+        .hs = hs, .idx_off = idx_off, .w_off = w_off, .res_off = res_off,
+        .y_off = y_off};
+    mf_vk_bind b[7] = {{.buf = &r->wd->buf}, *h, *idx, *w,
+                       r->bd ? (mf_vk_bind){.buf = &r->bd->buf} : *h,
+                       res ? *res : *h, *y};
+    uint64_t gx = ((uint64_t)wk->n + r->rows - 1) / r->rows;
+    uint64_t gy = (uint64_t)T;
+    if (gx > vk->max_groups_x)
+        gx = vk->max_groups_x;
+    if (gy > 65535)
+        gy = 65535;
+    mf_vk_cmd_dispatch(vk, p, r->pipe, b, &pc, (uint32_t)gx, (uint32_t)gy, 1);
+}
+
+mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
+                                  int64_t T, int32_t k, const float *h,
+                                  const int32_t *idx, const float *w,
+                                  const float *residual, float *y)
+{
+    mf_status st = mf_gpu_ready(g);
+    if (st != MF_OK)
+        return st;
+    mf_vk *vk = &g->vk;
+    mf_wcache_begin(g);
+    const int has_res = residual != NULL;
+    mf_dn_res r;
+    st = mf_gpu_down_prepare(g, d, k, has_res, &r);
+    if (st != MF_OK)
+        return st;
+    const int64_t H = d->w_down->n, F = d->w_down->k;
+    const int64_t F32 = (int64_t)r.wd->lay.nb * 32;
+    const uint64_t P = (uint64_t)T * (uint64_t)k;
+    /* in: h rows (padded to whole blocks) | idx | w | residual */
+    const uint64_t hb = P * (uint64_t)F32 * 4;
+    const uint64_t idx_at = mf_qalign((size_t)hb);
+    const uint64_t w_at = mf_qalign((size_t)(idx_at + P * 4));
+    const uint64_t res_at = mf_qalign((size_t)(w_at + P * 4));
+    const uint64_t in_bytes = has_res ? res_at + (uint64_t)(T * H) * 4
+                                      : w_at + P * 4;
+    const uint64_t out_bytes = (uint64_t)(T * H) * 4;
+    if (in_bytes > vk->max_binding || out_bytes > vk->max_binding ||
+        P > UINT32_MAX / 2)
+        return MF_ERR_DEVICE_OOM;
+
+    dn_key key;
+    memset(&key, 0, sizeof key);
+    key.wid[0] = r.wd->id;
+    key.wid[1] = r.bd ? r.bd->id : 0;
+    key.T = T;
+    key.k = k;
+    key.has_res = has_res;
+    mf_vk_plans *c = &g->plans[MF_GPU_OP_MOE_DOWN];
+    mf_vk_plan *pl = mf_vk_plans_get(vk, c, &key, sizeof key);
+    if (!pl->ready) {
+        int in = mf_vk_plan_io(vk, pl, (size_t)in_bytes, MF_VK_IN, &st);
+        int out = -1;
+        if (in >= 0)
+            out = mf_vk_plan_io(vk, pl, (size_t)out_bytes, MF_VK_OUT, &st);
+        if (out >= 0)
+            st = mf_vk_prog_init(vk, &pl->prog, 1);
+        if (out >= 0 && st == MF_OK)
+            st = mf_vk_prog_begin(vk, &pl->prog);
+        if (out >= 0 && st == MF_OK) {
+            memset(pl->io[in].map, 0, (size_t)in_bytes);
+            const mf_vk_buf *ib = &pl->io[in].dev;
+            mf_vk_bind hbnd = {.buf = ib, .range = hb};
+            mf_vk_bind ibnd = {.buf = ib, .offset = idx_at};
+            mf_vk_bind wbnd = {.buf = ib, .offset = w_at};
+            mf_vk_bind rbnd = {.buf = ib, .offset = res_at};
+            mf_vk_bind ybnd = {.buf = &pl->io[out].dev};
+            mf_vk_cmd_upload(vk, &pl->prog, &pl->io[in]);
+            mf_gpu_down_record(vk, &pl->prog, &r, T, k, &hbnd,
+                               (uint32_t)(F32 / 4), &ibnd, 0, &wbnd, 0,
+                               has_res ? &rbnd : NULL, 0, &ybnd, 0);
+            mf_vk_cmd_download(vk, &pl->prog, &pl->io[out]);
+            st = mf_vk_prog_end(vk, &pl->prog);
+        }
+        if (st != MF_OK) {
+            mf_vk_plans_drop(vk, c, pl);
+            return st;
+        }
+        pl->ready = 1;
+    }
+    unsigned char *in = pl->io[0].map;
+    if (F == F32) {
+        memcpy(in, h, (size_t)(P * (uint64_t)F) * 4);
+    } else {
+        for (uint64_t p = 0; p < P; p++)
+            memcpy(in + (size_t)(p * (uint64_t)F32) * 4, h + p * (uint64_t)F,
+                   (size_t)F * 4);
+    }
+    memcpy(in + idx_at, idx, (size_t)P * 4);
+    memcpy(in + w_at, w, (size_t)P * 4);
+    if (has_res)
+        memcpy(in + res_at, residual, (size_t)(T * H) * 4);
+    st = mf_vk_plan_run(vk, c, pl);
+    if (st != MF_OK)
+        return st;
+    memcpy(y, pl->io[1].map, (size_t)out_bytes);
+    mf_vk_plans_trim(vk, c, pl);
+    return MF_OK;
+}

@@ -1,0 +1,180 @@
+/* mf_moe_gate_up on the device (shaders/moe_gate_up.comp): the expert
+ * weights and biases resident, per call x and idx up and h back. Every
+ * layout, GLU kind and bias combination; EXACT math (INT8 is not
+ * implemented on the device: prec is ignored, ops.h). */
+#include <string.h>
+
+#include "quant.h"
+#include "shaders.h"
+
+typedef struct gu_key {
+    uint32_t wid[4]; /* gate, up, gate bias, up bias */
+    int64_t T;
+    int32_t k, glu, layout, pad;
+    uint32_t limit_bits, alpha_bits;
+} gu_key;
+
+typedef struct gu_push {
+    uint32_t F, P, k, E, nb;
+    uint32_t soff_g, boff_g, gpr_g, soff_u, boff_u, gpr_u;
+    uint32_t xs, hs, idx_off;
+    float limit, alpha;
+} gu_push;
+
+static uint32_t gpr_of(const mf_wres *r)
+{
+    return r->key.group_size ? (uint32_t)(r->key.k / r->key.group_size) : 0;
+}
+
+mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
+                                 mf_gu_res *out)
+{
+    const int sep = d->layout == MF_GLU_SEPARATE;
+    memset(out, 0, sizeof *out);
+    mf_status st = mf_wcache_get(g, d->w_gate, &out->wg);
+    if (st == MF_OK)
+        st = sep ? mf_wcache_get(g, d->w_up, &out->wu) : MF_OK;
+    if (!sep)
+        out->wu = out->wg;
+    const int64_t nb = d->w_gate->e * d->w_gate->n;
+    if (st == MF_OK && d->b_gate)
+        st = mf_wcache_get_f32(g, d->b_gate, nb, &out->bg);
+    if (st == MF_OK && sep && d->b_up)
+        st = mf_wcache_get_f32(g, d->b_up, nb, &out->bu);
+    if (!sep)
+        out->bu = out->bg;
+    if (st != MF_OK)
+        return st;
+    mf_vk *vk = &g->vk;
+    uint32_t wg = mf_qwg(vk), tpr = mf_qlanes(vk, out->wg->lay.nb);
+    uint32_t mode = (uint32_t)d->glu | (uint32_t)d->layout << 4 |
+                    (uint32_t)(out->bg != NULL) << 8 |
+                    (uint32_t)(out->bu != NULL) << 9;
+    mf_vk_pipe_desc pd = {
+        .shader = mf_quse_subgroup(vk) ? &mf_shader_moe_gate_up_sg
+                                       : &mf_shader_moe_gate_up_sh,
+        .n_bindings = 7,
+        .push_bytes = sizeof(gu_push),
+        .n_spec = 5,
+        .spec = {wg, tpr, mf_wfmt(d->w_gate),
+                 mf_wfmt(sep ? d->w_up : d->w_gate), mode},
+    };
+    out->rows = wg / tpr;
+    return mf_vk_pipe_get(vk, &pd, &out->pipe);
+}
+
+void mf_gpu_gate_up_record(mf_vk *vk, mf_vk_prog *p,
+                           const mf_moe_gate_up_desc *d, const mf_gu_res *r,
+                           int64_t T, int32_t k, const mf_vk_bind *x,
+                           const mf_vk_bind *idx, uint32_t idx_off,
+                           const mf_vk_bind *h, uint32_t hs)
+{
+    const int sep = d->layout == MF_GLU_SEPARATE;
+    const uint32_t F = (uint32_t)(sep ? d->w_gate->n : d->w_gate->n / 2);
+    gu_push pc = {
+        .F = F, .P = (uint32_t)(T * k), .k = (uint32_t)k,
+        .E = (uint32_t)d->w_gate->e, .nb = r->wg->lay.nb,
+        .soff_g = (uint32_t)(r->wg->lay.soff / 4),
+        .boff_g = (uint32_t)(r->wg->lay.boff / 4), .gpr_g = gpr_of(r->wg),
+        .soff_u = (uint32_t)(r->wu->lay.soff / 4),
+        .boff_u = (uint32_t)(r->wu->lay.boff / 4), .gpr_u = gpr_of(r->wu),
+        .xs = r->wg->lay.nb * 8, .hs = hs, .idx_off = idx_off,
+        .limit = d->limit != 0.0f ? d->limit : 7.0f,
+        .alpha = d->alpha != 0.0f ? d->alpha : 1.702f};
+    mf_vk_bind none = *x;
+    mf_vk_bind b[7] = {
+        {.buf = &r->wg->buf}, {.buf = &r->wu->buf}, *x, *idx,
+        r->bg ? (mf_vk_bind){.buf = &r->bg->buf} : none,
+        r->bu ? (mf_vk_bind){.buf = &r->bu->buf} : none, *h};
+    uint64_t gx = (F + r->rows - 1) / r->rows, gy = (uint64_t)pc.P;
+    if (gx > vk->max_groups_x)
+        gx = vk->max_groups_x;
+    if (gy > 65535)
+        gy = 65535;
+    mf_vk_cmd_dispatch(vk, p, r->pipe, b, &pc, (uint32_t)gx, (uint32_t)gy, 1);
+}
+
+static uint32_t id_of(const mf_wres *r) { return r ? r->id : 0; }
+
+mf_status mf_gpu_moe_gate_up(mf_gpu *g, const mf_moe_gate_up_desc *d,
+                             int64_t T, int32_t k, const float *x,
+                             const int32_t *idx, float *h)
+{
+    mf_status st = mf_gpu_ready(g);
+    if (st != MF_OK)
+        return st;
+    mf_vk *vk = &g->vk;
+    mf_wcache_begin(g);
+    mf_gu_res r;
+    st = mf_gpu_gate_up_prepare(g, d, &r);
+    if (st != MF_OK)
+        return st;
+    const int sep = d->layout == MF_GLU_SEPARATE;
+    const int64_t H = d->w_gate->k, H32 = (int64_t)r.wg->lay.nb * 32;
+    const int64_t F = sep ? d->w_gate->n : d->w_gate->n / 2;
+    const uint64_t P = (uint64_t)T * (uint64_t)k;
+    const uint64_t xb = (uint64_t)T * (uint64_t)H32 * 4;
+    const uint64_t idx_at = mf_qalign((size_t)xb);
+    const uint64_t in_bytes = idx_at + P * 4;
+    const uint64_t out_bytes = P * (uint64_t)F * 4;
+    if (in_bytes > vk->max_binding || out_bytes > vk->max_binding ||
+        P > UINT32_MAX / 2)
+        return MF_ERR_DEVICE_OOM;
+
+    gu_key key;
+    memset(&key, 0, sizeof key);
+    key.wid[0] = id_of(r.wg);
+    key.wid[1] = id_of(r.wu);
+    key.wid[2] = id_of(r.bg);
+    key.wid[3] = id_of(r.bu);
+    key.T = T;
+    key.k = k;
+    key.glu = (int32_t)d->glu;
+    key.layout = (int32_t)d->layout;
+    float lim = d->limit != 0.0f ? d->limit : 7.0f;
+    float alp = d->alpha != 0.0f ? d->alpha : 1.702f;
+    memcpy(&key.limit_bits, &lim, 4);
+    memcpy(&key.alpha_bits, &alp, 4);
+    mf_vk_plans *c = &g->plans[MF_GPU_OP_MOE_GATE_UP];
+    mf_vk_plan *pl = mf_vk_plans_get(vk, c, &key, sizeof key);
+    if (!pl->ready) {
+        int in = mf_vk_plan_io(vk, pl, (size_t)in_bytes, MF_VK_IN, &st);
+        int out = -1;
+        if (in >= 0)
+            out = mf_vk_plan_io(vk, pl, (size_t)out_bytes, MF_VK_OUT, &st);
+        if (out >= 0)
+            st = mf_vk_prog_init(vk, &pl->prog, 1);
+        if (out >= 0 && st == MF_OK)
+            st = mf_vk_prog_begin(vk, &pl->prog);
+        if (out >= 0 && st == MF_OK) {
+            memset(pl->io[in].map, 0, (size_t)in_bytes);
+            mf_vk_bind xbnd = {.buf = &pl->io[in].dev, .range = xb};
+            mf_vk_bind ibnd = {.buf = &pl->io[in].dev, .offset = idx_at};
+            mf_vk_bind hbnd = {.buf = &pl->io[out].dev};
+            mf_vk_cmd_upload(vk, &pl->prog, &pl->io[in]);
+            mf_gpu_gate_up_record(vk, &pl->prog, d, &r, T, k, &xbnd, &ibnd,
+                                  0, &hbnd, (uint32_t)F);
+            mf_vk_cmd_download(vk, &pl->prog, &pl->io[out]);
+            st = mf_vk_prog_end(vk, &pl->prog);
+        }
+        if (st != MF_OK) {
+            mf_vk_plans_drop(vk, c, pl);
+            return st;
+        }
+        pl->ready = 1;
+    }
+    unsigned char *in = pl->io[0].map;
+    if (H == H32) {
+        memcpy(in, x, (size_t)(T * H) * 4);
+    } else {
+        for (int64_t t = 0; t < T; t++)
+            memcpy(in + (size_t)(t * H32) * 4, x + t * H, (size_t)H * 4);
+    }
+    memcpy(in + idx_at, idx, (size_t)P * 4);
+    st = mf_vk_plan_run(vk, c, pl);
+    if (st != MF_OK)
+        return st;
+    memcpy(h, pl->io[1].map, (size_t)out_bytes);
+    mf_vk_plans_trim(vk, c, pl);
+    return MF_OK;
+}

@@ -1,0 +1,194 @@
+/* The quantized-weight side of the Vulkan backend: resident weights (the
+ * device copies of weight tensors, uploaded once and found again by their
+ * host pointers and shape), helpers the op files share, and the MoE chain.
+ * Not installed.
+ *
+ * Residency: a tensor is uploaded on its first GPU use (or explicitly with
+ * mf_weights_upload) into one device-local buffer in the repacked layout of
+ * shaders/qformat.glsl, and later calls with the same descriptor (same
+ * data/scales/biases pointers, type, shape, row stride, group size, scale
+ * type) reuse it without reading host memory. That relies on the caller's
+ * promise that the memory behind a descriptor does not change while the
+ * tensor is in use (tensor.h); mf_weights_evict forgets a tensor whose
+ * memory is about to change or be freed. Implicit entries also compare the
+ * first and last 16 bytes of the codes with those seen at upload on every
+ * use (two cache lines), which catches most reuse of freed memory for
+ * another tensor of the same shape; explicit uploads skip the check. Under device memory pressure the
+ * least recently used implicit uploads are evicted; explicit uploads stay
+ * until mf_weights_evict. Every plan recorded against a resident tensor
+ * keys on its id, and eviction drops those plans. */
+#ifndef MF_GPU_QUANT_H
+#define MF_GPU_QUANT_H
+
+#include "gpu_internal.h"
+
+/* Upload staging: two buffers of this many bytes (the copy of one overlaps
+ * the repacking of the next). */
+#define MF_WCACHE_STAGE_BYTES ((size_t)32 << 20)
+
+/* The device image of a tensor (see shaders/qformat.glsl). */
+typedef struct mf_wlayout {
+    uint64_t rows;       /* e * n */
+    uint32_t nb;         /* blocks of 32 per row, ceil(k / 32) */
+    uint32_t vecs;       /* uvec4s per block */
+    uint64_t code_row;   /* bytes of one row's codes: nb * vecs * 16 */
+    uint64_t scale_row;  /* bytes of one row's d values or MLX scales */
+    uint64_t soff, boff; /* byte offsets of the scale and bias regions */
+    uint64_t total;      /* bytes of the image */
+} mf_wlayout;
+
+/* Layout of a valid tensor's image. 0 on size overflow. */
+int mf_wlayout_of(const mf_tensor *t, mf_wlayout *out);
+
+/* Writes image bytes of rows [r0, r1) of region `region` (0 codes, 1 d or
+ * scales, 2 biases) of t to dst (region 1 of Q4_0/Q8_0: 2 bytes per block;
+ * MLX regions 1 and 2: the rows' scale/bias arrays). Returns the bytes
+ * written. */
+size_t mf_wpack_rows(const mf_tensor *t, const mf_wlayout *l, int region,
+                     uint64_t r0, uint64_t r1, unsigned char *dst);
+
+typedef struct mf_wkey {
+    const void *data, *scales, *biases;
+    int64_t e, n, k;
+    uint64_t row_stride;
+    int32_t type, group_size, scale_type, pad;
+} mf_wkey;
+
+/* A resident tensor. */
+typedef struct mf_wres {
+    mf_wkey key;
+    unsigned char fp[32]; /* first and last 16 bytes of the codes at upload */
+    uint32_t id;      /* unique for the context's life; plans key on it */
+    mf_wlayout lay;
+    mf_vk_buf buf;
+    uint64_t last_use;
+    int pinned;       /* explicit upload: never evicted under pressure */
+    struct mf_wres *next;
+} mf_wres;
+
+#define MF_WCACHE_BUCKETS 256
+
+typedef struct mf_wcache {
+    mf_wres *bucket[MF_WCACHE_BUCKETS];
+    uint32_t next_id;
+    uint64_t clock;       /* bumped per op call: entries used by the
+                             running call are not evicted */
+    uint64_t uploaded_bytes, resident_bytes, uploads, evictions;
+    int64_t count;
+} mf_wcache;
+
+/* Chain plans (chain.c). */
+typedef struct mf_chain_plans mf_chain_plans;
+
+typedef struct mf_gpu_quant {
+    mf_wcache wc;
+    mf_chain_plans *chains;
+    int force_staged; /* MOEFUSE_GPU_UPLOAD=staged (tests): upload through
+                         staging buffers even where the host can write
+                         device memory directly */
+    size_t stage_bytes; /* bytes per upload chunk: MF_WCACHE_STAGE_BYTES,
+                           or MOEFUSE_GPU_UPLOAD_CHUNK (tests, >= 256) */
+} mf_gpu_quant;
+
+/* The quantized side of g, created on first use. NULL on host OOM. */
+mf_gpu_quant *mf_gpu_quant_of(mf_gpu *g);
+/* Frees it (device idle). Called by mf_gpu_destroy. */
+void mf_gpu_quant_free(mf_gpu *g);
+
+/* Starts an op call: entries fetched from now on belong to it and are not
+ * evicted to make room for its other tensors. */
+void mf_wcache_begin(mf_gpu *g);
+
+/* The resident copy of t, uploading it when absent (implicit). On device
+ * OOM evicts unpinned entries the running call does not use and retries;
+ * MF_ERR_DEVICE_OOM when it still does not fit or the image exceeds one
+ * storage binding. */
+mf_status mf_wcache_get(mf_gpu *g, const mf_tensor *t, const mf_wres **out);
+
+/* A bias array of n floats as a resident F32 tensor [1, 1, n]. */
+mf_status mf_wcache_get_f32(mf_gpu *g, const float *p, int64_t n,
+                            const mf_wres **out);
+
+/* ---- helpers shared by the op files */
+
+/* Spec constant of a tensor's format: type | group << 8 | scale type << 16
+ * (what qformat.glsl's users unpack). */
+uint32_t mf_wfmt(const mf_tensor *t);
+
+/* Lanes per output row for rows of nb blocks: a power of two <= 32 giving
+ * each lane about two blocks, and within one subgroup when the subgroup
+ * variants run (their reductions are subgroup shuffles, no barrier). */
+uint32_t mf_qlanes(const mf_vk *vk, uint32_t nb);
+
+/* Workgroup size: 128 threads, or the device's maximum when smaller. */
+uint32_t mf_qwg(const mf_vk *vk);
+
+/* The shader variant with subgroup shuffles when the device has them (and
+ * they are not disabled), else the shared-memory one. */
+int mf_quse_subgroup(const mf_vk *vk);
+
+/* Byte offsets in io buffers: 256-aligned (every device's storage offset
+ * alignment). */
+static inline size_t mf_qalign(size_t b) { return (b + 255) & ~(size_t)255; }
+
+/* Activation rows per pass of the qmv shader for M rows (op_qmv.c). */
+uint32_t mf_qmv_rows_per_pass(int64_t M);
+/* The qmv pipeline for w with mb activation rows per pass; *wg_out its
+ * workgroup size, *rows_out the output rows per workgroup. */
+mf_status mf_gpu_qmv_pipe(mf_vk *vk, const mf_tensor *w, uint32_t mb,
+                          const mf_vk_pipe **pipe, uint32_t *wg_out,
+                          uint32_t *rows_out);
+/* Records y[y_off + m ys + n] = act(x[m] . w[n] + bias[b_off + n]) for the
+ * resident w (x rows padded to whole blocks, zeros after K); bias NULL:
+ * none. */
+void mf_gpu_qmv_record(mf_vk *vk, mf_vk_prog *p, const mf_vk_pipe *pipe,
+                       const mf_wres *res, uint32_t rows_per_wg, int64_t M,
+                       mf_act act, const mf_vk_bind *x, const mf_vk_bind *y,
+                       uint32_t y_off, uint32_t ys, const mf_vk_bind *bias,
+                       uint32_t b_off);
+
+/* The resident tensors and pipeline of a mf_moe_gate_up call. */
+typedef struct mf_gu_res {
+    const mf_wres *wg, *wu, *bg, *bu; /* wu = wg, bu = bg unless SEPARATE */
+    const mf_vk_pipe *pipe;
+    uint32_t rows;                    /* outputs per workgroup */
+} mf_gu_res;
+
+/* Makes d's tensors resident and gets the pipeline (op_moe_gate_up.c). */
+mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
+                                 mf_gu_res *out);
+/* Records h[p hs + f] for the T k pairs: x rows padded to whole blocks
+ * (zeros after H), idx at idx_off of its binding. */
+void mf_gpu_gate_up_record(mf_vk *vk, mf_vk_prog *p,
+                           const mf_moe_gate_up_desc *d, const mf_gu_res *r,
+                           int64_t T, int32_t k, const mf_vk_bind *x,
+                           const mf_vk_bind *idx, uint32_t idx_off,
+                           const mf_vk_bind *h, uint32_t hs);
+
+/* The resident tensors and pipeline of a mf_moe_down_combine call. */
+typedef struct mf_dn_res {
+    const mf_wres *wd, *bd;
+    const mf_vk_pipe *pipe;
+    uint32_t rows;
+} mf_dn_res;
+
+mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
+                              int32_t k, int has_res, mf_dn_res *out);
+/* Records y[y_off + t H + i]: h rows of hs vec4s (padded, zeros after F),
+ * idx / routing weights / residual at the given element offsets of their
+ * bindings (res NULL: none, as prepared). */
+void mf_gpu_down_record(mf_vk *vk, mf_vk_prog *p, const mf_dn_res *r,
+                        int64_t T, int32_t k, const mf_vk_bind *h,
+                        uint32_t hs, const mf_vk_bind *idx, uint32_t idx_off,
+                        const mf_vk_bind *w, uint32_t w_off,
+                        const mf_vk_bind *res, uint32_t res_off,
+                        const mf_vk_bind *y, uint32_t y_off);
+
+/* Drops every recorded plan (ops and chains) that binds resident tensor id. */
+void mf_quant_drop_plans(mf_gpu *g, uint32_t id);
+
+/* Chain plans' lifetime (chain.c). */
+void mf_chain_plans_free(mf_gpu *g, mf_chain_plans *c);
+void mf_chain_plans_drop_id(mf_gpu *g, mf_chain_plans *c, uint32_t id);
+
+#endif

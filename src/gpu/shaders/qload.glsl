@@ -1,0 +1,63 @@
+// Loading blocks of resident tensors (layout: qformat.glsl). The including
+// shader binds its tensors as uvec4 arrays and defines, for tensor number
+// `which` (a constant at every call site, so the branches fold away):
+//   uvec4 w_vec(uint which, uint i)   uvec4 i of the tensor's buffer
+//   uint  w_fmt(uint which)           type | group << 8 | scale type << 16
+//   uint  w_soff(uint which), w_boff(uint which)  word offsets of the d /
+//                                     scale and bias regions
+//   uint  w_nb(uint which)            blocks of 32 per row
+//   uint  w_gpr(uint which)           MLX groups per row (K / group)
+
+uint w_type(uint which) { return w_fmt(which) & 255u; }
+
+uint w_word(uint which, uint i)
+{
+    uvec4 v = w_vec(which, i >> 2u);
+    return v[i & 3u];
+}
+
+// Scale or bias gi of an MLX tensor whose array starts at word off.
+float w_param(uint which, uint off, uint gi)
+{
+    uint st = w_fmt(which) >> 16u;
+    if (st == QT_F32)
+        return uintBitsToFloat(w_word(which, off + gi));
+    uint w = w_word(which, off + (gi >> 1u));
+    return qf_half((gi & 1u) != 0u ? w >> 16u : w & 0xffffu, st);
+}
+
+// Block b of row `row`: its raw uvec4s, d (Q4_0/Q8_0, else 1), MLX scale
+// and bias (else 1 and 0).
+void w_load(uint which, uint row, uint b, out uvec4 raw[8], out float d,
+            out float sc, out float bi)
+{
+    uint t = w_type(which);
+    uint v = qf_vecs(t);
+    uint blk = row * w_nb(which) + b;
+    for (uint i = 0u; i < 8u; i++)
+        raw[i] = i < v ? w_vec(which, blk * v + i) : uvec4(0u);
+    d = 1.0;
+    sc = 1.0;
+    bi = 0.0;
+    if (qf_has_d(t)) {
+        uint wd = w_word(which, w_soff(which) + (blk >> 1u));
+        d = f16_to_f32((blk & 1u) != 0u ? wd >> 16u : wd & 0xffffu);
+    } else if (qf_is_mlx(t)) {
+        uint gs = (w_fmt(which) >> 8u) & 255u;
+        uint gi = row * w_gpr(which) + (32u * b) / gs;
+        sc = w_param(which, w_soff(which), gi);
+        bi = w_param(which, w_boff(which), gi);
+    }
+}
+
+// Dot product of block (row, b) with the 32 activations at vec4 index xv
+// of `x` — the shader provides vec4 x_vec(uint i) — times d.
+float w_dot_raw(uint which, uvec4 raw[8], float d, float sc, float bi,
+                vec4 xv[8])
+{
+    uint t = w_type(which);
+    vec4 w[8];
+    qf_decode(t, w_fmt(which) >> 16u, raw, sc, bi, w);
+    float s = qf_dot8(w, xv);
+    return qf_has_d(t) ? d * s : s;
+}

@@ -1,0 +1,1073 @@
+/* The quantized-weight ops on the Vulkan device against the reference
+ * (MF_IMPL_REF) on fresh random inputs: mf_dequant_act, mf_qmv,
+ * mf_moe_gate_up, mf_moe_down_combine in every weight format (F32, F16,
+ * BF16, Q4_0, Q8_0, MLX Q4/Q8 with group 32/64/128 and f16/bf16/f32
+ * scales), padded rows, unaligned host buffers, NaN; the MoE chain in one
+ * submit against the CPU layer; weight residency (uploads once, explicit
+ * upload with progress, staged uploads in small chunks, eviction, device
+ * OOM leaving the context working); the residency API's bad inputs. Every
+ * GPU case runs with both reductions the shaders have (subgroup shuffles
+ * and shared memory) where the device offers both. Skipped, with the reason
+ * printed, only when no Vulkan device comes up.
+ *
+ * Tolerances (u = 2^-24; S = sum_i |w_i x_i| (+ |bias|) per output, from
+ * the reference's exact dequantized weights, computed here in double):
+ *  - dequant, no activation, f32 out: bit-identical (ops.h: the format's
+ *    value, exact on the device incl. denormal products); 16-bit out:
+ *    bit-identical (the same integer rounding); with an activation: the
+ *    activation's tolerance of mf_glu, 8 ulp (GELU erf 10) + 1e-30, and
+ *    one unit of a 16-bit output type.
+ *  - qmv EXACT: ops.h's 2^-22 K S (the device sums in another order); with
+ *    an activation 1.13 times that (the largest slope of SiLU and GELU) plus
+ *    the activation's 8 (10) ulp. INT8 requested: the device computes the
+ *    EXACT result (ops.h), so the same bound.
+ *  - moe_gate_up: g and u each within 2^-21 H S + half an ulp (bias add)
+ *    of the exact value (the reference and the device each within
+ *    2^-22 H S, so twice); the GLU moves errors e_g, e_u by at most
+ *    1.25 e_g (|u| + 1 + e_u) + |a(g)| e_u (test_moe.c's argument), plus
+ *    2^-19 |a(g)| (|u| + 1) for the two sides' activation roundings.
+ *  - moe_down_combine: sum_j |w_j| e_j with e_j twice the dot bound, plus
+ *    (k + 1) 2^-23 (sum_j |w_j v_j| + |residual|) (ops.h's combine bound,
+ *    each side).
+ *  - chain vs the CPU layer: expert indices identical; outputs within 1e-4
+ *    of max |y| (the composed op tolerances, as tests/test_layer.c). */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "gpu_common.h"
+#include "qdata.h"
+#include "../tools/synth.h"
+
+#define U24 (1.0 / 16777216.0)
+
+static int act_ulps(mf_act a) { return a == MF_ACT_GELU ? 10 : 8; }
+
+static size_t tsize(mf_type t) { return t == MF_TYPE_F32 ? 4 : 2; }
+
+/* Every stored row of t decoded by the reference: [rows, K] f32 (exact
+ * format values). */
+static float *ref_rows(const mf_tensor *t)
+{
+    size_t n = (size_t)(t->e * t->n * t->k);
+    float *w = malloc(n * 4);
+    cr_assert_not_null(w);
+    mf_dequant_desc d = {.impl = MF_IMPL_REF, .out_type = MF_TYPE_F32};
+    cr_assert_eq(mf_dequant_act(mft_ctx(), &d, t, w), MF_OK);
+    return w;
+}
+
+/* 16-bit value to f32. */
+static float half_of(mf_type t, const void *p, size_t i)
+{
+    uint16_t h;
+    memcpy(&h, (const unsigned char *)p + 2 * i, 2);
+    return t == MF_TYPE_F16 ? mf_f16_to_f32(h) : mf_bf16_to_f32(h);
+}
+
+/* ------------------------------------------------------------ dequant -- */
+
+static void dequant_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
+                         int64_t E, int64_t N, int64_t K, size_t pad,
+                         mf_type ot, mf_act a)
+{
+    qd_tensor q = qd_make(r, v, E, N, K, pad, (size_t)mft_int(r, 0, 3));
+    size_t n = (size_t)(E * N * K), bytes = n * tsize(ot);
+    void *want = mft_alloc(bytes, 0), *got = mft_alloc(bytes, 2);
+    mf_dequant_desc d = {.impl = MF_IMPL_REF, .act = a, .out_type = ot};
+    cr_assert_eq(mf_dequant_act(c, &d, &q.t, want), MF_OK);
+    d.impl = MF_IMPL_GPU;
+    mf_status st = mf_dequant_act(c, &d, &q.t, got);
+    cr_assert_eq(st, MF_OK, "%s: gpu %s", qd_name(v), mf_status_str(st));
+    if (a == MF_ACT_NONE) {
+        cr_assert(memcmp(want, got, bytes) == 0,
+                  "dequant %s E=%lld N=%lld K=%lld pad=%zu out=%s: not "
+                  "bit-identical",
+                  qd_name(v), (long long)E, (long long)N, (long long)K, pad,
+                  mf_type_name(ot));
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            float wv, gv;
+            int ok;
+            if (ot == MF_TYPE_F32) {
+                memcpy(&wv, (unsigned char *)want + 4 * i, 4);
+                memcpy(&gv, (unsigned char *)got + 4 * i, 4);
+                ok = mft_close(wv, gv, (uint32_t)act_ulps(a), 1e-30f);
+            } else {
+                uint16_t hw, hg;
+                memcpy(&hw, (unsigned char *)want + 2 * i, 2);
+                memcpy(&hg, (unsigned char *)got + 2 * i, 2);
+                wv = half_of(ot, want, i);
+                gv = half_of(ot, got, i);
+                int dh = (int)hw - (int)hg;
+                ok = dh >= -1 && dh <= 1;
+            }
+            cr_assert(ok, "dequant %s K=%lld act=%d out=%s [%zu]: %.9g vs ref %.9g",
+                      qd_name(v), (long long)K, a, mf_type_name(ot), i,
+                      (double)gv, (double)wv);
+        }
+    }
+    mf_weights_evict(c, &q.t);
+    mft_free(want);
+    mft_free(got);
+    qd_free(&q);
+}
+
+/* Every format with f32 output and no activation (bit-identical), two
+ * widths each (one with padded rows); every (activation, output type) pair
+ * on a few formats. Shader builds dominate the time on a CPU device, so
+ * the pairs are spread rather than crossed. */
+Test(gpu_quant, dequant_every_format)
+{
+    mf_ctx *c = mft_gpu_ctx(0);
+    mft_rng r = mft_rng_make(__LINE__);
+    qd_variant vs[32];
+    int nv = qd_variants(vs, 32);
+    static const int64_t Ks[] = {17, 32, 96, 128, 256};
+    for (int vi = 0; vi < nv; vi++) {
+        int done = 0;
+        for (int ki = (vi % 5); done < 2 && ki < 10; ki++) {
+            int64_t K = Ks[ki % 5];
+            if (!qd_k_legal(&vs[vi], K))
+                continue;
+            dequant_case(c, &r, &vs[vi], 1 + done, 3 + 2 * ki, K,
+                         done ? (size_t)mft_int(&r, 1, 9) : 0, MF_TYPE_F32,
+                         MF_ACT_NONE);
+            done++;
+        }
+    }
+    static const mf_type outs[] = {MF_TYPE_F32, MF_TYPE_F16, MF_TYPE_BF16};
+    static const int picks[] = {3, 4, 1, 7, 14};
+    for (int oi = 0; oi < 3; oi++)
+        for (int a = 0; a < MF_ACT_COUNT_; a++) {
+            if (oi == 0 && a == 0)
+                continue;
+            const qd_variant *v = &vs[picks[(oi * 4 + a) % 5] % nv];
+            int64_t K = qd_k_legal(v, 96) ? 96 : 128;
+            if (v->type <= MF_TYPE_BF16 && (oi + a) % 2)
+                K = 33; /* odd K: 16-bit pairs straddle rows */
+            dequant_case(c, &r, v, 2, 5, K, (size_t)(a * 2), outs[oi],
+                         (mf_act)a);
+        }
+    mft_gpu_ctx_done(c);
+}
+
+/* ---------------------------------------------------------------- qmv -- */
+
+/* Bound of ops.h for each output: 2^-22 K S. */
+static double *qmv_bounds(const float *w, const float *x, const float *bias,
+                          int64_t M, int64_t N, int64_t K)
+{
+    double *s = malloc((size_t)(M * N) * 8);
+    cr_assert_not_null(s);
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double a = bias ? fabs(bias[n]) : 0;
+            for (int64_t k = 0; k < K; k++)
+                a += fabs((double)w[n * K + k] * x[m * K + k]);
+            s[m * N + n] = 0x1p-22 * (double)K * a;
+        }
+    return s;
+}
+
+static double ulp_of(float v)
+{
+    float a = fabsf(v);
+    return (double)nextafterf(a, INFINITY) - a;
+}
+
+static void qmv_case(mf_ctx *c, mft_rng *r, const qd_variant *v, int64_t M,
+                     int64_t N, int64_t K, size_t pad, int with_bias,
+                     mf_act act, mf_precision prec)
+{
+    char what[192];
+    snprintf(what, sizeof what,
+             "qmv %s M=%lld N=%lld K=%lld pad=%zu bias=%d act=%d prec=%d",
+             qd_name(v), (long long)M, (long long)N, (long long)K, pad,
+             with_bias, act, prec);
+    qd_tensor q = qd_make(r, v, 1, N, K, pad, (size_t)mft_int(r, 0, 3));
+    float *x = mft_alloc((size_t)(M * K) * 4, 4 * (size_t)mft_int(r, 1, 3));
+    mft_fill_normal(r, x, (size_t)(M * K), 1.0f);
+    float *bias = NULL;
+    if (with_bias) {
+        bias = mft_alloc((size_t)N * 4, 4);
+        mft_fill_normal(r, bias, (size_t)N, 0.1f);
+    }
+    float *w = ref_rows(&q.t);
+    double *tol = qmv_bounds(w, x, bias, M, N, K);
+    float *yr = mft_alloc((size_t)(M * N) * 4, 0);
+    float *yg = mft_alloc((size_t)(M * N) * 4, 4 * (size_t)mft_int(r, 1, 3));
+    mf_qmv_desc d = {.impl = MF_IMPL_REF, .act = act, .bias = bias};
+    cr_assert_eq(mf_qmv(c, &d, &q.t, x, M, yr), MF_OK);
+    d.impl = MF_IMPL_GPU;
+    d.prec = prec;
+    mf_status st = mf_qmv(c, &d, &q.t, x, M, yg);
+    cr_assert_eq(st, MF_OK, "%s: gpu %s", what, mf_status_str(st));
+    for (int64_t i = 0; i < M * N; i++) {
+        double t = tol[i];
+        if (act != MF_ACT_NONE)
+            t = 1.13 * t + act_ulps(act) * ulp_of(yr[i]);
+        double err = fabs((double)yg[i] - yr[i]);
+        cr_assert(err <= t + 1e-30, "%s: y[%lld] = %.9g, ref %.9g, err %.3g tol %.3g",
+                  what, (long long)i, (double)yg[i], (double)yr[i], err, t);
+    }
+    mf_weights_evict(c, &q.t);
+    free(w);
+    free(tol);
+    mft_free(yr);
+    mft_free(yg);
+    mft_free(bias);
+    mft_free(x);
+    qd_free(&q);
+}
+
+/* Every format at M = 1 with two widths (one with padded rows); M in
+ * {2, 7, 32, 33} on one format of each family; biases and activations
+ * rotate. The shared-memory variant runs the multi-lane widths on a few
+ * formats (its reduction differs only there). */
+Test(gpu_quant, qmv_every_format)
+{
+    static const int64_t Ks[] = {32, 96, 128, 256, 2048, 45};
+    static const int64_t Ns[] = {1, 3, 17, 67};
+    static const int64_t Ms[] = {2, 7, 32, 33};
+    for (int var = 0; var < 2; var++) {
+        mf_ctx *c = mft_gpu_ctx(var);
+        if (!c)
+            continue;
+        mft_rng r = mft_rng_make(__LINE__);
+        qd_variant vs[32];
+        int nv = qd_variants(vs, 32);
+        int n = 0;
+        for (int vi = 0; vi < nv; vi++) {
+            if (var && vi % 4)
+                continue;
+            int done = 0;
+            for (int ki = vi % 6; done < 2 && ki < 12; ki++) {
+                int64_t K = Ks[ki % 6];
+                if (!qd_k_legal(&vs[vi], K) || (var && K < 256))
+                    continue;
+                qmv_case(c, &r, &vs[vi], 1, Ns[n % 4], K,
+                         done ? (size_t)mft_int(&r, 1, 21) : 0, n % 2,
+                         (mf_act)(n % MF_ACT_COUNT_),
+                         (mf_precision)(n % 5 == 4));
+                done++;
+                n++;
+            }
+        }
+        static const int fam[] = {3, 4, 5, 14, 1};
+        for (int fi = 0; fi < 5; fi++)
+            for (int mi = 0; mi < 4; mi++, n++) {
+                if (var && (fi + mi) % 3)
+                    continue;
+                const qd_variant *v = &vs[fam[fi] % nv];
+                int64_t K = mi == 1 ? 2048 : qd_k_legal(v, 96) ? 96 : 128;
+                qmv_case(c, &r, v, Ms[mi], Ns[(fi + mi) % 4], K,
+                         mi % 2 ? (size_t)mft_int(&r, 1, 21) : 0, n % 2,
+                         (mf_act)(n % MF_ACT_COUNT_), MF_PREC_EXACT);
+            }
+        mft_gpu_ctx_done(c);
+    }
+}
+
+/* A NaN in activation row 1 makes all of y's row 1 NaN and no other. */
+Test(gpu_quant, qmv_nan_propagates)
+{
+    mf_ctx *c = mft_gpu_ctx(0);
+    mft_rng r = mft_rng_make(__LINE__);
+    qd_variant vs[32];
+    int nv = qd_variants(vs, 32);
+    for (int vi = 0; vi < nv; vi++) {
+        const int64_t M = 3, N = 19, K = 128;
+        if (!qd_k_legal(&vs[vi], K) || vi % 3)
+            continue;
+        qd_tensor q = qd_make(&r, &vs[vi], 1, N, K, 0, 0);
+        float x[3 * 128], y[3 * 19];
+        mft_fill_normal(&r, x, (size_t)(M * K), 1.0f);
+        x[K + 77] = NAN;
+        mf_qmv_desc d = {.impl = MF_IMPL_GPU};
+        cr_assert_eq(mf_qmv(c, &d, &q.t, x, M, y), MF_OK);
+        for (int64_t i = 0; i < M * N; i++)
+            cr_expect((i / N == 1) == (isnan(y[i]) != 0), "%s y[%lld] = %g",
+                      qd_name(&vs[vi]), (long long)i, (double)y[i]);
+        mf_weights_evict(c, &q.t);
+        qd_free(&q);
+    }
+    mft_gpu_ctx_done(c);
+}
+
+/* ----------------------------------------------------------- moe ops -- */
+
+/* Formats of the moe cases: every family once (MLX with a group size and
+ * scale type each; the qmv and dequant sweeps cover the rest). */
+static const qd_variant moe_fmts[] = {
+    {MF_TYPE_Q4_0, 0, MF_TYPE_F32},   {MF_TYPE_Q8_0, 0, MF_TYPE_F32},
+    {MF_TYPE_MLX_Q4, 64, MF_TYPE_BF16}, {MF_TYPE_MLX_Q8, 32, MF_TYPE_F16},
+    {MF_TYPE_MLX_Q4, 128, MF_TYPE_F32}, {MF_TYPE_F16, 0, MF_TYPE_F32},
+    {MF_TYPE_BF16, 0, MF_TYPE_F32},   {MF_TYPE_F32, 0, MF_TYPE_F32},
+};
+#define N_MOE_FMTS ((int)(sizeof moe_fmts / sizeof moe_fmts[0]))
+
+enum { SPREAD = 0, PILE = 1 };
+
+/* SPREAD: k distinct experts per token; PILE: every slot from the first
+ * three experts, repeats within a token included. */
+static void make_idx(mft_rng *r, int32_t *idx, int64_t T, int32_t k,
+                     int64_t E, int mode)
+{
+    for (int64_t t = 0; t < T; t++)
+        for (int32_t j = 0; j < k; j++) {
+            int32_t *it = idx + t * k;
+            if (mode == PILE) {
+                it[j] = (int32_t)mft_int(r, 0, E < 3 ? E - 1 : 2);
+                continue;
+            }
+            int dup;
+            do {
+                it[j] = (int32_t)mft_int(r, 0, E - 1);
+                dup = 0;
+                for (int32_t i = 0; i < j; i++)
+                    dup |= it[i] == it[j];
+            } while (dup);
+        }
+}
+
+static double act_d(mf_glu_kind kind, double g, double alpha)
+{
+    switch (kind) {
+    case MF_GLU_SWIGLU: return g / (1 + exp(-g));
+    case MF_GLU_GEGLU_TANH:
+        return 0.5 * g * (1 + tanh(sqrt(2 / 3.14159265358979323846) *
+                                   (g + 0.044715 * g * g * g)));
+    case MF_GLU_GEGLU_ERF: return 0.5 * g * (1 + erf(g / sqrt(2.0)));
+    default: return g / (1 + exp(-alpha * g));
+    }
+}
+
+/* Row r of decoded weights dotted with x: value (with bias) and the bound
+ * of one side (2^-22 K S + half an ulp of the bias add). */
+static void dot_bound(const float *w, const float *x, int64_t K, double bias,
+                      double *v, double *e)
+{
+    double s = 0, mag = 0;
+    for (int64_t i = 0; i < K; i++) {
+        s += (double)w[i] * x[i];
+        mag += fabs((double)w[i] * x[i]);
+    }
+    *v = s + bias;
+    *e = 0x1p-22 * (double)K * mag + 0x1p-24 * fabs(*v);
+}
+
+typedef struct gu_case {
+    int64_t E, H, F, T;
+    int32_t k;
+    mf_glu_layout layout;
+    mf_glu_kind kind;
+    float limit, alpha, bias_range;
+    int route;
+} gu_case;
+
+static void gate_up_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
+                         const gu_case *gc)
+{
+    const int sep = gc->layout == MF_GLU_SEPARATE;
+    const int64_t E = gc->E, H = gc->H, F = gc->F, T = gc->T;
+    const int64_t N = sep ? F : 2 * F, P = T * gc->k;
+    char what[192];
+    snprintf(what, sizeof what,
+             "gate_up %s E=%lld H=%lld F=%lld T=%lld k=%d layout=%d glu=%d "
+             "bias=%g route=%d",
+             qd_name(v), (long long)E, (long long)H, (long long)F,
+             (long long)T, gc->k, gc->layout, gc->kind,
+             (double)gc->bias_range, gc->route);
+    qd_tensor wg = qd_make(r, v, E, N, H, (size_t)mft_int(r, 0, 1) * 6,
+                           (size_t)mft_int(r, 0, 3));
+    qd_tensor wu;
+    if (sep)
+        wu = qd_make(r, v, E, F, H, 0, (size_t)mft_int(r, 0, 3));
+    float *x = mft_alloc((size_t)(T * H) * 4, 4 * (size_t)mft_int(r, 1, 3));
+    mft_fill_normal(r, x, (size_t)(T * H), 1.0f);
+    int32_t *idx = mft_alloc((size_t)P * 4, 4);
+    make_idx(r, idx, T, gc->k, E, gc->route);
+    float *bg = NULL, *bu = NULL;
+    if (gc->bias_range > 0) {
+        bg = mft_alloc((size_t)(E * N) * 4, 4);
+        mft_fill_uniform(r, bg, (size_t)(E * N), -gc->bias_range,
+                         gc->bias_range);
+        if (sep) {
+            bu = mft_alloc((size_t)(E * F) * 4, 8);
+            mft_fill_uniform(r, bu, (size_t)(E * F), -gc->bias_range,
+                             gc->bias_range);
+        }
+    }
+    float *Dg = ref_rows(&wg.t), *Du = sep ? ref_rows(&wu.t) : Dg;
+    mf_moe_gate_up_desc d = {.impl = MF_IMPL_REF, .glu = gc->kind,
+                             .limit = gc->limit, .alpha = gc->alpha,
+                             .layout = gc->layout, .w_gate = &wg.t,
+                             .w_up = sep ? &wu.t : NULL, .b_gate = bg,
+                             .b_up = bu};
+    float *hr = mft_alloc((size_t)(P * F) * 4, 0);
+    float *hg = mft_alloc((size_t)(P * F) * 4, 4 * (size_t)mft_int(r, 1, 3));
+    cr_assert_eq(mf_moe_gate_up(c, &d, T, gc->k, x, idx, hr), MF_OK);
+    d.impl = MF_IMPL_GPU;
+    d.prec = (mf_precision)(gc->route); /* INT8 requested: EXACT result */
+    mf_status st = mf_moe_gate_up(c, &d, T, gc->k, x, idx, hg);
+    cr_assert_eq(st, MF_OK, "%s: gpu %s", what, mf_status_str(st));
+    const double limit = gc->limit != 0 ? gc->limit : 7.0;
+    const double alpha = gc->alpha != 0 ? gc->alpha : 1.702;
+    int bad = 0;
+    for (int64_t p = 0; p < P && bad < 3; p++) {
+        const int64_t t = p / gc->k, e = idx[p];
+        for (int64_t f = 0; f < F; f++) {
+            int64_t rg, ru;
+            if (sep) {
+                rg = ru = e * F + f;
+            } else if (gc->layout == MF_GLU_CONCAT) {
+                rg = e * N + f;
+                ru = rg + F;
+            } else {
+                rg = e * N + 2 * f;
+                ru = rg + 1;
+            }
+            double g, u, eg, eu;
+            dot_bound(Dg + rg * H, x + t * H, H, bg ? bg[rg] : 0, &g, &eg);
+            dot_bound(Du + ru * H, x + t * H, H,
+                      sep ? (bu ? bu[ru] : 0) : (bg ? bg[ru] : 0), &u, &eu);
+            double up1 = u;
+            if (gc->kind == MF_GLU_SWIGLU_OAI) {
+                g = fmin(g, limit);
+                u = fmax(fmin(u, limit), -limit);
+                up1 = u + 1;
+            }
+            double a = act_d(gc->kind, g, alpha);
+            /* twice the one-sided bound (both sides are within it) */
+            double tol = 2 * (1.25 * eg * (fabs(u) + 1 + eu) + fabs(a) * eu) +
+                         0x1p-19 * fabs(a) * (fabs(u) + 1) + 1e-30;
+            (void)up1;
+            double err = fabs((double)hg[p * F + f] - hr[p * F + f]);
+            if (!(err <= tol)) {
+                cr_log_error("%s: h[%lld, %lld] = %.9g, ref %.9g, tol %.3g",
+                             what, (long long)p, (long long)f,
+                             (double)hg[p * F + f], (double)hr[p * F + f], tol);
+                bad++;
+            }
+        }
+    }
+    cr_expect_eq(bad, 0, "%s", what);
+    mf_weights_evict(c, NULL);
+    free(Dg);
+    if (sep)
+        free(Du);
+    mft_free(hr);
+    mft_free(hg);
+    mft_free(bg);
+    mft_free(bu);
+    mft_free(idx);
+    mft_free(x);
+    qd_free(&wg);
+    if (sep)
+        qd_free(&wu);
+}
+
+Test(gpu_quant, moe_gate_up)
+{
+    static const gu_case cases[] = {
+        /* E, H, F, T, k, layout, kind, limit, alpha, bias, route */
+        {8, 64, 96, 1, 2, MF_GLU_SEPARATE, MF_GLU_SWIGLU, 0, 0, 0.5f, SPREAD},
+        {8, 96, 40, 3, 3, MF_GLU_CONCAT, MF_GLU_GEGLU_TANH, 0, 0, 0, PILE},
+        {8, 64, 33, 3, 2, MF_GLU_CONCAT, MF_GLU_GEGLU_ERF, 0, 0, 1.0f, SPREAD},
+        {4, 64, 64, 32, 2, MF_GLU_INTERLEAVED, MF_GLU_SWIGLU_OAI, 0, 0, 10.0f,
+         PILE},
+        {6, 128, 17, 5, 3, MF_GLU_INTERLEAVED, MF_GLU_SWIGLU_OAI, 5.0f, 1.25f,
+         10.0f, SPREAD},
+        {5, 256, 32, 2, 5, MF_GLU_SEPARATE, MF_GLU_SWIGLU, 0, 0, 0, SPREAD},
+    };
+    for (int var = 0; var < 2; var++) {
+        mf_ctx *c = mft_gpu_ctx(var);
+        if (!c)
+            continue;
+        mft_rng r = mft_rng_make(__LINE__);
+        for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++)
+            for (int fi = 0; fi < N_MOE_FMTS; fi++) {
+                if ((fi + (int)ci + var) % 2)
+                    continue; /* every (case, format) pair over the variants */
+                gu_case gc = cases[ci];
+                if (moe_fmts[fi].type >= MF_TYPE_Q4_0 &&
+                    gc.H % (moe_fmts[fi].group ? moe_fmts[fi].group : 32))
+                    continue;
+                gate_up_case(c, &r, &moe_fmts[fi], &gc);
+            }
+        /* float weights with H not a multiple of 32 (padded rows) */
+        gu_case odd = {3, 45, 7, 2, 2, MF_GLU_SEPARATE, MF_GLU_SWIGLU, 0, 0,
+                       0.5f, SPREAD};
+        gate_up_case(c, &r, &moe_fmts[5], &odd);
+        mft_gpu_ctx_done(c);
+    }
+}
+
+typedef struct dn_case {
+    int64_t E, H, F, T;
+    int32_t k;
+    float bias_range;
+    int route, res_mode; /* 0 none, 1 separate, 2 in place */
+} dn_case;
+
+static void down_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
+                      const dn_case *dc)
+{
+    const int64_t E = dc->E, H = dc->H, F = dc->F, T = dc->T;
+    const int32_t k = dc->k;
+    const int64_t P = T * k;
+    char what[192];
+    snprintf(what, sizeof what,
+             "down %s E=%lld H=%lld F=%lld T=%lld k=%d bias=%g route=%d res=%d",
+             qd_name(v), (long long)E, (long long)H, (long long)F,
+             (long long)T, k, (double)dc->bias_range, dc->route,
+             dc->res_mode);
+    qd_tensor wd = qd_make(r, v, E, H, F, (size_t)mft_int(r, 0, 1) * 10,
+                           (size_t)mft_int(r, 0, 3));
+    float *h = mft_alloc((size_t)(P * F) * 4, 4 * (size_t)mft_int(r, 1, 3));
+    mft_fill_normal(r, h, (size_t)(P * F), 1.0f);
+    int32_t *idx = mft_alloc((size_t)P * 4, 4);
+    make_idx(r, idx, T, k, E, dc->route);
+    float *w = mft_alloc((size_t)P * 4, 8);
+    mft_fill_uniform(r, w, (size_t)P, 0.0f, 1.0f);
+    float *bd = NULL, *res = NULL;
+    if (dc->bias_range > 0) {
+        bd = mft_alloc((size_t)(E * H) * 4, 12);
+        mft_fill_uniform(r, bd, (size_t)(E * H), -dc->bias_range,
+                         dc->bias_range);
+    }
+    if (dc->res_mode) {
+        res = mft_alloc((size_t)(T * H) * 4, 4);
+        mft_fill_normal(r, res, (size_t)(T * H), 2.0f);
+    }
+    float *D = ref_rows(&wd.t);
+    mf_moe_down_desc d = {.impl = MF_IMPL_REF, .w_down = &wd.t, .b_down = bd};
+    float *yr = mft_alloc((size_t)(T * H) * 4, 0);
+    float *yg = mft_alloc((size_t)(T * H) * 4, 4);
+    cr_assert_eq(mf_moe_down_combine(c, &d, T, k, h, idx, w, res, yr), MF_OK);
+    d.impl = MF_IMPL_GPU;
+    const float *rp = res;
+    if (dc->res_mode == 2) {
+        memcpy(yg, res, (size_t)(T * H) * 4);
+        rp = yg;
+    }
+    mf_status st = mf_moe_down_combine(c, &d, T, k, h, idx, w, rp, yg);
+    cr_assert_eq(st, MF_OK, "%s: gpu %s", what, mf_status_str(st));
+    int bad = 0;
+    for (int64_t t = 0; t < T && bad < 3; t++)
+        for (int64_t i = 0; i < H; i++) {
+            double err = 0, mag = 0;
+            for (int32_t j = 0; j < k; j++) {
+                int64_t p = t * k + j, row = idx[p] * H + i;
+                double vv, ee;
+                dot_bound(D + row * F, h + p * F, F, bd ? bd[row] : 0, &vv,
+                          &ee);
+                err += w[p] * ee;
+                mag += fabs(w[p] * vv);
+            }
+            double rv = res ? fabs(res[t * H + i]) : 0;
+            double tol = 2 * err + 2 * (k + 1) * 0x1p-23 * (mag + rv) + 1e-30;
+            double e2 = fabs((double)yg[t * H + i] - yr[t * H + i]);
+            if (!(e2 <= tol)) {
+                cr_log_error("%s: y[%lld, %lld] = %.9g, ref %.9g, tol %.3g",
+                             what, (long long)t, (long long)i,
+                             (double)yg[t * H + i], (double)yr[t * H + i], tol);
+                bad++;
+            }
+        }
+    cr_expect_eq(bad, 0, "%s", what);
+    mf_weights_evict(c, NULL);
+    free(D);
+    mft_free(yr);
+    mft_free(yg);
+    mft_free(res);
+    mft_free(bd);
+    mft_free(w);
+    mft_free(idx);
+    mft_free(h);
+    qd_free(&wd);
+}
+
+Test(gpu_quant, moe_down_combine)
+{
+    static const dn_case cases[] = {
+        /* E, H, F, T, k, bias, route, residual */
+        {8, 64, 96, 1, 2, 0, SPREAD, 0},
+        {5, 96, 32, 3, 5, 0, PILE, 1},
+        {4, 64, 64, 32, 2, 3.0f, PILE, 2},
+        {16, 33, 128, 2, 11, 0.5f, SPREAD, 1}, /* k > 8: two slot passes */
+        {8, 17, 256, 7, 8, 0, SPREAD, 2},
+    };
+    for (int var = 0; var < 2; var++) {
+        mf_ctx *c = mft_gpu_ctx(var);
+        if (!c)
+            continue;
+        mft_rng r = mft_rng_make(__LINE__);
+        for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++)
+            for (int fi = 0; fi < N_MOE_FMTS; fi++) {
+                if ((fi + (int)ci + var) % 2)
+                    continue;
+                dn_case dc = cases[ci];
+                if (moe_fmts[fi].type >= MF_TYPE_Q4_0 &&
+                    dc.F % (moe_fmts[fi].group ? moe_fmts[fi].group : 32))
+                    continue;
+                down_case(c, &r, &moe_fmts[fi], &dc);
+            }
+        dn_case odd = {3, 20, 45, 2, 2, 0.5f, SPREAD, 1};
+        down_case(c, &r, &moe_fmts[6], &odd);
+        mft_gpu_ctx_done(c);
+    }
+}
+
+/* A NaN in token 1's activations makes token 1's outputs NaN, others
+ * finite (gate_up, then down_combine with a NaN in h). */
+Test(gpu_quant, moe_nan_propagates)
+{
+    mf_ctx *c = mft_gpu_ctx(0);
+    mft_rng r = mft_rng_make(__LINE__);
+    const int64_t E = 8, H = 128, F = 128, T = 3;
+    const int32_t k = 2;
+    for (int fi = 0; fi < N_MOE_FMTS; fi++) {
+        qd_tensor wg = qd_make(&r, &moe_fmts[fi], E, F, H, 0, 0);
+        qd_tensor wu = qd_make(&r, &moe_fmts[fi], E, F, H, 0, 0);
+        qd_tensor wd = qd_make(&r, &moe_fmts[fi], E, H, F, 0, 0);
+        float x[3 * 128], h[6 * 128], y[3 * 128];
+        float w[6] = {.5f, .5f, .5f, .5f, .5f, .5f};
+        int32_t idx[6];
+        mft_fill_normal(&r, x, (size_t)(T * H), 1.0f);
+        x[H + 17] = NAN;
+        make_idx(&r, idx, T, k, E, SPREAD);
+        mf_moe_gate_up_desc gd = {.impl = MF_IMPL_GPU, .w_gate = &wg.t,
+                                  .w_up = &wu.t};
+        mf_status st = mf_moe_gate_up(c, &gd, T, k, x, idx, h);
+        cr_assert_eq(st, MF_OK, "%s: %s", qd_name(&moe_fmts[fi]),
+                     mf_status_str(st));
+        for (int64_t i = 0; i < T * k * F; i++)
+            cr_expect((i / (k * F) == 1) == (isnan(h[i]) != 0),
+                      "%s h[%lld] = %g", qd_name(&moe_fmts[fi]), (long long)i,
+                      (double)h[i]);
+        mf_moe_down_desc dd = {.impl = MF_IMPL_GPU, .w_down = &wd.t};
+        cr_assert_eq(mf_moe_down_combine(c, &dd, T, k, h, idx, w, NULL, y),
+                     MF_OK);
+        for (int64_t i = 0; i < T * H; i++)
+            cr_expect((i / H == 1) == (isnan(y[i]) != 0), "%s y[%lld] = %g",
+                      qd_name(&moe_fmts[fi]), (long long)i, (double)y[i]);
+        mf_weights_evict(c, NULL);
+        qd_free(&wg);
+        qd_free(&wu);
+        qd_free(&wd);
+    }
+    mft_gpu_ctx_done(c);
+}
+
+/* -------------------------------------------------------------- chain -- */
+
+/* A preset shrunk to test size, keeping its router math and layout. */
+static mf_moe_config small(const char *preset, int64_t H, int64_t F, int32_t E,
+                           int32_t k)
+{
+    mf_moe_config c;
+    cr_assert_eq(mf_moe_preset(preset, &c), MF_OK);
+    c.hidden = H;
+    c.expert_ffn = F;
+    c.n_experts = E;
+    c.top_k = k;
+    if (c.n_group > 1) {
+        c.n_group = 4;
+        c.topk_group = 2;
+    }
+    c.n_shared = 0;
+    c.shared_ffn = 0;
+    return c;
+}
+
+/* The layer on the GPU (one chain per forward) against the reference
+ * layer: identical experts, outputs within 1e-4 of max |y|; the second
+ * forward of a shape uploads nothing and reuses the recorded chain. */
+static void chain_preset(mf_ctx *c, const char *preset, mf_type fmt, int64_t T,
+                         int residual, uint64_t seed)
+{
+    mf_moe_config cfg = small(preset, 128, 64, 16, 4);
+    synth_layer L;
+    cr_assert_eq(synth_layer_make(&L, &cfg, fmt, seed), 0);
+    mf_moe_layer *l;
+    cr_assert_eq(mf_moe_layer_create(c, &cfg, &L.w, &l), MF_OK, "%s", preset);
+    mft_rng r = mft_rng_make(seed);
+    size_t TH = (size_t)(T * cfg.hidden), Tk = (size_t)(T * cfg.top_k);
+    float *x = malloc(TH * 4), *res = residual ? malloc(TH * 4) : NULL;
+    float *y0 = malloc(TH * 4), *y1 = malloc(TH * 4);
+    int32_t *i0 = malloc(Tk * 4);
+    float *w0 = malloc(Tk * 4);
+    mft_fill_normal(&r, x, TH, 1.0f);
+    if (res)
+        mft_fill_normal(&r, res, TH, 1.0f);
+    mf_moe_run r0 = {MF_IMPL_REF, MF_PREC_EXACT}, r1 = {MF_IMPL_GPU, MF_PREC_EXACT};
+    cr_assert_eq(mf_moe_layer_forward(l, &r0, x, T, res, y0), MF_OK);
+    const float *wts;
+    memcpy(i0, mf_moe_layer_last_routing(l, &wts, NULL), Tk * 4);
+    memcpy(w0, wts, Tk * 4);
+    mf_weights_stats s0, s1;
+    for (int rep = 0; rep < 2; rep++) {
+        mf_weights_stats_get(c, &s0);
+        mf_status st = mf_moe_layer_forward(l, &r1, x, T, res, y1);
+        cr_assert_eq(st, MF_OK, "%s: %s", preset, mf_status_str(st));
+        mf_weights_stats_get(c, &s1);
+        if (rep)
+            cr_expect(s1.uploads == s0.uploads &&
+                          s1.uploaded_bytes == s0.uploaded_bytes,
+                      "%s: the second forward uploaded %llu bytes", preset,
+                      (unsigned long long)(s1.uploaded_bytes - s0.uploaded_bytes));
+        int64_t nt = 0;
+        const int32_t *idx = mf_moe_layer_last_routing(l, &wts, &nt);
+        cr_assert_not_null(idx);
+        cr_assert_eq(nt, T);
+        for (size_t i = 0; i < Tk; i++) {
+            cr_assert_eq(idx[i], i0[i], "%s T=%lld slot %zu", preset,
+                         (long long)T, i);
+            /* routing weights: gating's 8 ulp + 1e-7 (softmax) on logits
+             * within qmv's bound: a relative 1e-5 covers both here */
+            cr_expect(fabsf(wts[i] - w0[i]) <= 1e-5f * fabsf(w0[i]) + 1e-7f,
+                      "%s slot %zu: weight %.9g vs ref %.9g", preset, i,
+                      (double)wts[i], (double)w0[i]);
+        }
+        double mx = 0, err = 0;
+        for (size_t i = 0; i < TH; i++) {
+            mx = fmax(mx, fabs(y0[i]));
+            err = fmax(err, fabs((double)y1[i] - y0[i]));
+        }
+        cr_expect_leq(err, 1e-4 * mx, "%s %s T=%lld: err %g max %g", preset,
+                      mf_type_name(fmt), (long long)T, err, mx);
+    }
+    mf_moe_layer_destroy(l);
+    mf_weights_evict(c, NULL);
+    synth_layer_free(&L);
+    free(x);
+    free(res);
+    free(y0);
+    free(y1);
+    free(i0);
+    free(w0);
+}
+
+Test(gpu_quant, chain_layer_presets)
+{
+    for (int var = 0; var < 2; var++) {
+        mf_ctx *c = mft_gpu_ctx(var);
+        if (!c)
+            continue;
+        chain_preset(c, "qwen3-30b-a3b", MF_TYPE_Q4_0, 1, 0, 11);
+        if (!var) {
+            chain_preset(c, "qwen3-30b-a3b", MF_TYPE_Q4_0, 5, 1, 12);
+            chain_preset(c, "mixtral-8x7b", MF_TYPE_Q8_0, 3, 1, 13);
+            chain_preset(c, "gpt-oss-20b", MF_TYPE_MLX_Q4, 2, 0, 14);
+            chain_preset(c, "olmoe-1b-7b", MF_TYPE_F16, 1, 1, 15);
+            /* sigmoid gating with groups and a correction bias (no shared
+             * expert: the chain takes it) */
+            chain_preset(c, "deepseek-v3", MF_TYPE_Q4_0, 4, 1, 16);
+        }
+        mft_gpu_ctx_done(c);
+    }
+}
+
+/* The chain directly, from given logits, against the three ops run one by
+ * one on the device: identical indices and weights, y within the combine's
+ * slack; per-step timestamps when the device has them; a replay. */
+Test(gpu_quant, chain_from_logits)
+{
+    mf_ctx *c = mft_gpu_ctx(0);
+    mf_moe_config cfg = small("qwen3-30b-a3b", 128, 64, 12, 3);
+    synth_layer L;
+    cr_assert_eq(synth_layer_make(&L, &cfg, MF_TYPE_MLX_Q8, 21), 0);
+    mft_rng r = mft_rng_make(__LINE__);
+    const int64_t T = 3, H = cfg.hidden, E = cfg.n_experts, k = cfg.top_k;
+    float x[3 * 128], logits[3 * 12], res[3 * 128], y0[3 * 128], y1[3 * 128];
+    float w0[9], w1[9], h[9 * 64];
+    int32_t i0[9], i1[9];
+    mft_fill_normal(&r, x, (size_t)(T * H), 1.0f);
+    mft_fill_normal(&r, logits, (size_t)(T * E), 2.0f);
+    mft_fill_normal(&r, res, (size_t)(T * H), 1.0f);
+    mf_gating_desc gd = {.impl = MF_IMPL_GPU, .mode = cfg.router,
+                         .n_experts = (int32_t)E, .k = (int32_t)k,
+                         .renormalize = cfg.renormalize};
+    mf_moe_gate_up_desc gu = {.impl = MF_IMPL_GPU, .glu = cfg.glu,
+                              .layout = cfg.gate_up_layout,
+                              .w_gate = &L.w.gate, .w_up = &L.w.up};
+    mf_moe_down_desc dd = {.impl = MF_IMPL_GPU, .w_down = &L.w.down};
+    cr_assert_eq(mf_gating(c, &gd, logits, T, i0, w0), MF_OK);
+    cr_assert_eq(mf_moe_gate_up(c, &gu, T, (int32_t)k, x, i0, h), MF_OK);
+    cr_assert_eq(mf_moe_down_combine(c, &dd, T, (int32_t)k, h, i0, w0, res, y0),
+                 MF_OK);
+    mf_gpu_chain_desc cd = {.gating = &gd, .gate_up = &gu, .down = &dd};
+    mf_gpu_chain_times tm;
+    mf_gpu *g = mft_gpu_of(c);
+    cr_assert_eq(mf_gpu_moe_chain(g, &cd, x, logits, T, res, y1, i1, w1, &tm),
+                 MF_OK);
+    cr_expect_eq(memcmp(i0, i1, sizeof i0), 0, "indices differ");
+    cr_expect_eq(memcmp(w0, w1, sizeof w0), 0, "routing weights differ");
+    /* same kernels and inputs: the same y, bit for bit */
+    cr_expect_eq(memcmp(y0, y1, sizeof y0), 0, "y differs from the op chain");
+    mf_gpu_info info;
+    cr_assert_eq(mf_ctx_gpu_info(c, &info), MF_OK);
+    if (info.timestamps) {
+        cr_expect_geq(tm.gpu_us, 0.0);
+        for (int i = 1; i < 4; i++)
+            cr_expect_geq(tm.step_us[i], 0.0, "step %d", i);
+    }
+    cr_expect_gt(tm.host_us, 0.0);
+    mf_gpu_chain_times rt;
+    cr_expect_eq(mf_gpu_bench_chain(g, &rt), MF_OK);
+    cr_expect_gt(rt.host_us, 0.0);
+    mf_weights_evict(c, NULL);
+    /* evicting the weights drops the recorded chain */
+    cr_expect_eq(mf_gpu_bench_chain(g, &rt), MF_ERR_INVALID_ARG);
+    synth_layer_free(&L);
+    mft_gpu_ctx_done(c);
+}
+
+/* --------------------------------------------------------- residency -- */
+
+typedef struct prog_log {
+    double f[4096];
+    int n;
+} prog_log;
+
+static void on_progress(void *user, double f)
+{
+    prog_log *p = user;
+    if (p->n < 4096)
+        p->f[p->n] = f;
+    p->n++;
+}
+
+static void check_progress(const prog_log *p, int min_calls)
+{
+    cr_assert_geq(p->n, min_calls, "progress calls %d", p->n);
+    for (int i = 0; i < p->n && i < 4096; i++) {
+        cr_expect(p->f[i] > 0 && p->f[i] <= 1.0, "fraction %g", p->f[i]);
+        if (i)
+            cr_expect(p->f[i] >= p->f[i - 1], "fractions decrease");
+    }
+    cr_expect_eq(p->f[(p->n < 4096 ? p->n : 4096) - 1], 1.0);
+}
+
+/* The second call uploads nothing; an explicit upload reports progress and
+ * is then reused; eviction and re-upload; a changed tensor in freed memory
+ * is caught; staged uploads in small chunks give the same results. */
+static void residency_on(mf_ctx *c, int staged)
+{
+    mft_rng r = mft_rng_make(__LINE__ + (uint64_t)staged);
+    qd_variant v = {MF_TYPE_Q4_0, 0, MF_TYPE_F32};
+    const int64_t N = 300, K = 256;
+    qd_tensor q = qd_make(&r, &v, 1, N, K, 4, 1);
+    float x[256], y0[300], y1[300];
+    mft_fill_normal(&r, x, 256, 1.0f);
+    mf_qmv_desc d = {.impl = MF_IMPL_REF};
+    cr_assert_eq(mf_qmv(c, &d, &q.t, x, 1, y0), MF_OK);
+    d.impl = MF_IMPL_GPU;
+    mf_weights_stats s0, s1, s2;
+    mf_weights_stats_get(c, &s0);
+    cr_assert_eq(mf_qmv(c, &d, &q.t, x, 1, y1), MF_OK);
+    mf_weights_stats_get(c, &s1);
+    cr_expect_eq(s1.uploads, s0.uploads + 1);
+    cr_expect_gt(s1.uploaded_bytes, s0.uploaded_bytes);
+    cr_expect_eq(s1.tensors, s0.tensors + 1);
+    cr_expect_geq(s1.resident_bytes, s1.uploaded_bytes - s0.uploaded_bytes);
+    float y2[300];
+    cr_assert_eq(mf_qmv(c, &d, &q.t, x, 1, y2), MF_OK);
+    mf_weights_stats_get(c, &s2);
+    cr_expect_eq(s2.uploads, s1.uploads, "second call uploaded");
+    cr_expect_eq(s2.uploaded_bytes, s1.uploaded_bytes);
+    cr_expect_eq(memcmp(y1, y2, sizeof y1), 0);
+    double S = 0;
+    for (int i = 0; i < 300; i++)
+        S = fmax(S, fabs(y0[i]));
+    for (int i = 0; i < 300; i++)
+        cr_expect(fabs(y1[i] - y0[i]) <= 1e-4 * S, "y[%d] %g vs %g", i,
+                  (double)y1[i], (double)y0[i]);
+
+    /* evict, then an explicit upload with progress */
+    cr_assert_eq(mf_weights_evict(c, &q.t), MF_OK);
+    mf_weights_stats_get(c, &s1);
+    cr_expect_eq(s1.tensors, s2.tensors - 1);
+    cr_expect_gt(s1.evictions, s2.evictions);
+    static prog_log pl;
+    pl.n = 0;
+    cr_assert_eq(mf_weights_upload(c, &q.t, on_progress, &pl), MF_OK);
+    check_progress(&pl, staged ? 3 : 1);
+    mf_weights_stats_get(c, &s2);
+    cr_expect_eq(s2.uploads, s1.uploads + 1);
+    /* already resident: no copy, one 1.0 */
+    pl.n = 0;
+    cr_assert_eq(mf_weights_upload(c, &q.t, on_progress, &pl), MF_OK);
+    cr_expect_eq(pl.n, 1);
+    mf_weights_stats_get(c, &s1);
+    cr_expect_eq(s1.uploads, s2.uploads);
+    cr_assert_eq(mf_qmv(c, &d, &q.t, x, 1, y2), MF_OK);
+    cr_expect_eq(memcmp(y1, y2, sizeof y1), 0, "after the explicit upload");
+    mf_weights_stats_get(c, &s2);
+    cr_expect_eq(s2.uploads, s1.uploads);
+
+    /* by range: any byte of the codes */
+    cr_assert_eq(mf_weights_evict_range(c, (unsigned char *)q.data + 100, 1),
+                 MF_OK);
+    mf_weights_stats_get(c, &s1);
+    cr_expect_eq(s1.tensors, s2.tensors - 1);
+    cr_assert_eq(mf_qmv(c, &d, &q.t, x, 1, y2), MF_OK);
+
+    /* implicit entry, memory rewritten with other codes: caught, uploaded
+     * again, the result follows the new values */
+    unsigned char *bytes = q.data;
+    for (int i = 0; i < 16; i++)
+        bytes[2 + i] ^= 0x5a;
+    mf_weights_stats_get(c, &s1);
+    d.impl = MF_IMPL_REF;
+    cr_assert_eq(mf_qmv(c, &d, &q.t, x, 1, y0), MF_OK);
+    d.impl = MF_IMPL_GPU;
+    cr_assert_eq(mf_qmv(c, &d, &q.t, x, 1, y2), MF_OK);
+    mf_weights_stats_get(c, &s2);
+    cr_expect_eq(s2.uploads, s1.uploads + 1, "stale copy not caught");
+    cr_expect(fabs(y2[0] - y0[0]) <= 1e-4 * S, "y[0] %g vs %g", (double)y2[0],
+              (double)y0[0]);
+    mf_weights_evict(c, NULL);
+    mf_weights_stats_get(c, &s1);
+    cr_expect_eq(s1.tensors, 0);
+    cr_expect_eq(s1.resident_bytes, 0);
+    qd_free(&q);
+}
+
+Test(gpu_quant, residency)
+{
+    mf_ctx *c = mft_gpu_ctx(0);
+    residency_on(c, 0);
+    mft_gpu_ctx_done(c);
+}
+
+/* Uploads through the staging buffers, in 4 KiB chunks (many chunks, both
+ * buffers in turn): every format dequantizes bit-identically. */
+Test(gpu_quant, staged_upload)
+{
+    setenv("MOEFUSE_GPU_UPLOAD", "staged", 1);
+    setenv("MOEFUSE_GPU_UPLOAD_CHUNK", "4096", 1);
+    mf_ctx *c = mft_gpu_ctx(0);
+    residency_on(c, 1); /* the variables are read at the first upload */
+    unsetenv("MOEFUSE_GPU_UPLOAD");
+    unsetenv("MOEFUSE_GPU_UPLOAD_CHUNK");
+    mft_rng r = mft_rng_make(__LINE__);
+    qd_variant vs[32];
+    int nv = qd_variants(vs, 32);
+    for (int vi = 0; vi < nv; vi += 2)
+        dequant_case(c, &r, &vs[vi], 3, 37, 256, (size_t)(vi % 3) * 5,
+                     MF_TYPE_F32, MF_ACT_NONE);
+    mft_gpu_ctx_done(c);
+}
+
+/* Device OOM at upload: the GPU call fails with MF_ERR_DEVICE_OOM, nothing
+ * becomes resident, the CPU keeps working, and the next GPU call uploads
+ * and succeeds. Then OOM while the op's buffers are made (after the
+ * upload), and a lost device. */
+Test(gpu_quant, device_oom)
+{
+    mf_ctx *c = mft_gpu_ctx(0);
+    mf_gpu *g = mft_gpu_of(c);
+    mft_rng r = mft_rng_make(__LINE__);
+    qd_variant v = {MF_TYPE_MLX_Q4, 64, MF_TYPE_F16};
+    qd_tensor q = qd_make(&r, &v, 1, 40, 128, 0, 0);
+    float x[128], y[40], yc[40];
+    mft_fill_normal(&r, x, 128, 1.0f);
+    mf_weights_stats s0, s1;
+    mf_weights_stats_get(c, &s0);
+    mf_qmv_desc d = {.impl = MF_IMPL_GPU};
+    mf_gpu_inject_fault(g, MF_GPU_FAULT_OOM);
+    memset(y, 0x7f, sizeof y);
+    cr_expect_eq(mf_qmv(c, &d, &q.t, x, 1, y), MF_ERR_DEVICE_OOM);
+    for (int i = 0; i < 40; i++)
+        cr_expect_eq(y[i], y[0], "output written on error");
+    mf_weights_stats_get(c, &s1);
+    cr_expect_eq(s1.tensors, s0.tensors);
+    cr_expect_eq(s1.uploads, s0.uploads);
+    d.impl = MF_IMPL_CPU;
+    cr_expect_eq(mf_qmv(c, &d, &q.t, x, 1, yc), MF_OK);
+    d.impl = MF_IMPL_AUTO;
+    cr_expect_eq(mf_qmv(c, &d, &q.t, x, 1, y), MF_OK);
+    d.impl = MF_IMPL_GPU;
+    cr_expect_eq(mf_qmv(c, &d, &q.t, x, 1, y), MF_OK);
+    mf_weights_stats_get(c, &s1);
+    cr_expect_eq(s1.uploads, s0.uploads + 1);
+    /* explicit upload under OOM */
+    mf_weights_evict(c, NULL);
+    mf_gpu_inject_fault(g, MF_GPU_FAULT_OOM);
+    cr_expect_eq(mf_weights_upload(c, &q.t, NULL, NULL), MF_ERR_DEVICE_OOM);
+    mf_weights_stats_get(c, &s1);
+    cr_expect_eq(s1.tensors, 0);
+    /* resident, then OOM on the call's own buffers (a new shape) */
+    cr_assert_eq(mf_weights_upload(c, &q.t, NULL, NULL), MF_OK);
+    mf_gpu_inject_fault(g, MF_GPU_FAULT_OOM);
+    float x2[2 * 128], y2[2 * 40];
+    mft_fill_normal(&r, x2, 256, 1.0f);
+    cr_expect_eq(mf_qmv(c, &d, &q.t, x2, 2, y2), MF_ERR_DEVICE_OOM);
+    cr_expect_eq(mf_qmv(c, &d, &q.t, x2, 2, y2), MF_OK);
+    /* a lost device: the GPU call reports it, AUTO and CPU calls work */
+    mf_gpu_inject_fault(g, MF_GPU_FAULT_LOST);
+    cr_expect_eq(mf_qmv(c, &d, &q.t, x, 1, y), MF_ERR_DEVICE_LOST);
+    cr_expect_eq(mf_weights_upload(c, &q.t, NULL, NULL), MF_ERR_DEVICE_LOST);
+    d.impl = MF_IMPL_AUTO;
+    cr_expect_eq(mf_qmv(c, &d, &q.t, x, 1, y), MF_OK);
+    cr_expect_eq(memcmp(y, yc, sizeof y), 0);
+    mf_weights_evict(c, NULL);
+    qd_free(&q);
+    mft_gpu_ctx_done(c);
+}
+
+/* Every error path of the residency API, with and without a GPU. */
+Test(gpu_quant, weights_api_errors)
+{
+    mft_rng r = mft_rng_make(__LINE__);
+    qd_variant v = {MF_TYPE_Q8_0, 0, MF_TYPE_F32};
+    qd_tensor q = qd_make(&r, &v, 1, 4, 64, 0, 0);
+    mf_weights_stats st;
+    /* no GPU (mft_ctx is CPU-only) */
+    mf_ctx *cpu = mft_ctx();
+    cr_expect_eq(mf_weights_upload(NULL, &q.t, NULL, NULL), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_weights_upload(cpu, NULL, NULL, NULL), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_weights_upload(cpu, &q.t, NULL, NULL), MF_ERR_UNSUPPORTED);
+    mf_tensor bad = q.t;
+    bad.k = 48; /* not a multiple of the block */
+    cr_expect_eq(mf_weights_upload(cpu, &bad, NULL, NULL), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_weights_evict(NULL, &q.t), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_weights_evict(cpu, &bad), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_weights_evict(cpu, &q.t), MF_OK);
+    cr_expect_eq(mf_weights_evict(cpu, NULL), MF_OK);
+    cr_expect_eq(mf_weights_evict_range(NULL, q.data, 4), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_weights_evict_range(cpu, NULL, 4), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_weights_evict_range(cpu, q.data, 0), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_weights_evict_range(cpu, q.data, 4), MF_OK);
+    cr_expect_eq(mf_weights_stats_get(NULL, &st), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_weights_stats_get(cpu, NULL), MF_ERR_INVALID_ARG);
+    memset(&st, 0x55, sizeof st);
+    cr_expect_eq(mf_weights_stats_get(cpu, &st), MF_OK);
+    cr_expect(st.tensors == 0 && st.resident_bytes == 0 && st.uploads == 0 &&
+                  st.uploaded_bytes == 0 && st.evictions == 0,
+              "CPU-only stats not zero");
+    bad = q.t;
+    bad.type = (mf_type)99;
+    cr_expect_eq(mf_weights_upload(cpu, &bad, NULL, NULL), MF_ERR_UNSUPPORTED);
+    /* with a GPU: the same validation first */
+    mf_ctx *c = mft_gpu_ctx(0);
+    bad = q.t;
+    bad.k = 48;
+    cr_expect_eq(mf_weights_upload(c, &bad, NULL, NULL), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_weights_upload(c, NULL, NULL, NULL), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_weights_evict(c, &bad), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_weights_evict_range(c, q.data, 0), MF_ERR_INVALID_ARG);
+    mf_weights_stats_get(c, &st);
+    cr_expect_eq(st.tensors, 0);
+    cr_expect_eq(mf_weights_upload(c, &q.t, NULL, NULL), MF_OK);
+    mf_weights_stats_get(c, &st);
+    cr_expect_eq(st.tensors, 1);
+    mft_gpu_ctx_done(c);
+    qd_free(&q);
+}
