@@ -244,7 +244,8 @@ static int bench_model_T(mf_ctx *ctx, const bench_opts *o, bench_results *res,
         goto out;
 
     static const mf_type fmts[] = {MF_TYPE_Q4_0, MF_TYPE_Q8_0, MF_TYPE_MLX_Q4};
-    for (int f = 0; f < 3 && wanted(o, "moe_"); f++) {
+    int want_moe = wanted(o, "moe_gate_up") || wanted(o, "moe_down_combine");
+    for (int f = 0; f < 3 && want_moe; f++) {
         mf_type fmt = fmts[f];
         double per_expert = synth_row_bytes(fmt, m->hidden) * (double)(2 * m->expert_ffn) +
                             synth_row_bytes(fmt, m->expert_ffn) * (double)m->hidden;
