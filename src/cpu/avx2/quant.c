@@ -305,6 +305,41 @@ AI __m256 widen16(mf_type t, __m128i h)
     return _mm256_cvtph_ps(h);
 }
 
+/* MLX: the GRP per-piece values of pieces [j0, j0 + GRP) of a row (j0 a
+ * multiple of GRP) from its contiguous per-group array: 8, 4 or 2 group
+ * values, each repeated for its 1, 2 or 4 pieces. */
+AI __m256 mlx_group8(mf_type st, int gsh, const unsigned char *arr,
+                     int64_t j0)
+{
+    const size_t g0 = (size_t)(j0 >> gsh);
+    if (st == MF_TYPE_F32) {
+        const float *f = (const float *)(const void *)arr + g0;
+        if (gsh == 0)
+            return _mm256_loadu_ps(f);
+        __m256 v = gsh == 1 ? _mm256_castps128_ps256(_mm_loadu_ps(f))
+                            : _mm256_castps128_ps256(_mm_castsi128_ps(
+                                  _mm_loadl_epi64((const __m128i *)(const void *)f)));
+        __m256i ix = gsh == 1 ? _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3)
+                              : _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+        return _mm256_permutevar8x32_ps(v, ix);
+    }
+    const unsigned char *p = arr + g0 * 2;
+    __m128i h;
+    if (gsh == 0) {
+        h = _mm_loadu_si128((const __m128i *)p);
+    } else if (gsh == 1) {
+        h = _mm_loadl_epi64((const __m128i *)p);
+        h = _mm_unpacklo_epi16(h, h);
+    } else {
+        uint32_t w;
+        memcpy(&w, p, 4);
+        h = _mm_cvtsi32_si128((int)w);
+        h = _mm_unpacklo_epi16(h, h);
+        h = _mm_unpacklo_epi32(h, h);
+    }
+    return widen16(st, h);
+}
+
 /* f32 scales (and MLX biases) of pieces [j0, j0 + n) of a row, n <= GRP,
  * zero past n. */
 AI void group_scales(mf_type T, mf_type st, int gsh, const qrow *q,
@@ -312,6 +347,11 @@ AI void group_scales(mf_type T, mf_type st, int gsh, const qrow *q,
 {
     if (T == MF_TYPE_Q4_0 || T == MF_TYPE_Q8_0) {
         _mm256_storeu_ps(s, widen16(MF_TYPE_F16, pack16(q->p, T, st, gsh, j0, n)));
+        return;
+    }
+    if (n == GRP) { /* whole groups: no read past the row's array */
+        _mm256_storeu_ps(s, mlx_group8(st, gsh, q->sc, j0));
+        _mm256_storeu_ps(b, mlx_group8(st, gsh, q->bi, j0));
         return;
     }
     if (st == MF_TYPE_F32) {
