@@ -118,6 +118,10 @@ static int bench_op(gcase *c, const bench_opts *o, bench_results *res,
     }
     bench_results_add(res, name, shape, mf_isa_name(mf_ctx_isa(c->ctx)), &st, bytes);
     bench_print_record(stdout, &res->rec[res->n - 1], res->triad_gbps);
+    if (!c->gpu) {
+        printf("  gpu      none (%s)\n", mf_status_str(mf_ctx_gpu_status(c->ctx)));
+        return 0;
+    }
     /* GPU: the whole call (uploads weights and records the plan once) */
     c->impl = MF_IMPL_GPU;
     bench_stats call;
@@ -169,12 +173,15 @@ static int run_copy(void *a, int i)
 int bench_suite_gpu(mf_ctx *ctx, const bench_opts *o, bench_results *res)
 {
     mf_gpu *g = ctx->gpu;
-    if (!g) {
+    if (!g && !o->report) {
         fprintf(stderr, "moefuse-bench gpu: no GPU: %s\n",
                 mf_status_str(mf_ctx_gpu_status(ctx)));
         return 1;
     }
+    if (!g)
+        printf("no GPU (%s): CPU times only\n\n", mf_status_str(mf_ctx_gpu_status(ctx)));
     bench_stats st;
+    if (g) {
     if (bench_measure(run_empty, g, 20, 1, o->quick ? 50 : 301, 100000, o->budget_us, &st))
         return 1;
     res->empty_dispatch_us = st.median_us;
@@ -189,11 +196,12 @@ int bench_suite_gpu(mf_ctx *ctx, const bench_opts *o, bench_results *res)
     bench_print_record(stdout, &res->rec[res->n - 1], res->device_copy_gbps);
     printf("floor: empty dispatch %.2f us, device copy %.0f GB/s\n\n",
            res->empty_dispatch_us, res->device_copy_gbps);
+    }
 
     static const char *const models[] = {"qwen3-30b-a3b", "mixtral-8x7b",
                                           "deepseek-v3", "gpt-oss-20b"};
     static const int64_t Ts[] = {1, 32};
-    int nm = o->model ? 1 : 4;
+    int nm = o->model || o->report ? 1 : 4;
     for (int mi = 0; mi < nm; mi++) {
         const char *name = o->model ? o->model : models[mi];
         mf_moe_config m;

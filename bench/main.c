@@ -10,7 +10,7 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: moefuse-bench [cpu|gpu|layer] [options]\n"
+        "usage: moefuse-bench [cpu|gpu|layer|report] [options]\n"
         "\n"
         "cpu (default): every op at the model shapes (Qwen3-30B-A3B,\n"
         "  Mixtral-8x7B, DeepSeek-V3, GPT-OSS-20B; T = 1 and 32; Q4_0, Q8_0,\n"
@@ -19,6 +19,8 @@ static void usage(FILE *f)
         "gpu: the empty-dispatch round trip and a device copy (floors), then\n"
         "  each op at decode shapes: host round trip of its pre-recorded plan,\n"
         "  device time, whole call from host arrays, and the CPU's time.\n"
+        "report: the CPU-vs-GPU table of gpu for Qwen3-30B-A3B, quick; CPU\n"
+        "  times alone when no GPU comes up.\n"
         "layer: one MoE block's decode step (T = 1, 4, 32) per preset and\n"
         "  format: unfused reference, fused CPU, GPU, routed.\n"
         "Prints medians with p10/p90 and GB/s against a STREAM-style triad\n"
@@ -39,6 +41,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* tables appear as they are measured */
     bench_opts o = {.budget_us = -1, .mem_gb = 1.5,
                     .progress = isatty(2)};
     const char *json = NULL;
@@ -89,6 +92,11 @@ int main(int argc, char **argv)
     }
     const char *suite = optind < argc ? argv[optind++] : "cpu";
     int is_layer = strcmp(suite, "layer") == 0, is_gpu = strcmp(suite, "gpu") == 0;
+    o.report = strcmp(suite, "report") == 0;
+    if (o.report) {
+        is_gpu = 1;
+        o.quick = 1;
+    }
     if (optind < argc || (strcmp(suite, "cpu") != 0 && !is_layer && !is_gpu)) {
         fprintf(stderr, "moefuse-bench: unknown suite or extra argument '%s'\n",
                 optind < argc ? argv[optind] : suite);
@@ -100,7 +108,9 @@ int main(int argc, char **argv)
 
     mf_ctx_options co = mf_ctx_options_default();
     co.threads = o.threads;
-    co.gpu = is_layer ? MF_GPU_AUTO : is_gpu ? MF_GPU_REQUIRED : MF_GPU_DISABLED;
+    co.gpu = is_layer || o.report ? MF_GPU_AUTO
+             : is_gpu             ? MF_GPU_REQUIRED
+                                  : MF_GPU_DISABLED;
     mf_ctx *ctx;
     mf_status st = mf_ctx_create(&co, &ctx);
     if (st != MF_OK) {

@@ -12,6 +12,7 @@ typedef struct bench_opts {
     const char *model;   /* only this model preset */
     int progress;        /* progress lines on stderr */
     double mem_gb;       /* cap on one weight stack's size */
+    int report;          /* the CPU-vs-GPU report: one model, GPU optional */
 } bench_opts;
 
 /* Runs the CPU suite into res. 0 on success; non-zero on an op failure
