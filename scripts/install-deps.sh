@@ -31,7 +31,8 @@ export DEBIAN_FRONTEND=noninteractive
 native=(
     gcc clang meson ninja-build pkgconf git ca-certificates
     libcriterion-dev libopenblas-dev libhwloc-dev
-    libudev-dev  # hwloc's private library: `pkg-config --static moefuse`
+    # private libraries of hwloc and OpenBLAS: `pkg-config --static moefuse`
+    libudev-dev libgfortran-12-dev
     libvulkan-dev glslc mesa-vulkan-drivers vulkan-validationlayers
 )
 # The arm64 libraries the cross build links and runs against. All of them are
