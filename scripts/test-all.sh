@@ -11,7 +11,8 @@
 #   install  install the gcc build into a scratch prefix; build and run
 #            examples/gating_combine.c through `pkg-config --static moefuse`
 #   asan     gcc with -fsanitize=address,undefined: build and run the suite
-#   clang    clang, release, -Werror: build and run the suite
+#   clang    clang, release, -Werror: build and run the suite, the GPU tests
+#            under the Vulkan validation layer
 #   minimal  gcc with -Dvulkan=disabled -Davx2=disabled -Davx512=disabled:
 #            builds library, tools and tests
 #   aarch64  cross build for aarch64 (NEON, no Vulkan), suite run under
@@ -119,7 +120,9 @@ stage_asan() {
 
 stage_clang() {
     CC=clang setup "$root/clang" --werror
-    build_and_test "$root/clang"
+    # The GPU tests run under the Khronos validation layer here and fail on
+    # any message it reports.
+    MOEFUSE_VK_VALIDATION=1 build_and_test "$root/clang"
 }
 
 stage_minimal() {
