@@ -152,12 +152,20 @@ stage_aarch64() {
 }
 
 declare -A took
+current=
+on_exit() {
+    local rc=$?
+    [ "$rc" -eq 0 ] || echo "=== FAILED in stage $current (exit $rc)" >&2
+}
+trap on_exit EXIT
 for s in "${stages[@]}"; do
     echo "=== $s"
+    current=$s
     t0=$(date +%s)
     "stage_$s"
     took[$s]=$(($(date +%s) - t0))
 done
+current=
 echo "=== all passed:"
 for s in "${stages[@]}"; do
     printf '  %-8s %4ss\n' "$s" "${took[$s]}"
