@@ -246,6 +246,22 @@ AI pf_range pf_next(const mf_tensor *w, int64_t r_next, int64_t rows)
     return pr;
 }
 
+/* The same rows' MLX scales or biases (consecutive too). */
+AI pf_range pf_params(const mf_tensor *w, const void *arr, pf_range rows)
+{
+    pf_range pr = {NULL, 0};
+    if (rows.len && is_mlx(w->type)) {
+        const size_t st = row_stride(w), rb = mf_tensor_row_bytes(w->type, w->k);
+        const size_t ps = (size_t)(w->k / w->group_size) *
+                          (w->scale_type == MF_TYPE_F32 ? 4u : 2u);
+        size_t first = (size_t)(rows.base - (const char *)w->data) / st;
+        size_t n = (rows.len - rb) / st + 1;
+        pr.base = (const char *)arr + first * ps;
+        pr.len = n * ps;
+    }
+    return pr;
+}
+
 AI void pf_step(pf_range pr, int64_t b, int64_t nb)
 {
     if (!pr.len)
@@ -723,6 +739,7 @@ AI void q8tile(int t, int MB, const mf_tensor *w, int64_t r, int nv,
     for (int m = 0; m < M; m++)
         yacc[m] = _mm512_setzero_ps();
     const int64_t bpg = mlx ? w->group_size / 32 : 1;
+    const pf_range prs = pf_params(w, w->scales, pr), prb = pf_params(w, w->biases, pr);
     int64_t left = 0;
     size_t g = 0;
     _Alignas(32) int8_t xs[32];
@@ -731,6 +748,10 @@ AI void q8tile(int t, int MB, const mf_tensor *w, int64_t r, int nv,
         __m512i V[8], T[4], U[4];
         __m512 dw = _mm512_setzero_ps();
         pf_step(pr, b, nb);
+        if (mlx) {
+            pf_step(prs, b, nb);
+            pf_step(prb, b, nb);
+        }
         switch (t) {
         case MF_TYPE_Q4_0:
             tr16(p, (size_t)b * 18 + 2, T);
