@@ -889,10 +889,11 @@ AI void q8_rows(mf_type T, const mf_tensor *w, int64_t r0, int64_t nr,
     const size_t gb = mlx ? (size_t)(w->k / w->group_size) *
                                 param_size(st) : 0;
     const int64_t K = w->k;
-    /* M = 1: blocks of 4 rows share the activation loads; M > 1: one row
-     * at a time against chunks of 4 activation rows (the row stays in L1
-     * across the chunks; more accumulators would not fit the registers) */
-    const int R = M == 1 ? 4 : 1;
+    /* M = 1: blocks of 4 rows share the activation loads; M = 2: blocks of
+     * 2; M > 2: one row at a time against chunks of 4 activation rows (the
+     * row stays in L1 across the chunks; more accumulators and activation
+     * scales would not fit the registers) */
+    const int R = M == 1 ? 4 : M == 2 ? 2 : 1;
     qrow rw[4];
     int64_t i = 0;
     while (i < nr) {
@@ -909,6 +910,11 @@ AI void q8_rows(mf_type T, const mf_tensor *w, int64_t r0, int64_t nr,
                 q8_core(T, st, gsh, rw, 4, K, xq, 1, y, i);
             else
                 q8_core(T, st, gsh, rw, 1, K, xq, 1, y, i);
+        } else if (M == 2) {
+            if (rb == 2)
+                q8_core(T, st, gsh, rw, 2, K, xq, 2, y, i);
+            else
+                q8_core(T, st, gsh, rw, 1, K, xq, 2, y, i);
         } else {
             for (int m0 = 0; m0 < M; m0 += 4) {
                 const mf_q8blk *const *xm = xq + m0;
