@@ -2,7 +2,9 @@
  * floors, then each op at decode shapes: the host round trip of its
  * pre-recorded plan (replayed, no copies, no re-recording), its device time
  * from timestamps, the whole public call from host arrays, and the CPU's time
- * for the same call, all in one run. */
+ * for the same call, all in one run; then the MoE chain (gating ->
+ * gate_up -> down_combine in one submit, impl "gpu-chain") against the same
+ * three ops submitted one by one ("gpu-3ops"). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,6 +151,132 @@ static int bench_op(gcase *c, const bench_opts *o, bench_results *res,
     return 0;
 }
 
+/* ---- the MoE chain: gating -> moe_gate_up -> moe_down_combine recorded
+ * in one command buffer (one submit, barriers between the dispatches),
+ * against the same three ops' pre-recorded plans submitted one by one. */
+typedef struct chain_case {
+    gcase *c;
+    mf_gating_desc gd;
+    mf_moe_gate_up_desc gu;
+    mf_moe_down_desc dd;
+    mf_gpu_chain_times t;
+    double steps[4]; /* sums of the chain's step times, for their means */
+    double gpuc;     /* sum of the chain's device times */
+    double gpu3;     /* sum of the three ops' device times */
+    int n, n3;
+} chain_case;
+
+static int run_chain_call(void *a, int i)
+{
+    (void)i;
+    chain_case *k = a;
+    gcase *c = k->c;
+    mf_gpu_chain_desc cd = {.gating = &k->gd, .gate_up = &k->gu, .down = &k->dd};
+    return mf_gpu_moe_chain(c->gpu, &cd, c->x, c->logits, c->T, NULL, c->y,
+                            c->idx, c->wout, NULL);
+}
+
+static int run_chain_replay(void *a, int i)
+{
+    (void)i;
+    chain_case *k = a;
+    int rc = mf_gpu_bench_chain(k->c->gpu, &k->t);
+    if (!rc && k->t.gpu_us >= 0) {
+        for (int s = 0; s < 4; s++)
+            k->steps[s] += k->t.step_us[s];
+        k->gpuc += k->t.gpu_us;
+        k->n++;
+    }
+    return rc;
+}
+
+static int run_three(void *a, int i)
+{
+    (void)i;
+    chain_case *k = a;
+    static const mf_gpu_op ops[3] = {MF_GPU_OP_GATING, MF_GPU_OP_MOE_GATE_UP,
+                                     MF_GPU_OP_MOE_DOWN};
+    double g = 0;
+    for (int j = 0; j < 3; j++) {
+        mf_gpu_timing t;
+        int rc = mf_gpu_bench_replay(k->c->gpu, ops[j], &t);
+        if (rc)
+            return rc;
+        g += t.gpu_us;
+    }
+    k->gpu3 += g;
+    k->n3++;
+    return 0;
+}
+
+static int bench_chain(gcase *c, const bench_opts *o, bench_results *res,
+                       const char *shape, double bytes_gu, double bytes_dn)
+{
+    if (o->filter && !strstr("moe_chain", o->filter))
+        return 0;
+    const mf_moe_config *m = c->m;
+    int sep = m->gate_up_layout == MF_GLU_SEPARATE;
+    chain_case k = {.c = c};
+    /* the experts the weights hold (--mem-gb may cap them) */
+    int32_t E = (int32_t)c->w->gate.e, topk = m->top_k < E ? m->top_k : E;
+    int32_t groups = m->n_group > 1 && E % m->n_group == 0 ? m->n_group : 0;
+    k.gd = (mf_gating_desc){.impl = MF_IMPL_GPU, .mode = m->router,
+                            .n_experts = E, .k = topk,
+                            .renormalize = m->renormalize, .n_group = groups,
+                            .topk_group = groups ? m->topk_group : 0,
+                            .scale = m->routed_scale};
+    k.gu = (mf_moe_gate_up_desc){.impl = MF_IMPL_GPU, .glu = m->glu,
+                                 .layout = m->gate_up_layout, .w_gate = &c->w->gate,
+                                 .w_up = sep ? &c->w->up : NULL,
+                                 .b_gate = c->w->gate_bias, .b_up = c->w->up_bias};
+    k.dd = (mf_moe_down_desc){.impl = MF_IMPL_GPU, .w_down = &c->w->down,
+                              .b_down = c->w->down_bias};
+    printf("moe_chain  %s\n", shape);
+    bench_stats call, st, st3;
+    int rc = bench_measure(run_chain_call, &k, 3, 1, o->quick ? 5 : 21, 100000,
+                           o->budget_us, &call);
+    if (rc == MF_ERR_UNSUPPORTED) {
+        printf("  gpu-chain  unsupported for this shape\n");
+        return 0;
+    }
+    if (rc) {
+        fprintf(stderr, "moefuse-bench: moe_chain: %s\n", mf_status_str((mf_status)rc));
+        return 1;
+    }
+    rc = bench_measure(run_chain_replay, &k, 5, 1, o->quick ? 20 : 101, 100000,
+                       o->budget_us, &st);
+    if (rc) {
+        fprintf(stderr, "moefuse-bench: moe_chain replay: %s\n",
+                mf_status_str((mf_status)rc));
+        return 1;
+    }
+    double chain_gpu = k.n ? k.gpuc / k.n : -1;
+    bench_results_add(res, "moe_chain", shape, "gpu-chain", &st, bytes_gu + bytes_dn);
+    bench_record *r = &res->rec[res->n - 1];
+    r->call_us = call.median_us;
+    r->gpu_us = chain_gpu;
+    bench_print_record(stdout, r, res->device_copy_gbps);
+    if (k.n)
+        printf("           device per step (means): gating %.2f us, gate_up %.2f us "
+               "(%.0f GB/s), down_combine %.2f us (%.0f GB/s); device copy %.0f GB/s\n",
+               k.steps[1] / k.n, k.steps[2] / k.n,
+               bytes_gu / (k.steps[2] / k.n * 1e3), k.steps[3] / k.n,
+               bytes_dn / (k.steps[3] / k.n * 1e3), res->device_copy_gbps);
+    /* the three ops' own plans, submitted one by one (their last calls ran
+     * in bench_op just before; skipped when the filter left them out) */
+    rc = bench_measure(run_three, &k, 3, 1, o->quick ? 20 : 101, 100000,
+                       o->budget_us, &st3);
+    if (rc)
+        return 0;
+    bench_results_add(res, "moe_chain", shape, "gpu-3ops", &st3, bytes_gu + bytes_dn);
+    r = &res->rec[res->n - 1];
+    r->gpu_us = k.n3 ? k.gpu3 / k.n3 : -1;
+    bench_print_record(stdout, r, res->device_copy_gbps);
+    printf("           one submit %.2f us vs three submits %.2f us (%.2fx)\n",
+           st.median_us, st3.median_us, st3.median_us / st.median_us);
+    return 0;
+}
+
 static int run_empty(void *a, int i)
 {
     (void)i;
@@ -280,6 +408,11 @@ int bench_suite_gpu(mf_ctx *ctx, const bench_opts *o, bench_results *res)
             c.op = MF_GPU_OP_MOE_DOWN;
             rc = rc || bench_op(&c, o, res, shape,
                                 uniq * synth_row_bytes(MF_TYPE_Q4_0, m.expert_ffn) * (double)m.hidden);
+            rc = rc || bench_chain(&c, o, res, shape,
+                                   uniq * synth_row_bytes(MF_TYPE_Q4_0, m.hidden) *
+                                       (double)(2 * m.expert_ffn),
+                                   uniq * synth_row_bytes(MF_TYPE_Q4_0, m.expert_ffn) *
+                                       (double)m.hidden);
             free(c.logits), free(c.x), free(c.gu), free(c.h), free(c.eo);
             free(c.rw), free(c.wout), free(c.y), free(c.idx);
             if (rc) {

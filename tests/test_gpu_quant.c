@@ -48,6 +48,17 @@ static int act_ulps(mf_act a) { return a == MF_ACT_GELU ? 10 : 8; }
 
 static size_t tsize(mf_type t) { return t == MF_TYPE_F32 ? 4 : 2; }
 
+/* Rows per lane group of the matvec shaders (MOEFUSE_GPU_QRPW, read when a
+ * plan is recorded): the test shapes are too small for the automatic
+ * choice to go above 1, so cases rotate through 1 (automatic), 2 and 4. */
+static void rpw_env(int i)
+{
+    if (i % 3 == 0)
+        unsetenv("MOEFUSE_GPU_QRPW");
+    else
+        setenv("MOEFUSE_GPU_QRPW", i % 3 == 1 ? "2" : "4", 1);
+}
+
 /* Every stored row of t decoded by the reference: [rows, K] f32 (exact
  * format values). */
 static float *ref_rows(const mf_tensor *t)
@@ -188,6 +199,8 @@ static void qmv_case(mf_ctx *c, mft_rng *r, const qd_variant *v, int64_t M,
              "qmv %s M=%lld N=%lld K=%lld pad=%zu bias=%d act=%d prec=%d",
              qd_name(v), (long long)M, (long long)N, (long long)K, pad,
              with_bias, act, prec);
+    static int ncase;
+    rpw_env(ncase++);
     qd_tensor q = qd_make(r, v, 1, N, K, pad, (size_t)mft_int(r, 0, 3));
     float *x = mft_alloc((size_t)(M * K) * 4, 4 * (size_t)mft_int(r, 1, 3));
     mft_fill_normal(r, x, (size_t)(M * K), 1.0f);
@@ -382,6 +395,8 @@ static void gate_up_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
              qd_name(v), (long long)E, (long long)H, (long long)F,
              (long long)T, gc->k, gc->layout, gc->kind,
              (double)gc->bias_range, gc->route);
+    static int ncase;
+    rpw_env(ncase++);
     qd_tensor wg = qd_make(r, v, E, N, H, (size_t)mft_int(r, 0, 1) * 6,
                            (size_t)mft_int(r, 0, 3));
     qd_tensor wu;
@@ -526,6 +541,8 @@ static void down_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
              qd_name(v), (long long)E, (long long)H, (long long)F,
              (long long)T, k, (double)dc->bias_range, dc->route,
              dc->res_mode);
+    static int ncase;
+    rpw_env(ncase++);
     qd_tensor wd = qd_make(r, v, E, H, F, (size_t)mft_int(r, 0, 1) * 10,
                            (size_t)mft_int(r, 0, 3));
     float *h = mft_alloc((size_t)(P * F) * 4, 4 * (size_t)mft_int(r, 1, 3));

@@ -82,7 +82,11 @@ typedef struct mf_moe_run {
 
 /* y [T, H] = MoE(x [T, H]) (+ residual [T, H] when not NULL). run NULL =
  * {AUTO, EXACT}. Scratch grows with T and is kept by the layer. The expert
- * choices can be read back with mf_moe_layer_last_routing.
+ * choices can be read back with mf_moe_layer_last_routing. Without a shared
+ * expert, MF_IMPL_GPU (and AUTO when the router places every step on the
+ * GPU) runs router, gating, gate/up and down/combine as one GPU submit with
+ * the intermediates in device memory and the weights resident (weights.h);
+ * the results are those of the ops run one by one on the GPU.
  * y may equal residual; it must not overlap x. Errors: the common op errors;
  * T < 1 or > 65536. */
 mf_status mf_moe_layer_forward(mf_moe_layer *layer, const mf_moe_run *run,

@@ -201,6 +201,9 @@ typedef struct mf_dequant_desc {
  * one unit in the last place). MF_IMPL_UNFUSED runs a dequantization pass
  * over the whole tensor, then an activation pass, then a conversion pass.
  * Rows are split across the context's threads from 24 KiB of weights.
+ * MF_IMPL_GPU: w becomes resident on the device (weights.h) and is decoded
+ * there exactly (denormal products and sums included): the same bit-for-bit
+ * results and tolerances.
  * Errors: the common ones; out_type not F32/F16/BF16 (MF_ERR_UNSUPPORTED);
  * out overlapping the rows, scales or biases of w; tensor errors as
  * mf_tensor_check reports them. */
@@ -222,7 +225,9 @@ typedef enum mf_precision {
      * weight: the integer path does not round the dequantized weight).
      * A block of x holding Inf or NaN makes every output of that row NaN.
      * Applies to quantized weight types only: with F32/F16/BF16 weights,
-     * and for M > 32, the EXACT path runs. */
+     * and for M > 32, the EXACT path runs. The GPU does not implement it:
+     * calls run there (MF_IMPL_GPU, or AUTO placed on the GPU) compute the
+     * EXACT result, which also meets this bound. */
     MF_PREC_INT8 = 1,
     MF_PREC_COUNT_
 } mf_precision;
@@ -247,6 +252,13 @@ typedef struct mf_qmv_desc {
  * (sum_i |w_i x_i| + |bias|) — the sum order differs. With an activation:
  * 1.13 times that (the steepest slope of SiLU/GELU) plus the activation's
  * 8 ulp + 1e-30. NaN/Inf in x or w propagate as IEEE arithmetic (EXACT).
+ * MF_IMPL_GPU: w is resident on the device (weights.h); per call x and the
+ * bias go up and y comes back; every M streams the weights from memory
+ * once per 32 rows of x; EXACT math (prec ignored) with the tolerance
+ * above. (Ggml d scales are factored out of each block's sum, which rounds
+ * within the same bound since d (q - 8) is exact in f32; with an infinite
+ * d a block whose codes are all 8 gives NaN as the reference does, one
+ * with other codes may give Inf where the reference gives NaN.)
  * Errors: the common ones; w->e != 1; y overlapping x, bias, or the rows,
  * scales or biases of w; tensor errors as mf_tensor_check reports them;
  * MF_ERR_OUT_OF_MEMORY for the M > 32 row chunk, the UNFUSED f32 matrix,
@@ -283,6 +295,9 @@ typedef struct mf_moe_gate_up_desc {
  * MLX tensor keeps its own group size and scale type. limit and alpha are
  * read for SWIGLU_OAI only: limit finite and >= 0 (0 = 7.0), alpha finite
  * (0 = 1.702). h must not overlap any input.
+ * MF_IMPL_GPU: the weights and b_gate / b_up are resident on the device
+ * (weights.h); per call x and idx go up and h comes back; EXACT math (prec
+ * ignored), the tolerance below.
  * INT8 quantizes each x row once per call; float weight types (F32, F16,
  * BF16) ignore prec and give the EXACT result. MF_IMPL_UNFUSED always gives
  * the EXACT result.
@@ -318,6 +333,9 @@ typedef struct mf_moe_down_desc {
  * input. INT8 quantizes each h row once per call; float weight types and
  * MF_IMPL_UNFUSED give the EXACT result. Scratch as in mf_moe_gate_up
  * (per-thread result blocks of T * k rows count too).
+ * MF_IMPL_GPU: the weights and b_down are resident on the device
+ * (weights.h); the down projections and the combine (in the order above)
+ * run in one dispatch; EXACT math (prec ignored), the tolerance below.
  * Tolerance, per output: sum_j |w_j| e_j + (k + 1) * 2^-24 *
  * (sum_j |w_j v_j| + |residual|), e_j being qmv's bound for slot j's row
  * (INT8 with h's block scales) plus half an ulp for the bias add.

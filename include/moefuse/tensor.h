@@ -1,7 +1,10 @@
 /* moefuse — tensor descriptors for weights (float or quantized).
  *
  * A descriptor only points at memory; it never owns it. The caller keeps the
- * memory alive and unchanged for the duration of each call that reads it. */
+ * memory alive and unchanged for the duration of each call that reads it.
+ * GPU calls keep a device copy of each tensor they read and reuse it while
+ * the same descriptor comes back: from a tensor's first GPU use until it is
+ * evicted, its memory must not change (weights.h). */
 #ifndef MOEFUSE_TENSOR_H
 #define MOEFUSE_TENSOR_H
 

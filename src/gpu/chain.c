@@ -310,9 +310,9 @@ static mf_status prepare(mf_gpu *g, const mf_gpu_chain_desc *d, int64_t T,
             st = mf_wcache_get_f32(g, d->router_bias, a->E, &a->rbias);
     }
     if (st == MF_OK)
-        st = mf_gpu_gate_up_prepare(g, d->gate_up, &a->gu);
+        st = mf_gpu_gate_up_prepare(g, d->gate_up, T * a->k, &a->gu);
     if (st == MF_OK)
-        st = mf_gpu_down_prepare(g, d->down, a->k, has_res, &a->dn);
+        st = mf_gpu_down_prepare(g, d->down, T, a->k, has_res, &a->dn);
     if (st != MF_OK)
         return st;
     a->H32 = (int64_t)a->gu.wg->lay.nb * 32;

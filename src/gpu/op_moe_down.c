@@ -23,7 +23,8 @@ typedef struct dn_push {
 } dn_push;
 
 mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
-                              int32_t k, int has_res, mf_dn_res *out)
+                              int64_t T, int32_t k, int has_res,
+                              mf_dn_res *out)
 {
     memset(out, 0, sizeof *out);
     mf_status st = mf_wcache_get(g, d->w_down, &out->wd);
@@ -35,18 +36,19 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     mf_vk *vk = &g->vk;
     uint32_t wg = mf_qwg(vk), tpr = mf_qlanes(vk, out->wd->lay.nb);
     uint32_t kc = k < DOWN_KC ? (uint32_t)k : DOWN_KC;
-    if ((size_t)wg * kc * 4 > vk->shared_bytes)
+    uint32_t rpw = mf_qrpw((uint64_t)d->w_down->n, wg / tpr, (uint64_t)T);
+    if ((size_t)wg * kc * rpw * 4 > vk->shared_bytes)
         return MF_ERR_UNSUPPORTED;
     mf_vk_pipe_desc pd = {
         .shader = mf_quse_subgroup(vk) ? &mf_shader_moe_down_sg
                                        : &mf_shader_moe_down_sh,
         .n_bindings = 7,
         .push_bytes = sizeof(dn_push),
-        .n_spec = 5,
+        .n_spec = 6,
         .spec = {wg, tpr, mf_wfmt(d->w_down), kc,
-                 (uint32_t)(out->bd != NULL) | (uint32_t)has_res << 1},
+                 (uint32_t)(out->bd != NULL) | (uint32_t)has_res << 1, rpw},
     };
-    out->rows = wg / tpr;
+    out->rows = wg / tpr * rpw;
     return mf_vk_pipe_get(vk, &pd, &out->pipe);
 }
 
@@ -90,7 +92,7 @@ mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
     mf_wcache_begin(g);
     const int has_res = residual != NULL;
     mf_dn_res r;
-    st = mf_gpu_down_prepare(g, d, k, has_res, &r);
+    st = mf_gpu_down_prepare(g, d, T, k, has_res, &r);
     if (st != MF_OK)
         return st;
     const int64_t H = d->w_down->n, F = d->w_down->k;

@@ -27,7 +27,7 @@ static uint32_t gpr_of(const mf_wres *r)
 }
 
 mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
-                                 mf_gu_res *out)
+                                 int64_t pairs, mf_gu_res *out)
 {
     const int sep = d->layout == MF_GLU_SEPARATE;
     memset(out, 0, sizeof *out);
@@ -47,6 +47,8 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
         return st;
     mf_vk *vk = &g->vk;
     uint32_t wg = mf_qwg(vk), tpr = mf_qlanes(vk, out->wg->lay.nb);
+    const uint64_t F = (uint64_t)(sep ? d->w_gate->n : d->w_gate->n / 2);
+    uint32_t rpw = mf_qrpw(F, wg / tpr, (uint64_t)pairs);
     uint32_t mode = (uint32_t)d->glu | (uint32_t)d->layout << 4 |
                     (uint32_t)(out->bg != NULL) << 8 |
                     (uint32_t)(out->bu != NULL) << 9;
@@ -55,11 +57,11 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
                                        : &mf_shader_moe_gate_up_sh,
         .n_bindings = 7,
         .push_bytes = sizeof(gu_push),
-        .n_spec = 5,
+        .n_spec = 6,
         .spec = {wg, tpr, mf_wfmt(d->w_gate),
-                 mf_wfmt(sep ? d->w_up : d->w_gate), mode},
+                 mf_wfmt(sep ? d->w_up : d->w_gate), mode, rpw},
     };
-    out->rows = wg / tpr;
+    out->rows = wg / tpr * rpw;
     return mf_vk_pipe_get(vk, &pd, &out->pipe);
 }
 
@@ -106,7 +108,7 @@ mf_status mf_gpu_moe_gate_up(mf_gpu *g, const mf_moe_gate_up_desc *d,
     mf_vk *vk = &g->vk;
     mf_wcache_begin(g);
     mf_gu_res r;
-    st = mf_gpu_gate_up_prepare(g, d, &r);
+    st = mf_gpu_gate_up_prepare(g, d, T * k, &r);
     if (st != MF_OK)
         return st;
     const int sep = d->layout == MF_GLU_SEPARATE;

@@ -1,6 +1,7 @@
 /* Helpers the quantized-weight ops share: format spec constants, the
  * thread layout of the matvec shaders, and dropping the plans that bind an
  * evicted tensor. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "quant.h"
@@ -15,20 +16,54 @@ uint32_t mf_wfmt(const mf_tensor *t)
     return (uint32_t)t->type | g << 8 | st << 16;
 }
 
+/* Tuning overrides (MOEFUSE_GPU_QWG, MOEFUSE_GPU_QLANES; see quant.h),
+ * read when a plan is recorded. 0 when unset or out of range. */
+static uint32_t env_pow2(const char *name, uint32_t lo, uint32_t hi)
+{
+    const char *e = getenv(name);
+    long v = e ? strtol(e, NULL, 10) : 0;
+    if (v < (long)lo || v > (long)hi || (v & (v - 1)) != 0)
+        return 0;
+    return (uint32_t)v;
+}
+
 uint32_t mf_qlanes(const mf_vk *vk, uint32_t nb)
 {
     uint32_t cap = 32;
     if (mf_quse_subgroup(vk) && vk->subgroup_size < cap)
         cap = vk->subgroup_size;
+    uint32_t want = env_pow2("MOEFUSE_GPU_QLANES", 1, 32);
+    if (want)
+        return want < cap ? want : cap;
     uint32_t l = 1;
-    while (l < cap && 4 * l <= nb)
+    while (l < cap && l < nb)
         l <<= 1;
     return l;
 }
 
+uint32_t mf_qrpw(uint64_t rows, uint32_t groups_per_wg, uint64_t other)
+{
+    uint32_t want = env_pow2("MOEFUSE_GPU_QRPW", 1, 8);
+    if (want)
+        return want;
+    /* 4 only when even then the device has work to spare (many tokens),
+     * else 2 while the dispatch keeps MF_QMIN_GROUPS workgroups */
+    for (uint32_t rpw = 4; rpw > 1; rpw >>= 1) {
+        uint64_t per = (uint64_t)groups_per_wg * rpw;
+        uint64_t wgs = (rows + per - 1) / per * other;
+        if (wgs >= (rpw == 4 ? 8 * MF_QMIN_GROUPS : MF_QMIN_GROUPS))
+            return rpw;
+    }
+    uint32_t rpw = 1;
+    return rpw;
+}
+
 uint32_t mf_qwg(const mf_vk *vk)
 {
-    return vk->max_wg_size < 128 ? vk->max_wg_size : 128;
+    uint32_t wg = env_pow2("MOEFUSE_GPU_QWG", 32, 1024);
+    if (!wg)
+        wg = 128;
+    return vk->max_wg_size < wg ? vk->max_wg_size : wg;
 }
 
 int mf_quse_subgroup(const mf_vk *vk)

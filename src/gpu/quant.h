@@ -115,13 +115,31 @@ mf_status mf_wcache_get_f32(mf_gpu *g, const float *p, int64_t n,
  * (what qformat.glsl's users unpack). */
 uint32_t mf_wfmt(const mf_tensor *t);
 
-/* Lanes per output row for rows of nb blocks: a power of two <= 32 giving
- * each lane about two blocks, and within one subgroup when the subgroup
- * variants run (their reductions are subgroup shuffles, no barrier). */
+/* Lanes per output row for rows of nb blocks: the power of two >= nb (one
+ * block per lane: the most loads in flight), at most 32, and within one
+ * subgroup when the subgroup variants run (their reductions are subgroup
+ * shuffles, no barrier). */
 uint32_t mf_qlanes(const mf_vk *vk, uint32_t nb);
+
+/* Workgroups a matvec dispatch should have at least (a large GPU keeps
+ * hundreds in flight). */
+#define MF_QMIN_GROUPS 256
+
+/* Rows per lane group for `rows` output rows, groups_per_wg lane groups
+ * per workgroup and `other` workgroups per row block (pairs, tokens): 4
+ * when that still gives 8 MF_QMIN_GROUPS workgroups, else 2 when that
+ * gives MF_QMIN_GROUPS, else 1. A lane group reuses its activation blocks,
+ * held in registers, for all its rows and keeps all their loads in flight
+ * (measured on an H100, Qwen3-30B-A3B: at T = 1 two rows beat one, four
+ * and eight in both expert ops; at T = 32 four beat two). */
+uint32_t mf_qrpw(uint64_t rows, uint32_t groups_per_wg, uint64_t other);
 
 /* Workgroup size: 128 threads, or the device's maximum when smaller. */
 uint32_t mf_qwg(const mf_vk *vk);
+/* These read tuning overrides when a plan is recorded (benchmarks):
+ * MOEFUSE_GPU_QWG=32..1024 (workgroup size), MOEFUSE_GPU_QLANES=1..32
+ * (lanes per row, still capped by the subgroup size), MOEFUSE_GPU_QRPW=1..8
+ * (rows per lane group); powers of two. */
 
 /* The shader variant with subgroup shuffles when the device has them (and
  * they are not disabled), else the shared-memory one. */
@@ -156,7 +174,7 @@ typedef struct mf_gu_res {
 
 /* Makes d's tensors resident and gets the pipeline (op_moe_gate_up.c). */
 mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
-                                 mf_gu_res *out);
+                                 int64_t pairs, mf_gu_res *out);
 /* Records h[p hs + f] for the T k pairs: x rows padded to whole blocks
  * (zeros after H), idx at idx_off of its binding. */
 void mf_gpu_gate_up_record(mf_vk *vk, mf_vk_prog *p,
@@ -173,7 +191,8 @@ typedef struct mf_dn_res {
 } mf_dn_res;
 
 mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
-                              int32_t k, int has_res, mf_dn_res *out);
+                              int64_t T, int32_t k, int has_res,
+                              mf_dn_res *out);
 /* Records y[y_off + t H + i]: h rows of hs vec4s (padded, zeros after F),
  * idx / routing weights / residual at the given element offsets of their
  * bindings (res NULL: none, as prepared). */

@@ -5,12 +5,13 @@
 // with every product and sum rounded (`precise`: no fused multiply-add),
 // mf_combine's exact sequence.
 //
-// A workgroup computes R = WG / TPR rows of one token; TPR lanes share a
-// row, lane l taking blocks l, l + TPR, ... of the KC slots of a pass (the
-// slots' loads of a block are in flight together), then the partial sums
-// are added (subgroup butterfly or shared memory) and lane 0 folds the
-// pass's slots into the row's sum. Workgroups stride over (row blocks,
-// tokens) = (x, y).
+// A workgroup computes R = WG / TPR * RPW rows of one token; a group of TPR
+// lanes computes RPW consecutive rows, lane l taking blocks l, l + TPR, ...
+// of the KC slots of a pass: per block and slot it loads the slot's
+// activations once (kept in registers) and the RPW rows' weights (all
+// loads of a block in flight together), then the partial sums are added
+// (subgroup butterfly or shared memory) and lane 0 folds the pass's slots
+// into each row's sum. Workgroups stride over (row blocks, tokens) = (x, y).
 #extension GL_GOOGLE_include_directive : require
 #ifdef USE_SUBGROUP
 #extension GL_KHR_shader_subgroup_basic : require
@@ -23,8 +24,9 @@ layout(constant_id = 1) const uint TPR = 32;
 layout(constant_id = 2) const uint FMT = 3;
 layout(constant_id = 3) const uint KC = 8;      // slots per pass
 layout(constant_id = 4) const uint FLAGS = 0;   // 1: bias, 2: residual
+layout(constant_id = 5) const uint RPW = 1;     // rows per lane group
 
-const uint R = WG / TPR;
+const uint R = WG / TPR * RPW;                  // rows per workgroup
 const bool HAS_BIAS = (FLAGS & 1u) != 0u;
 const bool HAS_RES = (FLAGS & 2u) != 0u;
 
@@ -58,7 +60,7 @@ uint w_gpr(uint which) { return pc.gpr; }
 #include "qload.glsl"
 
 #ifndef USE_SUBGROUP
-shared float red[WG * KC];
+shared float red[WG * KC * RPW];
 #endif
 
 void main()
@@ -69,49 +71,53 @@ void main()
     uint nrb = (H + R - 1u) / R;
     for (uint t = gl_WorkGroupID.y; t < pc.T; t += gl_NumWorkGroups.y) {
         for (uint rb = gl_WorkGroupID.x; rb < nrb; rb += gl_NumWorkGroups.x) {
-            uint i = rb * R + rl;
-            bool ok = i < H;
-            uint ic = ok ? i : H - 1u;
-            float y = 0.0;
+            uint i0 = rb * R + rl * RPW;
+            float y[RPW];
+            for (uint q = 0u; q < RPW; q++)
+                y[q] = 0.0;
             for (uint j0 = 0u; j0 < k; j0 += KC) {
-                float acc[KC];
-                uint rows[KC];
+                float acc[KC * RPW];
+                uint base_row[KC];
                 for (uint jj = 0u; jj < KC; jj++) {
-                    acc[jj] = 0.0;
                     uint j = min(j0 + jj, k - 1u);
                     uint e = min(ib[pc.idx_off + t * k + j], pc.E - 1u);
-                    rows[jj] = e * H + ic;
+                    base_row[jj] = e * H;
+                    for (uint q = 0u; q < RPW; q++)
+                        acc[jj * RPW + q] = 0.0;
                 }
                 for (uint b = lane; b < pc.nb; b += TPR) {
                     for (uint jj = 0u; jj < KC; jj++) {
                         if (j0 + jj < k) {
-                            uvec4 raw[8];
-                            float d, sc, bi;
-                            w_load(0u, rows[jj], b, raw, d, sc, bi);
                             vec4 xv[8];
                             uint base = (t * k + j0 + jj) * pc.hs + b * 8u;
-                            for (uint q = 0u; q < 8u; q++)
-                                xv[q] = hb[base + q];
-                            acc[jj] += w_dot_raw(0u, raw, d, sc, bi, xv);
+                            for (uint c = 0u; c < 8u; c++)
+                                xv[c] = hb[base + c];
+                            for (uint q = 0u; q < RPW; q++) {
+                                uvec4 raw[8];
+                                float d, sc, bi;
+                                w_load(0u, base_row[jj] + min(i0 + q, H - 1u), b,
+                                       raw, d, sc, bi);
+                                acc[jj * RPW + q] += w_dot_raw(0u, raw, d, sc, bi, xv);
+                            }
                         }
                     }
                 }
 #ifdef USE_SUBGROUP
                 // the host keeps TPR <= the subgroup size
-                for (uint jj = 0u; jj < KC; jj++)
+                for (uint a = 0u; a < KC * RPW; a++)
                     for (uint o = TPR / 2u; o > 0u; o >>= 1u)
-                        acc[jj] += subgroupShuffleXor(acc[jj], o);
+                        acc[a] += subgroupShuffleXor(acc[a], o);
 #else
                 if (TPR > 1u) {
-                    for (uint jj = 0u; jj < KC; jj++)
-                        red[tid * KC + jj] = acc[jj];
+                    for (uint a = 0u; a < KC * RPW; a++)
+                        red[tid * KC * RPW + a] = acc[a];
                     barrier();
                     if (lane == 0u)
-                        for (uint jj = 0u; jj < KC; jj++) {
+                        for (uint a = 0u; a < KC * RPW; a++) {
                             float s = 0.0;
                             for (uint l = 0u; l < TPR; l++)
-                                s += red[(tid + l) * KC + jj];
-                            acc[jj] = s;
+                                s += red[(tid + l) * KC * RPW + a];
+                            acc[a] = s;
                         }
                     barrier();
                 }
@@ -119,26 +125,34 @@ void main()
                 if (lane == 0u) {
                     for (uint jj = 0u; jj < KC; jj++) {
                         uint j = j0 + jj;
-                        if (j < k) {
-                            float v = acc[jj];
+                        if (j >= k)
+                            continue;
+                        float wj = rw[pc.w_off + t * k + j];
+                        for (uint q = 0u; q < RPW; q++) {
+                            float v = acc[jj * RPW + q];
                             if (HAS_BIAS) {
-                                precise float vb = v + bd[rows[jj]];
+                                precise float vb = v + bd[base_row[jj] + min(i0 + q, H - 1u)];
                                 v = vb;
                             }
-                            precise float pr = rw[pc.w_off + t * k + j] * v;
-                            precise float sum = y + pr;
-                            y = j == 0u ? pr : sum;
+                            precise float pr = wj * v;
+                            precise float sum = y[q] + pr;
+                            y[q] = j == 0u ? pr : sum;
                         }
                     }
                 }
             }
-            if (lane == 0u && ok) {
-                if (HAS_RES) {
-                    precise float o = y + rs[pc.res_off + t * H + i];
-                    y = o;
+            if (lane == 0u)
+                for (uint q = 0u; q < RPW; q++) {
+                    uint i = i0 + q;
+                    if (i >= H)
+                        continue;
+                    float o = y[q];
+                    if (HAS_RES) {
+                        precise float r = o + rs[pc.res_off + t * H + i];
+                        o = r;
+                    }
+                    yb[pc.y_off + t * H + i] = o;
                 }
-                yb[pc.y_off + t * H + i] = y;
-            }
         }
     }
 }

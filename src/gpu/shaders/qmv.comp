@@ -3,18 +3,19 @@
 // the layout of qformat.glsl (read packed, one uvec4 per 16 bytes of codes;
 // never expanded in memory).
 //
-// A workgroup computes R = WG / TPR output rows for a chunk of up to 32
-// activation rows; TPR lanes share an output row, lane l taking its blocks
-// l, l + TPR, ... (two at a time with one activation row, so two blocks'
-// loads are in flight), each
-// block decoded once per pass and dotted with the pass's MB activation
-// rows. The passes over a chunk's rows follow each other in the workgroup,
-// so after the first the row block's weights come from the cache: the
-// weights stream from memory once per 32 activation rows. The lanes'
-// partial sums are added by a subgroup butterfly (USE_SUBGROUP; the host
-// keeps TPR within one subgroup, so there is no barrier) or through shared
-// memory (none needed with one lane per row). Row blocks and chunks are
-// strided over the dispatched workgroups (x: row blocks, y: chunks).
+// A workgroup computes R = WG / TPR * RPW output rows for a chunk of up to
+// 32 activation rows; a group of TPR lanes computes RPW consecutive rows,
+// lane l taking blocks l, l + TPR, ... With one activation row per pass
+// (decode) the lane loads the activation block once and the RPW rows'
+// weight blocks (all in flight together); with MB rows per pass each
+// weight block is decoded once and dotted with the MB activation blocks.
+// The passes over a chunk follow each other in the workgroup, so after the
+// first the row block's weights come from the cache: the weights stream
+// from memory once per 32 activation rows. The lanes' partial sums are
+// added by a subgroup butterfly (USE_SUBGROUP; the host keeps TPR within
+// one subgroup, so there is no barrier) or through shared memory (none
+// needed with one lane per row). Row blocks and chunks are strided over
+// the dispatched workgroups (x: row blocks, y: chunks).
 #extension GL_GOOGLE_include_directive : require
 #ifdef USE_SUBGROUP
 #extension GL_KHR_shader_subgroup_basic : require
@@ -26,8 +27,9 @@ layout(constant_id = 0) const uint WG = 128;
 layout(constant_id = 1) const uint TPR = 32;     // lanes per row, power of 2
 layout(constant_id = 2) const uint MB = 1;       // activation rows per pass
 layout(constant_id = 3) const uint FMT = 3;      // type | group << 8 | st << 16
+layout(constant_id = 4) const uint RPW = 1;      // rows per lane group
 
-const uint R = WG / TPR;
+const uint R = WG / TPR * RPW;                   // rows per workgroup
 const uint CHUNK = 32u;
 
 layout(push_constant) uniform PC {
@@ -59,22 +61,8 @@ uint w_gpr(uint which) { return pc.gpr; }
 #include "qload.glsl"
 
 #ifndef USE_SUBGROUP
-shared float red[WG * MB];
+shared float red[WG * MB * RPW];
 #endif
-
-void accum(uvec4 raw[8], float d, float sc, float bi, uint b, uint m0,
-           inout float acc[MB])
-{
-    for (uint m = 0u; m < MB; m++) {
-        if (m0 + m < pc.M) {
-            vec4 xv[8];
-            uint base = (m0 + m) * pc.xs + b * 8u;
-            for (uint i = 0u; i < 8u; i++)
-                xv[i] = xb[base + i];
-            acc[m] += w_dot_raw(0u, raw, d, sc, bi, xv);
-        }
-    }
-}
 
 void store(uint row, uint m, float s)
 {
@@ -83,6 +71,13 @@ void store(uint row, uint m, float s)
         s = v;
     }
     yb[pc.y_off + m * pc.ys + row] = act_apply(pc.act, s);
+}
+
+void load_x(uint m, uint b, out vec4 xv[8])
+{
+    uint base = m * pc.xs + b * 8u;
+    for (uint i = 0u; i < 8u; i++)
+        xv[i] = xb[base + i];
 }
 
 void main()
@@ -94,61 +89,68 @@ void main()
     for (uint ch = gl_WorkGroupID.y; ch < nch; ch += gl_NumWorkGroups.y) {
         uint mend = min(pc.M, (ch + 1u) * CHUNK);
         for (uint rb = gl_WorkGroupID.x; rb < nrb; rb += gl_NumWorkGroups.x) {
-            uint row = rb * R + rl;
-            bool ok = row < pc.N;
-            uint rowc = ok ? row : pc.N - 1u;
+            uint r0 = rb * R + rl * RPW;
             for (uint m0 = ch * CHUNK; m0 < mend; m0 += MB) {
-                float acc[MB];
-                for (uint m = 0u; m < MB; m++)
-                    acc[m] = 0.0;
-                uint b = lane;
-                // two blocks per step for one activation row (the decode
-                // case: memory-bound, loads in flight matter); one per step
-                // otherwise (the code stays small)
-                for (; MB == 1u && b + TPR < pc.nb; b += 2u * TPR) {
-                    uvec4 r0[8], r1[8];
-                    float d0, s0, c0, d1, s1, c1;
-                    w_load(0u, rowc, b, r0, d0, s0, c0);
-                    w_load(0u, rowc, b + TPR, r1, d1, s1, c1);
-                    accum(r0, d0, s0, c0, b, m0, acc);
-                    accum(r1, d1, s1, c1, b + TPR, m0, acc);
-                }
-                for (; b < pc.nb; b += TPR) {
-                    uvec4 r0[8];
-                    float d0, s0, c0;
-                    w_load(0u, rowc, b, r0, d0, s0, c0);
-                    accum(r0, d0, s0, c0, b, m0, acc);
+                float acc[RPW * MB];
+                for (uint a = 0u; a < RPW * MB; a++)
+                    acc[a] = 0.0;
+                for (uint b = lane; b < pc.nb; b += TPR) {
+                    if (MB == 1u) {
+                        // one activation row: its block stays in registers
+                        // for the RPW weight rows
+                        vec4 xv[8];
+                        load_x(m0, b, xv);
+                        for (uint q = 0u; q < RPW; q++) {
+                            uvec4 raw[8];
+                            float d, sc, bi;
+                            w_load(0u, min(r0 + q, pc.N - 1u), b, raw, d, sc, bi);
+                            acc[q] += w_dot_raw(0u, raw, d, sc, bi, xv);
+                        }
+                    } else {
+                        // several activation rows: each weight block is
+                        // decoded once for all of them
+                        for (uint q = 0u; q < RPW; q++) {
+                            uvec4 raw[8];
+                            float d, sc, bi;
+                            w_load(0u, min(r0 + q, pc.N - 1u), b, raw, d, sc, bi);
+                            vec4 w[8];
+                            uint t = FMT & 255u;
+                            qf_decode(t, FMT >> 16u, raw, sc, bi, w);
+                            for (uint m = 0u; m < MB; m++) {
+                                if (m0 + m < mend) {
+                                    vec4 xv[8];
+                                    load_x(m0 + m, b, xv);
+                                    float s = qf_dot8(w, xv);
+                                    acc[q * MB + m] += qf_has_d(t) ? d * s : s;
+                                }
+                            }
+                        }
+                    }
                 }
 #ifdef USE_SUBGROUP
-                for (uint m = 0u; m < MB; m++)
+                for (uint a = 0u; a < RPW * MB; a++)
                     for (uint o = TPR / 2u; o > 0u; o >>= 1u)
-                        acc[m] += subgroupShuffleXor(acc[m], o);
-                if (lane == 0u && ok)
-                    for (uint m = 0u; m < MB; m++)
-                        if (m0 + m < mend)
-                            store(row, m0 + m, acc[m]);
+                        acc[a] += subgroupShuffleXor(acc[a], o);
 #else
-                if (TPR == 1u) {
-                    if (ok)
-                        for (uint m = 0u; m < MB; m++)
-                            if (m0 + m < mend)
-                                store(row, m0 + m, acc[m]);
-                } else {
-                    for (uint m = 0u; m < MB; m++)
-                        red[(rl * MB + m) * TPR + lane] = acc[m];
+                if (TPR > 1u) {
+                    for (uint a = 0u; a < RPW * MB; a++)
+                        red[tid * RPW * MB + a] = acc[a];
                     barrier();
-                    for (uint i = tid; i < R * MB; i += WG) {
-                        uint r = i / MB, m = i % MB;
-                        float s = 0.0;
-                        for (uint l = 0u; l < TPR; l++)
-                            s += red[i * TPR + l];
-                        uint orow = rb * R + r;
-                        if (orow < pc.N && m0 + m < mend)
-                            store(orow, m0 + m, s);
-                    }
+                    if (lane == 0u)
+                        for (uint a = 0u; a < RPW * MB; a++) {
+                            float s = 0.0;
+                            for (uint l = 0u; l < TPR; l++)
+                                s += red[(tid + l) * RPW * MB + a];
+                            acc[a] = s;
+                        }
                     barrier();
                 }
 #endif
+                if (lane == 0u)
+                    for (uint q = 0u; q < RPW; q++)
+                        for (uint m = 0u; m < MB; m++)
+                            if (r0 + q < pc.N && m0 + m < mend)
+                                store(r0 + q, m0 + m, acc[q * MB + m]);
             }
         }
     }
