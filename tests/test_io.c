@@ -74,8 +74,8 @@ static buf gguf_make(const gt *t, int n, uint32_t alignment)
     for (int i = 0; i < n; i++) {
         putstr(&b, t[i].name);
         put32(&b, (uint32_t)t[i].nd);
-        for (int d = 0; d < t[i].nd; d++)
-            put64(&b, t[i].ne[d]);
+        for (int d = 0; d < t[i].nd; d++) /* extents past ne[3]: 1 */
+            put64(&b, d < 4 ? t[i].ne[d] : 1);
         put32(&b, t[i].type);
         put64(&b, off);
         off += (t[i].bytes + alignment - 1) / alignment * alignment;
