@@ -240,8 +240,10 @@ static void print_text(const report *r)
         printf("  (none)\n");
     for (int i = 0; i < r->vk.count; i++) {
         const dr_vk_device *d = &r->vk.dev[i];
+        char api[32];
+        api_string(d->api_version, api, sizeof api);
         printf("  %d  %s  [%s, Vulkan %s, %04x:%04x, ", i, d->name, d->type,
-               d->api_version, (unsigned)d->vendor_id, (unsigned)d->device_id);
+               api, (unsigned)d->vendor_id, (unsigned)d->device_id);
         print_bytes((int64_t)d->device_local_bytes);
         printf(" device-local]\n      uuid %s\n", d->uuid);
     }
@@ -388,12 +390,14 @@ static void print_json(const report *r)
     printf(", \"devices\": [");
     for (int i = 0; i < r->vk.count; i++) {
         const dr_vk_device *d = &r->vk.dev[i];
+        char api[32];
+        api_string(d->api_version, api, sizeof api);
         printf("%s\n    {\"name\": ", i ? "," : "");
         json_str(d->name);
         printf(", \"type\": ");
         json_str(d->type);
         printf(", \"api_version\": ");
-        json_str(d->api_version);
+        json_str(api);
         printf(", \"vendor_id\": %u, \"device_id\": %u, \"uuid\": ",
                (unsigned)d->vendor_id, (unsigned)d->device_id);
         json_str(d->uuid);

@@ -31,10 +31,7 @@ static void describe(VkPhysicalDevice pd, dr_vk_device *d)
     const VkPhysicalDeviceProperties *p = &p2.properties;
     snprintf(d->name, sizeof d->name, "%s", p->deviceName);
     d->type = type_name(p->deviceType);
-    snprintf(d->api_version, sizeof d->api_version, "%u.%u.%u",
-             VK_API_VERSION_MAJOR(p->apiVersion),
-             VK_API_VERSION_MINOR(p->apiVersion),
-             VK_API_VERSION_PATCH(p->apiVersion));
+    d->api_version = p->apiVersion;
     d->vendor_id = p->vendorID;
     d->device_id = p->deviceID;
     for (unsigned i = 0; i < VK_UUID_SIZE; i++)

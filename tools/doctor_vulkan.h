@@ -10,7 +10,7 @@
 typedef struct dr_vk_device {
     char name[256];
     const char *type;         /* "discrete", "integrated", "virtual", "cpu", "other" */
-    char api_version[32];     /* "1.3.255" */
+    uint32_t api_version;     /* VK_MAKE_API_VERSION encoding */
     uint32_t vendor_id, device_id;
     char uuid[33];            /* 32 hex digits */
     uint64_t device_local_bytes; /* sum of the DEVICE_LOCAL heaps */
