@@ -212,3 +212,15 @@ void mft_qtensor_free(mft_qtensor *q)
     free(q->biases);
     memset(q, 0, sizeof *q);
 }
+
+void mft_exe_command(char *buf, size_t cap, const char *path,
+                     const char *args)
+{
+    const char *wrap = getenv("MESON_EXE_WRAPPER");
+    int n = snprintf(buf, cap, "%s '%s' %s", wrap ? wrap : "", path, args);
+    if (n < 0 || (size_t)n >= cap) {
+        fprintf(stderr, "moefuse tests: command too long: %s %s\n", path,
+                args);
+        abort();
+    }
+}

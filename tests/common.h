@@ -52,4 +52,10 @@ mft_qtensor mft_qtensor_random(mft_rng *r, mf_type type, int64_t e,
                                mf_type st);
 void mft_qtensor_free(mft_qtensor *q);
 
+/* Writes to buf the shell command that runs the built program `path` with
+ * `args` (appended as is): through the emulator in cross builds, as meson
+ * runs the tests (MESON_EXE_WRAPPER). Fails the test if it does not fit. */
+void mft_exe_command(char *buf, size_t cap, const char *path,
+                     const char *args);
+
 #endif

@@ -227,11 +227,9 @@ static int run_tool(const char *args)
 {
     const char *tool = getenv("MOEFUSE_PROFILE");
     cr_assert_not_null(tool, "MOEFUSE_PROFILE is not set");
-    /* cross builds run it through the emulator, as meson runs the tests */
-    const char *wrap = getenv("MESON_EXE_WRAPPER");
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s '%s' %s >/dev/null 2>&1", wrap ? wrap : "",
-             tool, args);
+    char a[1100], cmd[2048];
+    snprintf(a, sizeof a, "%s >/dev/null 2>&1", args);
+    mft_exe_command(cmd, sizeof cmd, tool, a);
     int st = system(cmd);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

@@ -1,5 +1,5 @@
 /* Tools: runs the built moefuse-doctor (its path comes in MOEFUSE_DOCTOR from
- * tests/meson.build; under a cross build through MESON_EXE_WRAPPER) and
+ * tests/meson.build; under a cross build through the emulator) and
  * checks its exit status, its JSON (well-formed, keys present, values
  * consistent with the library and the environment) and its text output. */
 #include <criterion/criterion.h>
@@ -20,10 +20,9 @@ static int run_doctor(const char *args, char **out)
 {
     const char *doctor = getenv("MOEFUSE_DOCTOR");
     cr_assert(doctor && *doctor, "MOEFUSE_DOCTOR is not set");
-    const char *wrap = getenv("MESON_EXE_WRAPPER");
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "%s '%s' %s 2>/dev/null", wrap ? wrap : "",
-             doctor, args);
+    char a[512], cmd[8192];
+    snprintf(a, sizeof a, "%s 2>/dev/null", args);
+    mft_exe_command(cmd, sizeof cmd, doctor, a);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p, "popen failed");
     size_t cap = 1 << 16, n = 0;
