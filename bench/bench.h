@@ -37,6 +37,7 @@ typedef struct bench_record {
     bench_stats st;
     double bytes; /* 0 when not memory-bound */
     double gbps;
+    double floor_gbps; /* the triad measured last before this record; 0 none */
     double gpu_us;  /* GPU runs: device time between timestamps; < 0 none */
     double call_us; /* GPU runs: the whole public call from host arrays */
 } bench_record;
@@ -44,13 +45,24 @@ typedef struct bench_record {
 typedef struct bench_results {
     bench_record *rec;
     int n, cap;
-    double triad_gbps, triad1_gbps;
+    double triad_gbps, triad1_gbps; /* triad_gbps: median of the samples */
+    /* The many-thread triad, measured again before each memory-bound block
+     * (this machine's bandwidth drifts by tens of percent over minutes, so
+     * every record is set against the triad measured just before it). */
+    double triad_samples[64];
+    int n_triad;
+    int triad_threads, triad_quick;
     double empty_dispatch_us, device_copy_gbps; /* GPU runs; < 0 if none */
 } bench_results;
 
 void bench_results_add(bench_results *r, const char *op, const char *shape,
                        const char *impl, const bench_stats *st, double bytes);
 void bench_results_free(bench_results *r);
+/* Measures the many-thread triad now: appends a sample, updates triad_gbps
+ * (median of the samples) and returns the new sample. */
+double bench_floor_refresh(bench_results *r);
+/* The latest triad sample (what the next records are set against). */
+double bench_floor_now(const bench_results *r);
 /* Writes the results file (the format every benchmark tool shares). */
 int bench_results_write_json(const bench_results *r, const mf_ctx *ctx,
                              int threads, const char *path);

@@ -12,6 +12,8 @@
 typedef struct op_case {
     mf_ctx *ctx;
     mf_impl impl;
+    mf_precision prec; /* moe ops */
+    int64_t glu_rows;  /* rows of one glu call */
     const mf_moe_config *m;
     int64_t T;
     int32_t E_alloc;   /* experts allocated; routing draws among them */
@@ -51,7 +53,7 @@ static int run_glu(void *a, int i)
                      .layout = c->m->gate_up_layout == MF_GLU_INTERLEAVED
                                    ? MF_GLU_INTERLEAVED : MF_GLU_CONCAT,
                      .in_type = MF_TYPE_F32, .out_type = MF_TYPE_F32};
-    return mf_glu(c->ctx, &d, c->T * c->m->top_k, c->m->expert_ffn, c->gu, NULL, c->h);
+    return mf_glu(c->ctx, &d, c->glu_rows, c->m->expert_ffn, c->gu, NULL, c->h);
 }
 
 static int run_combine(void *a, int i)
@@ -68,7 +70,7 @@ static int run_gate_up(void *a, int i)
     op_case *c = a;
     size_t r = (size_t)(i % N_ROUTES);
     int sep = c->m->gate_up_layout == MF_GLU_SEPARATE;
-    mf_moe_gate_up_desc d = {.impl = c->impl, .glu = c->m->glu,
+    mf_moe_gate_up_desc d = {.impl = c->impl, .prec = c->prec, .glu = c->m->glu,
                              .layout = c->m->gate_up_layout,
                              .w_gate = &c->w->gate,
                              .w_up = sep ? &c->w->up : NULL,
@@ -81,7 +83,7 @@ static int run_down(void *a, int i)
 {
     op_case *c = a;
     size_t r = (size_t)(i % N_ROUTES);
-    mf_moe_down_desc d = {.impl = c->impl, .w_down = &c->w->down,
+    mf_moe_down_desc d = {.impl = c->impl, .prec = c->prec, .w_down = &c->w->down,
                           .b_down = c->w->down_bias};
     size_t o = r * (size_t)(c->T * c->m->top_k);
     return mf_moe_down_combine(c->ctx, &d, c->T, c->m->top_k, c->h, c->routes + o,
@@ -159,10 +161,11 @@ static int wanted(const bench_opts *o, const char *op)
     return !o->filter || strstr(op, o->filter);
 }
 
-/* Measures one op for every impl; prints and records. */
-static int measure_op(op_case *c, const bench_opts *o, bench_results *res,
-                      const char *op, const char *shape, bench_fn fn,
-                      int batch, double bytes)
+/* Measures one op for every impl (only the kernel sets when fast_only);
+ * prints and records. */
+static int measure_impls(op_case *c, const bench_opts *o, bench_results *res,
+                         const char *op, const char *shape, bench_fn fn,
+                         int batch, double bytes, int fast_only)
 {
     if (!wanted(o, op))
         return 0;
@@ -172,6 +175,8 @@ static int measure_op(op_case *c, const bench_opts *o, bench_results *res,
     for (int i = 0; i < n; i++) {
         c->impl = impls[i].impl;
         int slow = impls[i].impl == MF_IMPL_REF || impls[i].impl == MF_IMPL_UNFUSED;
+        if (slow && fast_only)
+            continue;
         bench_stats st;
         int min_runs = o->quick ? 5 : 11;
         int rc = bench_measure(fn, c, slow ? 1 : 3, batch, min_runs, 100000,
@@ -188,10 +193,35 @@ static int measure_op(op_case *c, const bench_opts *o, bench_results *res,
         bench_results_add(res, op, shape, impls[i].name, &st, bytes);
         bench_print_record(stdout, &res->rec[res->n - 1],
                            impls[i].impl == MF_IMPL_REF ? res->triad1_gbps
-                                                        : res->triad_gbps);
+                                                        : bench_floor_now(res));
         fflush(stdout);
     }
     return 0;
+}
+
+static int measure_op(op_case *c, const bench_opts *o, bench_results *res,
+                      const char *op, const char *shape, bench_fn fn,
+                      int batch, double bytes)
+{
+    return measure_impls(c, o, res, op, shape, fn, batch, bytes, 0);
+}
+
+/* A moe op at both precisions: EXACT for every impl (the reference and the
+ * unfused baseline give EXACT results only), INT8 for the kernel sets, recorded
+ * with ",prec=int8" appended to the shape. */
+static int measure_moe(op_case *c, const bench_opts *o, bench_results *res,
+                       const char *op, const char *shape, bench_fn fn, double bytes)
+{
+    char s8[200];
+    snprintf(s8, sizeof s8, "%s,prec=int8", shape);
+    c->prec = MF_PREC_EXACT;
+    int rc = measure_impls(c, o, res, op, shape, fn, 1, bytes, 0);
+    if (rc == 0) {
+        c->prec = MF_PREC_INT8;
+        rc = measure_impls(c, o, res, op, s8, fn, 1, bytes, 1);
+    }
+    c->prec = MF_PREC_EXACT;
+    return rc;
 }
 
 static int bench_model_T(mf_ctx *ctx, const bench_opts *o, bench_results *res,
@@ -232,11 +262,17 @@ static int bench_model_T(mf_ctx *ctx, const bench_opts *o, bench_results *res,
              m->n_experts, m->top_k, (long long)T);
     if (measure_op(&c, o, res, "gating", shape, run_gating, T == 1 ? 256 : 16, 0))
         goto out;
-    snprintf(shape, sizeof shape, "model=%s,F=%lld,rows=%lld", name,
-             (long long)m->expert_ffn, (long long)tk);
-    if (measure_op(&c, o, res, "glu", shape, run_glu, T == 1 ? 64 : 4,
-                   (double)tk * (double)m->expert_ffn * 12.0))
-        goto out;
+    /* one row (the single-row latency) at T = 1, then every row of the step */
+    for (int64_t rows = T == 1 ? 1 : (int64_t)tk; rows <= (int64_t)tk; rows = rows == 1 ? (int64_t)tk : rows + 1) {
+        c.glu_rows = rows;
+        snprintf(shape, sizeof shape, "model=%s,F=%lld,rows=%lld", name,
+                 (long long)m->expert_ffn, (long long)rows);
+        if (measure_op(&c, o, res, "glu", shape, run_glu, T == 1 ? 64 : 4,
+                       (double)rows * (double)m->expert_ffn * 12.0))
+            goto out;
+        if (rows == (int64_t)tk)
+            break;
+    }
     snprintf(shape, sizeof shape, "model=%s,k=%d,D=%lld,T=%lld", name,
              m->top_k, (long long)m->hidden, (long long)T);
     if (measure_op(&c, o, res, "combine", shape, run_combine, T == 1 ? 64 : 4,
@@ -266,6 +302,7 @@ static int bench_model_T(mf_ctx *ctx, const bench_opts *o, bench_results *res,
             goto out;
         }
         c.w = &L.w;
+        printf("triad now %.1f GB/s\n", bench_floor_refresh(res));
         double uniq = mean_unique_experts(&c);
         snprintf(shape, sizeof shape, "H=%lld,F=%lld,E=%d,k=%d,T=%lld,fmt=%s%s",
                  (long long)m->hidden, (long long)m->expert_ffn, m->n_experts,
@@ -275,10 +312,10 @@ static int bench_model_T(mf_ctx *ctx, const bench_opts *o, bench_results *res,
             size_t l = strlen(shape);
             snprintf(shape + l, sizeof shape - l, ",E_alloc=%d", E_alloc);
         }
-        int bad = measure_op(&c, o, res, "moe_gate_up", shape, run_gate_up, 1,
-                             uniq * synth_row_bytes(fmt, m->hidden) * (double)(2 * m->expert_ffn)) ||
-                  measure_op(&c, o, res, "moe_down_combine", shape, run_down, 1,
-                             uniq * synth_row_bytes(fmt, m->expert_ffn) * (double)m->hidden);
+        int bad = measure_moe(&c, o, res, "moe_gate_up", shape, run_gate_up,
+                              uniq * synth_row_bytes(fmt, m->hidden) * (double)(2 * m->expert_ffn)) ||
+                  measure_moe(&c, o, res, "moe_down_combine", shape, run_down,
+                              uniq * synth_row_bytes(fmt, m->expert_ffn) * (double)m->hidden);
         synth_layer_free(&L);
         if (bad)
             goto out;

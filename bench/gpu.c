@@ -119,7 +119,7 @@ static int bench_op(gcase *c, const bench_opts *o, bench_results *res,
         return 1;
     }
     bench_results_add(res, name, shape, mf_isa_name(mf_ctx_isa(c->ctx)), &st, bytes);
-    bench_print_record(stdout, &res->rec[res->n - 1], res->triad_gbps);
+    bench_print_record(stdout, &res->rec[res->n - 1], bench_floor_now(res));
     if (!c->gpu) {
         printf("  gpu      none (%s)\n", mf_status_str(mf_ctx_gpu_status(c->ctx)));
         return 0;

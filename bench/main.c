@@ -124,8 +124,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "moefuse-bench: measuring the triad floor...\n");
     size_t n = (size_t)1 << 26; /* 3 arrays of 256 MiB */
     res.triad1_gbps = bench_triad_gbps(n, 1, o.quick ? 5 : 9);
-    res.triad_gbps = threads > 1 ? bench_triad_gbps(n, threads, o.quick ? 5 : 9)
-                                 : res.triad1_gbps;
+    res.triad_threads = threads;
+    res.triad_quick = o.quick;
+    bench_floor_refresh(&res);
     printf("moefuse-bench %s: isa %s, %d threads; triad %.1f GB/s (%d threads), "
            "%.1f GB/s (1 thread)\n",
            suite, mf_isa_name(mf_ctx_isa(ctx)), threads, res.triad_gbps, threads,

@@ -24,6 +24,37 @@ void bench_results_add(bench_results *r, const char *op, const char *shape,
     rec->bytes = bytes;
     rec->gbps = bytes > 0 && st->median_us > 0 ? bytes / (st->median_us * 1e3) : 0;
     rec->gpu_us = rec->call_us = -1;
+    rec->floor_gbps = bytes > 0 ? bench_floor_now(r) : 0;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double bench_floor_now(const bench_results *r)
+{
+    return r->n_triad ? r->triad_samples[r->n_triad - 1] : r->triad_gbps;
+}
+
+double bench_floor_refresh(bench_results *r)
+{
+    int th = r->triad_threads > 0 ? r->triad_threads : 1;
+    double g = bench_triad_gbps((size_t)1 << 26, th, r->triad_quick ? 5 : 9);
+    const int cap = (int)(sizeof r->triad_samples / sizeof r->triad_samples[0]);
+    if (r->n_triad == cap) { /* keep the latest cap samples */
+        memmove(r->triad_samples, r->triad_samples + 1,
+                (size_t)(cap - 1) * sizeof r->triad_samples[0]);
+        r->n_triad--;
+    }
+    r->triad_samples[r->n_triad++] = g;
+    double s[64];
+    memcpy(s, r->triad_samples, (size_t)r->n_triad * sizeof s[0]);
+    qsort(s, (size_t)r->n_triad, sizeof s[0], cmp_d);
+    r->triad_gbps = r->n_triad % 2 ? s[r->n_triad / 2]
+                                   : 0.5 * (s[r->n_triad / 2 - 1] + s[r->n_triad / 2]);
+    return g;
 }
 
 void bench_results_free(bench_results *r)
@@ -42,6 +73,12 @@ int bench_results_write_json(const bench_results *r, const mf_ctx *ctx,
     bench_write_machine_json(f, ctx, threads);
     fprintf(f, ",\n  \"floor\": {\"triad_gbps\": %.2f, \"triad_1t_gbps\": %.2f",
             r->triad_gbps, r->triad1_gbps);
+    if (r->n_triad > 0) {
+        fprintf(f, ", \"triad_samples_gbps\": [");
+        for (int i = 0; i < r->n_triad; i++)
+            fprintf(f, "%s%.2f", i ? ", " : "", r->triad_samples[i]);
+        fprintf(f, "]");
+    }
     if (r->empty_dispatch_us >= 0)
         fprintf(f, ", \"empty_dispatch_us\": %.2f", r->empty_dispatch_us);
     if (r->device_copy_gbps >= 0)
@@ -57,6 +94,8 @@ int bench_results_write_json(const bench_results *r, const mf_ctx *ctx,
                 x->st.p90_us, x->st.runs);
         if (x->bytes > 0)
             fprintf(f, ", \"bytes\": %.0f, \"gbps\": %.3f", x->bytes, x->gbps);
+        if (x->bytes > 0 && x->floor_gbps > 0)
+            fprintf(f, ", \"floor_gbps\": %.2f", x->floor_gbps);
         if (x->gpu_us >= 0)
             fprintf(f, ", \"gpu_us\": %.3f", x->gpu_us);
         if (x->call_us >= 0)
