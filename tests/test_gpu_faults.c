@@ -382,7 +382,9 @@ Test(gpu, bench_helpers)
     mf_gpu_timing t = {-5, -5};
     cr_expect_eq(mf_gpu_bench_empty(NULL, &t), MF_ERR_INVALID_ARG);
     cr_expect_eq(mf_gpu_bench_empty(g, NULL), MF_ERR_INVALID_ARG);
-    cr_expect_eq(mf_gpu_bench_copy(g, 0, &t), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_gpu_bench_copy(g, MF_GPU_COPY_ENGINE, 0, &t), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_gpu_bench_copy(g, MF_GPU_COPY_SHADER, 15, &t), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_gpu_bench_copy(g, MF_GPU_COPY_KINDS_, 64, &t), MF_ERR_INVALID_ARG);
     cr_expect_eq(mf_gpu_bench_replay(g, MF_GPU_OP_COUNT_, &t),
                  MF_ERR_INVALID_ARG);
     cr_expect_eq(mf_gpu_bench_replay(g, MF_GPU_OP_GATING, &t),
@@ -393,9 +395,33 @@ Test(gpu, bench_helpers)
         cr_expect_gt(t.host_us, 0);
         cr_expect(t.gpu_us == -1.0 || t.gpu_us >= 0);
     }
-    for (size_t bytes = 4; bytes <= (1u << 22); bytes <<= 9) {
-        cr_assert_eq(mf_gpu_bench_copy(g, bytes, &t), MF_OK);
-        cr_expect_gt(t.host_us, 0);
+    for (size_t bytes = 16; bytes <= (1u << 22); bytes <<= 9)
+        for (int k = 0; k < MF_GPU_COPY_KINDS_; k++) {
+            cr_assert_eq(mf_gpu_bench_copy(g, (mf_gpu_copy_kind)k, bytes, &t), MF_OK);
+            cr_expect_gt(t.host_us, 0);
+        }
+    /* the floors measure real work: both copies copy every word (odd word
+     * counts and more words than invocations included), the read pass
+     * writes nothing */
+    static const size_t sizes[] = {16 * 3, 16 * 1001, (size_t)16 * 70000 * 19};
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        size_t bytes = sizes[si];
+        uint32_t *src = malloc(bytes), *dst = malloc(bytes), *zero = calloc(1, bytes);
+        cr_assert(src && dst && zero);
+        for (size_t i = 0; i < bytes / 4; i++)
+            src[i] = (uint32_t)(i * 2654435761u + si);
+        cr_assert_eq(mf_gpu_bench_copy(g, MF_GPU_COPY_READ, bytes, &t), MF_OK);
+        cr_assert_eq(mf_vk_upload(&g->vk, &g->copy_src, 0, src, bytes), MF_OK);
+        for (int k = 0; k < MF_GPU_COPY_KINDS_; k++) {
+            cr_assert_eq(mf_vk_upload(&g->vk, &g->copy_dst, 0, zero, bytes), MF_OK);
+            cr_assert_eq(mf_gpu_bench_copy(g, (mf_gpu_copy_kind)k, bytes, &t), MF_OK);
+            cr_assert_eq(mf_vk_download(&g->vk, &g->copy_dst, 0, dst, bytes), MF_OK);
+            cr_expect_eq(memcmp(dst, k == MF_GPU_COPY_READ ? zero : src, bytes), 0,
+                         "copy kind %d, %zu bytes", k, bytes);
+        }
+        free(src);
+        free(dst);
+        free(zero);
     }
     cr_expect(gating_ok(c, MF_IMPL_GPU));
     cr_assert_eq(mf_gpu_bench_replay(g, MF_GPU_OP_GATING, &t), MF_OK);

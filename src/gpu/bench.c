@@ -42,40 +42,79 @@ mf_status mf_gpu_bench_empty(mf_gpu *g, mf_gpu_timing *t)
     return timed_run(vk, &g->empty, t);
 }
 
-mf_status mf_gpu_bench_copy(mf_gpu *g, size_t bytes, mf_gpu_timing *t)
+/* Records one floor program over the current copy buffers. */
+static mf_status record_copy(mf_gpu *g, mf_gpu_copy_kind kind)
 {
-    if (!g || !t || bytes == 0)
+    mf_vk *vk = &g->vk;
+    mf_vk_prog *p = &g->copy[kind];
+    mf_status st = MF_OK;
+    const mf_vk_pipe *pipe = NULL;
+    if (kind != MF_GPU_COPY_ENGINE) {
+        mf_vk_pipe_desc pd = {.shader = &mf_shader_copy, .n_bindings = 2,
+                              .push_bytes = 8, .n_spec = 1,
+                              .spec = {kind == MF_GPU_COPY_READ}};
+        st = mf_vk_pipe_get(vk, &pd, &pipe);
+    }
+    if (st == MF_OK && !p->cb)
+        st = mf_vk_prog_init(vk, p, kind == MF_GPU_COPY_ENGINE ? 0 : 1);
+    if (st == MF_OK)
+        st = mf_vk_prog_begin(vk, p);
+    if (st != MF_OK)
+        return st;
+    if (kind == MF_GPU_COPY_ENGINE) {
+        mf_vk_cmd_copy(p, &g->copy_src, &g->copy_dst, g->copy_src.size);
+    } else {
+        /* about four words per invocation, within the group-count limit */
+        uint32_t n = (uint32_t)(g->copy_bytes / 16);
+        uint64_t groups = ((uint64_t)n + 1023) / 1024;
+        if (groups > 65535)
+            groups = 65535;
+        if (groups < 1)
+            groups = 1;
+        uint32_t push[2] = {n, 0x9e3779b9u};
+        mf_vk_bind b[2] = {{&g->copy_src, 0, 0}, {&g->copy_dst, 0, 0}};
+        mf_vk_cmd_dispatch(vk, p, pipe, b, push, (uint32_t)groups, 1, 1);
+    }
+    return mf_vk_prog_end(vk, p);
+}
+
+mf_status mf_gpu_bench_copy(mf_gpu *g, mf_gpu_copy_kind kind, size_t bytes,
+                            mf_gpu_timing *t)
+{
+    if (!g || !t || bytes < 16 || (unsigned)kind >= MF_GPU_COPY_KINDS_ ||
+        bytes / 16 > UINT32_MAX)
         return MF_ERR_INVALID_ARG;
     mf_status st = mf_gpu_ready(g);
     if (st != MF_OK)
         return st;
     mf_vk *vk = &g->vk;
-    if (g->copy_bytes != bytes || !g->copy.recorded) {
-        mf_vk_prog_free(vk, &g->copy);
+    bytes &= ~(size_t)15;
+    if (bytes > vk->max_binding && kind != MF_GPU_COPY_ENGINE)
+        return MF_ERR_UNSUPPORTED;
+    if (g->copy_bytes != bytes) {
+        for (int i = 0; i < MF_GPU_COPY_KINDS_; i++)
+            mf_vk_prog_free(vk, &g->copy[i]);
         mf_vk_buf_destroy(vk, &g->copy_src);
         mf_vk_buf_destroy(vk, &g->copy_dst);
         g->copy_bytes = 0;
         st = mf_vk_buf_create(vk, bytes, MF_VK_MEM_DEVICE, &g->copy_src);
         if (st == MF_OK)
             st = mf_vk_buf_create(vk, bytes, MF_VK_MEM_DEVICE, &g->copy_dst);
-        if (st == MF_OK)
-            st = mf_vk_prog_init(vk, &g->copy, 0);
-        if (st == MF_OK)
-            st = mf_vk_prog_begin(vk, &g->copy);
-        if (st == MF_OK) {
-            mf_vk_cmd_copy(&g->copy, &g->copy_src, &g->copy_dst,
-                           g->copy_src.size);
-            st = mf_vk_prog_end(vk, &g->copy);
-        }
         if (st != MF_OK) {
-            mf_vk_prog_free(vk, &g->copy);
             mf_vk_buf_destroy(vk, &g->copy_src);
             mf_vk_buf_destroy(vk, &g->copy_dst);
             return st;
         }
         g->copy_bytes = bytes;
     }
-    return timed_run(vk, &g->copy, t);
+    if (!g->copy[kind].recorded) {
+        st = record_copy(g, kind);
+        if (st != MF_OK) {
+            mf_vk_prog_free(vk, &g->copy[kind]);
+            return st;
+        }
+    }
+    return timed_run(vk, &g->copy[kind], t);
 }
 
 mf_status mf_gpu_bench_replay(mf_gpu *g, mf_gpu_op op, mf_gpu_timing *t)

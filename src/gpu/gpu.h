@@ -113,9 +113,16 @@ typedef struct mf_gpu_timing {
 
 /* One empty one-workgroup dispatch, pre-recorded. */
 mf_status mf_gpu_bench_empty(mf_gpu *g, mf_gpu_timing *t);
-/* A device-local to device-local copy of `bytes` (buffers and recording
- * kept while bytes repeats). */
-mf_status mf_gpu_bench_copy(mf_gpu *g, size_t bytes, mf_gpu_timing *t);
+/* Device bandwidth floors over `bytes` of device-local memory (buffers and
+ * recordings kept while bytes repeats): */
+typedef enum mf_gpu_copy_kind {
+    MF_GPU_COPY_ENGINE = 0, /* vkCmdCopyBuffer to a second buffer */
+    MF_GPU_COPY_SHADER = 1, /* a compute shader copying 16-byte words */
+    MF_GPU_COPY_READ = 2,   /* a compute shader that only reads */
+    MF_GPU_COPY_KINDS_
+} mf_gpu_copy_kind;
+mf_status mf_gpu_bench_copy(mf_gpu *g, mf_gpu_copy_kind kind, size_t bytes,
+                            mf_gpu_timing *t);
 /* Replays the op's most recently run plan (the shape of its last call)
  * without copying inputs or outputs and without re-recording.
  * MF_ERR_INVALID_ARG if the op has not run since its plan was dropped. */

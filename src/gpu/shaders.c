@@ -10,6 +10,11 @@ static const uint32_t spv_mf_shader_empty[] =
     ;
 MF_SHADER(mf_shader_empty, "empty");
 
+static const uint32_t spv_mf_shader_copy[] =
+#include "src/gpu/shaders/copy.spv.inc"
+    ;
+MF_SHADER(mf_shader_copy, "copy");
+
 static const uint32_t spv_mf_shader_gating_sg[] =
 #include "src/gpu/shaders/gating_sg.spv.inc"
     ;

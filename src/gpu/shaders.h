@@ -5,6 +5,7 @@
 #include "vk.h"
 
 extern const mf_vk_shader mf_shader_empty;
+extern const mf_vk_shader mf_shader_copy;
 extern const mf_vk_shader mf_shader_gating_sg; /* subgroup arithmetic */
 extern const mf_vk_shader mf_shader_gating_sh; /* shared-memory reduction */
 extern const mf_vk_shader mf_shader_combine;
