@@ -115,7 +115,9 @@ int main(int argc, char **argv)
         FILE *f = argc >= 2 && argc <= 3 ? stdout : stderr;
         fprintf(f, "usage: moefuse-report RESULTS.json [OTHER.json]\n\n"
                    "Prints the tables of a moefuse-bench results file: per op, shape\n"
-                   "and impl the median with p10/p90, GB/s, %% of the triad floor and\n"
+                   "and impl the median with p10/p90, GB/s, %% of the floor that\n"
+                   "moefuse-bench set it against (ref: the 1-thread triad; gpu: the\n"
+                   "device copy; others: the triad measured before the record) and\n"
                    "the speed-up over the unfused baseline. With two files, the\n"
                    "records both hold side by side with the ratio OTHER / RESULTS.\n");
         return argc >= 2 && argc <= 3 ? 0 : 2;
@@ -145,15 +147,29 @@ int main(int argc, char **argv)
             last_shape = shape;
         }
         double med = nget(r, "median_us"), gbps = nget(r, "gbps");
-        printf("  %-10s %11.3f us [%9.3f %9.3f]", sget(r, "impl"), med,
+        /* the floor moefuse-bench printed the record against: the 1-thread
+         * triad for ref, the device copy for GPU records of a run that
+         * measured it, else the triad measured just before the record
+         * (older files: the run's triad) */
+        const char *impl = sget(r, "impl");
+        double fl = !strcmp(impl, "ref")        ? nget(a.floor, "triad_1t_gbps")
+                    : !strncmp(impl, "gpu", 3) ? nget(a.floor, "device_copy_gbps")
+                                               : NAN;
+        if (isnan(fl))
+            fl = nget(r, "floor_gbps");
+        if (isnan(fl))
+            fl = floor;
+        printf("  %-10s %11.3f us [%9.3f %9.3f]", impl, med,
                nget(r, "p10_us"), nget(r, "p90_us"));
         if (!isnan(gbps))
-            printf(" %7.1f GB/s %5.1f%%", gbps, 100 * gbps / floor);
+            printf(" %7.1f GB/s %5.1f%%", gbps, 100 * gbps / fl);
         else
             printf(" %20s", "");
         double un = unfused_median(&a, op, shape);
-        if (!isnan(un) && strcmp(sget(r, "impl"), "unfused"))
+        if (!isnan(un) && strcmp(impl, "unfused"))
             printf("  %6.2fx unfused", un / med);
+        else if (two)
+            printf("  %15s", ""); /* keep the second file's column aligned */
         if (two) {
             const mf_json *o = find(&b, r);
             if (o)
