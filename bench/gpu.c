@@ -215,8 +215,8 @@ static int run_three(void *a, int i)
 static int bench_chain(gcase *c, const bench_opts *o, bench_results *res,
                        const char *shape, double bytes_gu, double bytes_dn)
 {
-    if (o->filter && !strstr("moe_chain", o->filter))
-        return 0;
+    if (!c->gpu || (o->filter && !strstr("moe_chain", o->filter)))
+        return 0; /* no GPU (the report's CPU-only run): no chain to time */
     const mf_moe_config *m = c->m;
     int sep = m->gate_up_layout == MF_GLU_SEPARATE;
     chain_case k = {.c = c};
@@ -403,8 +403,10 @@ int bench_suite_gpu(mf_ctx *ctx, const bench_opts *o, bench_results *res)
     for (int mi = 0; mi < nm; mi++) {
         const char *name = o->model ? o->model : models[mi];
         mf_moe_config m;
-        if (mf_moe_preset(name, &m) != MF_OK)
+        if (mf_moe_preset(name, &m) != MF_OK) {
+            fprintf(stderr, "moefuse-bench: unknown model '%s'\n", name);
             return 1;
+        }
         mf_moe_config lc = m;
         lc.n_shared = 0;
         double per_expert = synth_row_bytes(MF_TYPE_Q4_0, m.hidden) * (double)(2 * m.expert_ffn) +
