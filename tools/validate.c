@@ -273,6 +273,8 @@ int main(int argc, char **argv)
             st = mf_moe_layer_forward(layer, &run, fx[p], 1, NULL,
                                       p ? y : y0);
             if (st != MF_OK) {
+                fprintf(stderr, "moefuse-validate: %s forward, feedback step %d: %s\n",
+                        paths[p].name, step, mf_status_str(st));
                 rc = 1;
                 break;
             }
