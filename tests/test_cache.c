@@ -170,23 +170,92 @@ Test(dispatch, json_limits)
     mf_json_doc *d = NULL;
     cr_expect_eq(mf_json_parse(deep, big, &d, NULL), -1);
     free(deep);
-    /* Members per object. */
-    for (int m = MF_JSON_MAX_MEMBERS; m <= MF_JSON_MAX_MEMBERS + 1; m++) {
-        mf_jw w;
-        mf_jw_init(&w, 0);
-        mf_jw_object(&w);
-        for (int i = 0; i < m; i++) {
-            char k[16];
-            snprintf(k, sizeof k, "k%d", i);
-            mf_jw_key(&w, k);
-            mf_jw_int(&w, i);
-        }
-        mf_jw_end(&w);
-        cr_assert(!w.failed);
-        cr_expect_eq(parse_ok(w.buf), m == MF_JSON_MAX_MEMBERS, "members %d",
-                     m);
-        mf_jw_free(&w);
+    /* No fixed cap on members: 20,000 (a large safetensors header), each
+     * found by key; a key repeated far apart is refused at its second
+     * occurrence. */
+    enum { M = 20000 };
+    mf_jw w;
+    mf_jw_init(&w, 0);
+    mf_jw_object(&w);
+    for (int i = 0; i < M; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "model.layers.%d.w", (i * 7919) % M);
+        mf_jw_key(&w, k);
+        mf_jw_int(&w, (i * 7919) % M);
     }
+    mf_jw_end(&w);
+    cr_assert(!w.failed);
+    cr_assert_eq(mf_json_parse(w.buf, w.len, &d, NULL), 0);
+    const mf_json *root = mf_json_root(d);
+    cr_assert_eq(root->len, M);
+    for (int i = 0; i < M; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "model.layers.%d.w", i);
+        int64_t v = -1;
+        cr_assert(mf_json_int(mf_json_get(root, k), 0, M, &v), "%s", k);
+        cr_assert_eq(v, i);
+    }
+    cr_expect_null(mf_json_get(root, "model.layers.20000.w"));
+    cr_expect_null(mf_json_get(root, ""));
+    cr_expect_null(mf_json_get(root, "model.layers.1"));
+    mf_json_free(d);
+    char *dup = strstr(w.buf, "\"model.layers.4321.w\"");
+    char *dup2 = strstr(w.buf, "\"model.layers.1234.w\"");
+    cr_assert(dup && dup2);
+    memcpy(dup, dup2, strlen("\"model.layers.1234.w\""));
+    size_t off = 0;
+    d = (mf_json_doc *)0x1;
+    cr_expect_eq(mf_json_parse(w.buf, w.len, &d, &off), -1);
+    cr_expect_null(d);
+    cr_expect_eq(off, (size_t)((dup > dup2 ? dup : dup2) - w.buf),
+                 "stopped at the second occurrence");
+    mf_jw_free(&w);
+    /* A repeated key in a small object: the same offset. */
+    const char *small = "{\"a\":1,\"b\":2,\"a\":3}";
+    cr_expect_eq(mf_json_parse(small, strlen(small), &d, &off), -1);
+    cr_expect_eq(off, 13);
+
+    /* Values in all: mf_json_max_nodes(len). An array of n 7-digit
+     * numbers is 8n + 1 bytes and n + 1 values: one value over the budget
+     * until 8 more bytes of trailing space lift it by one. */
+    size_t n = MF_JSON_MIN_NODES + 4096;
+    size_t cap = 8 * n + 16;
+    char *t = malloc(cap);
+    cr_assert_not_null(t);
+    size_t len = 0;
+    t[len++] = '[';
+    for (size_t i = 0; i < n; i++) {
+        memcpy(t + len, i ? ",1000000" : "1000000", i ? 8 : 7);
+        len += i ? 8 : 7;
+    }
+    t[len++] = ']';
+    cr_assert_eq(len, 8 * n + 1);
+    cr_assert_eq(mf_json_max_nodes(len), n);
+    cr_expect_eq(mf_json_parse(t, len, &d, NULL), -1, "n + 1 values");
+    memset(t + len, ' ', 8);
+    cr_assert_eq(mf_json_max_nodes(len + 8), n + 1);
+    cr_assert_eq(mf_json_parse(t, len + 8, &d, NULL), 0, "budget n + 1");
+    cr_expect_eq(mf_json_root(d)->len, n);
+    mf_json_free(d);
+    /* Below the floor: MF_JSON_MIN_NODES values in all, whatever the
+     * length ("[0,0,...]": 2 bytes a value). */
+    for (size_t m = MF_JSON_MIN_NODES - 1; m <= MF_JSON_MIN_NODES; m++) {
+        len = 0;
+        t[len++] = '[';
+        for (size_t i = 0; i < m; i++) {
+            if (i)
+                t[len++] = ',';
+            t[len++] = '0';
+        }
+        t[len++] = ']';
+        cr_assert_eq(mf_json_max_nodes(len), MF_JSON_MIN_NODES);
+        int rc = mf_json_parse(t, len, &d, NULL);
+        cr_expect_eq(rc, m + 1 <= MF_JSON_MIN_NODES ? 0 : -1, "%zu values",
+                     m + 1);
+        if (rc == 0)
+            mf_json_free(d);
+    }
+    free(t);
 }
 
 Test(dispatch, json_writer_round_trip)

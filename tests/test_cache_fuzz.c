@@ -5,7 +5,8 @@
  * under AddressSanitizer/UBSan), and whatever loads must satisfy every
  * invariant of a valid cache. Half of the mutants get their checksum
  * recomputed so that the semantic checks behind it are exercised too.
- * MOEFUSE_FUZZ_ITERS scales the run (default 6000). */
+ * MOEFUSE_FUZZ_ITERS scales the run (default 6000). The JSON parser also
+ * gets random bytes, and large objects with and without a repeated key. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,5 +249,133 @@ Test(dispatch, json_fuzz_random_bytes)
         else
             cr_assert_null(d);
         free(b);
+    }
+}
+
+/* ---- large objects ------------------------------------------------------ */
+
+typedef struct tbuf {
+    char *p;
+    size_t n, cap;
+} tbuf;
+
+static void tput(tbuf *b, const char *s, size_t n)
+{
+    if (b->n + n + 1 > b->cap) {
+        b->cap = (b->n + n + 1) * 2;
+        b->p = realloc(b->p, b->cap);
+        cr_assert_not_null(b->p);
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+/* Key number v, in a few shapes (shared prefixes, one a prefix of
+ * another's, different lengths); distinct numbers give distinct keys. */
+static void key_of(int v, char *k, size_t cap)
+{
+    switch (v % 3) {
+    case 0: snprintf(k, cap, "%d", v); break;
+    case 1: snprintf(k, cap, "model.layers.%d", v); break;
+    default: snprintf(k, cap, "model.layers.%d.mlp", v); break;
+    }
+}
+
+Test(dispatch, json_fuzz_large_objects)
+{
+    /* Objects of 0 to 3,000 members (either side of the size where the
+     * parser switches from a linear search to a sorted index), at the root
+     * or nested, in random key order. Half of them carry one key twice, at
+     * random places, the second time possibly spelled with a \u escape:
+     * refused, stopping at the second occurrence. The others: every member
+     * found by its key, and keys not in the object not found. */
+    mft_rng r = mft_rng_make(__LINE__);
+    for (int it = 0; it < 120; it++) {
+        int m = (int)(it % 3 ? mft_int(&r, 0, 40) : mft_int(&r, 0, 3000));
+        int *num = malloc((size_t)(m ? m : 1) * sizeof *num);
+        cr_assert_not_null(num);
+        /* m distinct numbers out of [0, 2m + 3), in random order */
+        int span = 2 * m + 3, have = 0;
+        for (int v = 0; v < span && have < m; v++)
+            if (mft_int(&r, 0, span - v - 1) < m - have)
+                num[have++] = v;
+        cr_assert_eq(have, m);
+        for (int i = m - 1; i > 0; i--) {
+            int j = (int)mft_int(&r, 0, i), t = num[i];
+            num[i] = num[j];
+            num[j] = t;
+        }
+        int dup_a = -1, dup_b = -1, escaped = 0;
+        if (m >= 2 && (it & 1)) {
+            dup_a = (int)mft_int(&r, 0, m - 2);
+            dup_b = (int)mft_int(&r, dup_a + 1, m - 1);
+            num[dup_b] = num[dup_a];
+            escaped = (int)mft_int(&r, 0, 1);
+        }
+        int nested = (int)mft_int(&r, 0, 1);
+        tbuf b = {0};
+        if (nested)
+            tput(&b, "[1,{\"x\":{", 9);
+        else
+            tput(&b, "{", 1);
+        size_t dup_off = 0;
+        for (int i = 0; i < m; i++) {
+            char k[48], s[96];
+            key_of(num[i], k, sizeof k);
+            if (i)
+                tput(&b, ",", 1);
+            if (i == dup_b)
+                dup_off = b.n;
+            int n = i == dup_b && escaped
+                        ? snprintf(s, sizeof s, "\"\\u%04x%s\":%d", k[0], k + 1, i)
+                        : snprintf(s, sizeof s, "\"%s\":%d", k, i);
+            tput(&b, s, (size_t)n);
+        }
+        tput(&b, nested ? "}},2]" : "}", nested ? 5 : 1);
+        mf_json_doc *d = (mf_json_doc *)0x1;
+        size_t off = 0;
+        int rc = mf_json_parse(b.p, b.n, &d, &off);
+        if (dup_b >= 0) {
+            cr_assert_eq(rc, -1, "members %d, repeated %d and %d", m, dup_a,
+                         dup_b);
+            cr_assert_null(d);
+            cr_assert_eq(off, dup_off, "members %d", m);
+        } else {
+            cr_assert_eq(rc, 0, "members %d", m);
+            const mf_json *o = mf_json_root(d);
+            if (nested)
+                o = mf_json_get(&o->items[1], "x");
+            cr_assert(o && o->type == MF_JSON_OBJECT);
+            cr_assert_eq(o->len, (size_t)m);
+            cr_assert_eq(o->order != NULL, m > MF_JSON_SMALL_OBJECT);
+            for (int i = 0; i < m; i++) {
+                char k[48];
+                key_of(num[i], k, sizeof k);
+                const mf_json *v = mf_json_get(o, k);
+                cr_assert_eq(v, &o->items[i], "members %d: %s", m, k);
+                cr_assert_str_eq(o->keys[i], k);
+            }
+            /* the span's unused numbers, and every key with a letter more */
+            char *used = calloc((size_t)span, 1);
+            cr_assert_not_null(used);
+            for (int i = 0; i < m; i++)
+                used[num[i]] = 1;
+            for (int v = 0; v < span; v++) {
+                char k[48];
+                key_of(v, k, sizeof k);
+                if (!used[v])
+                    cr_assert_null(mf_json_get(o, k), "%s", k);
+                size_t kl = strlen(k);
+                k[kl] = 'x';
+                k[kl + 1] = 0;
+                cr_assert_null(mf_json_get(o, k), "%s", k);
+            }
+            free(used);
+            cr_assert_null(mf_json_get(o, ""));
+            mf_json_free(d);
+        }
+        free(b.p);
+        free(num);
     }
 }

@@ -1,6 +1,7 @@
 /* Model files: GGUF and safetensors written by the test itself, valid and
- * malformed; a mutation fuzz of both readers; one layer's weights loaded and
- * checked against what was written. */
+ * malformed; a safetensors header of a real model's size (5,000 tensors) and
+ * headers past the reader's limits; a mutation fuzz of both readers; one
+ * layer's weights loaded and checked against what was written. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -310,6 +311,250 @@ Test(io, safetensors_mlx_stack)
         free(b.p);
     }
     mft_qtensor_free(&q);
+}
+
+/* A header the size of a real model's: 5,000 tensors in random order, one
+ * MLX layer with real data among 4,991 two-element F16 tensors named like
+ * the rest of a model. The file opens, the layer loads, every tensor is
+ * found by name and points at its own bytes. */
+#define MANY 5000
+#define MLX_LAYER 7
+
+typedef struct st_entry {
+    char name[96];
+    const char *dtype;
+    int nd;
+    int64_t shape[3];
+    size_t off, bytes;
+} st_entry;
+
+static void json_entry(buf *h, const st_entry *e)
+{
+    char s[320];
+    int n = snprintf(s, sizeof s, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[",
+                     h->n > 1 ? "," : "", e->name, e->dtype);
+    for (int d = 0; d < e->nd; d++)
+        n += snprintf(s + n, sizeof s - (size_t)n, "%s%lld", d ? "," : "",
+                      (long long)e->shape[d]);
+    n += snprintf(s + n, sizeof s - (size_t)n, "],\"data_offsets\":[%zu,%zu]}",
+                  e->off, e->off + e->bytes);
+    cr_assert_lt((size_t)n, sizeof s);
+    put(h, s, (size_t)n);
+}
+
+Test(io, safetensors_many_tensors)
+{
+    mft_rng r = mft_rng_make(__LINE__);
+    mft_qtensor q[3] = {
+        mft_qtensor_random(&r, MF_TYPE_MLX_Q4, E_, F_, H_, 32, MF_TYPE_BF16),
+        mft_qtensor_random(&r, MF_TYPE_MLX_Q4, E_, F_, H_, 32, MF_TYPE_BF16),
+        mft_qtensor_random(&r, MF_TYPE_MLX_Q4, E_, H_, F_, 32, MF_TYPE_BF16)};
+    static const char *proj[3] = {"gate_proj", "up_proj", "down_proj"};
+    static st_entry ent[MANY];
+    static unsigned char data[65536];
+    float router[E_ * H_];
+    mft_fill_normal(&r, router, E_ * H_, 0.1f);
+    size_t off = 0;
+    int n = 0;
+    ent[n] = (st_entry){"", "F32", 2, {E_, H_}, off, sizeof router};
+    snprintf(ent[n].name, sizeof ent[n].name, "model.layers.%d.mlp.gate.weight",
+             MLX_LAYER);
+    memcpy(data + off, router, sizeof router);
+    off += sizeof router;
+    n++;
+    for (int p = 0; p < 3; p++) {
+        int64_t rows = p < 2 ? F_ : H_, k = p < 2 ? H_ : F_;
+        size_t cb = (size_t)(E_ * rows * k / 2), sb = (size_t)(E_ * rows * (k / 32) * 2);
+        const void *src[3] = {q[p].data, q[p].scales, q[p].biases};
+        static const char *part[3] = {"weight", "scales", "biases"};
+        for (int j = 0; j < 3; j++) {
+            st_entry *e = &ent[n++];
+            *e = (st_entry){"", j ? "BF16" : "U32", 3,
+                            {E_, rows, j ? k / 32 : k / 8}, off, j ? sb : cb};
+            snprintf(e->name, sizeof e->name,
+                     "model.layers.%d.mlp.switch_mlp.%s.%s", MLX_LAYER,
+                     proj[p], part[j]);
+            memcpy(data + off, src[j], e->bytes);
+            off += (e->bytes + 63) / 64 * 64;
+        }
+    }
+    int first_small = n;
+    for (int i = 0; n < MANY; i++, n++) {
+        st_entry *e = &ent[n];
+        *e = (st_entry){"", "F16", 1, {2}, off, 4};
+        snprintf(e->name, sizeof e->name,
+                 "model.layers.%d.mlp.experts.%d.%s.weight", i / 384,
+                 i / 3 % 128, proj[i % 3]);
+        memcpy(data + off, &i, 4);
+        off += 4;
+    }
+    cr_assert_leq(off, sizeof data);
+    /* Entries in random order. */
+    int perm[MANY];
+    for (int i = 0; i < MANY; i++)
+        perm[i] = i;
+    for (int i = MANY - 1; i > 0; i--) {
+        int j = (int)mft_int(&r, 0, i), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    buf h = {0};
+    put(&h, "{", 1);
+    for (int i = 0; i < MANY; i++) {
+        if (i == MANY / 2) {
+            const char *meta = ",\"__metadata__\":{\"format\":\"mlx\"}";
+            put(&h, meta, strlen(meta));
+        }
+        json_entry(&h, &ent[perm[i]]);
+    }
+    put(&h, "}", 2); /* and the NUL */
+    buf b = st_make((const char *)h.p, data, off);
+    cr_log_info("safetensors header: %zu bytes, %d tensors", h.n - 1, MANY);
+    free(h.p);
+    char path[] = "/tmp/moefuse_io_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, b.p, b.n), (ssize_t)b.n);
+    close(fd);
+    mf_model_file *f = NULL;
+    mf_status open_st = mf_model_file_open(path, &f);
+    cr_assert_eq(open_st, MF_OK, "status %d", open_st);
+    unlink(path);
+    cr_assert_eq(mf_model_file_count(f), MANY);
+
+    mf_moe_config c = small_cfg();
+    mf_moe_weights w;
+    cr_assert_eq(mf_moe_weights_load(f, MLX_LAYER, &c, &w), MF_OK);
+    cr_expect_eq(memcmp(w.router.data, router, sizeof router), 0);
+    const mf_tensor *st[3] = {&w.gate, &w.up, &w.down};
+    for (int p = 0; p < 3; p++) {
+        cr_expect_eq(st[p]->type, MF_TYPE_MLX_Q4, "%s", proj[p]);
+        cr_expect_eq(st[p]->group_size, 32);
+        cr_expect_eq(st[p]->e, E_);
+        cr_expect_eq(st[p]->n, p < 2 ? F_ : H_);
+        cr_expect_eq(st[p]->k, p < 2 ? H_ : F_);
+        size_t cb = (size_t)(E_ * H_ * F_ / 2), sb = (size_t)(E_ * H_ * F_ / 32 * 2);
+        cr_expect_eq(memcmp(st[p]->data, q[p].data, cb), 0, "%s", proj[p]);
+        cr_expect_eq(memcmp(st[p]->scales, q[p].scales, sb), 0);
+        cr_expect_eq(memcmp(st[p]->biases, q[p].biases, sb), 0);
+    }
+    cr_expect_eq(mf_moe_weights_load(f, MLX_LAYER + 1, &c, &w),
+                 MF_ERR_INVALID_ARG, "no such layer");
+    /* Every tensor by its name; the small ones hold their own number. */
+    const unsigned char *base =
+        (const unsigned char *)w.router.data - ent[0].off;
+    int n_small = 0;
+    mf_tensor t;
+    for (int64_t i = 0; i < MANY; i++) {
+        const char *nm = mf_model_file_name(f, i);
+        cr_assert_not_null(nm);
+        mf_status s = mf_model_file_tensor(f, nm, 0, &t);
+        if (!strstr(nm, ".experts."))
+            continue; /* the layer's own: loaded above */
+        n_small++;
+        cr_assert_eq(s, MF_OK, "%s", nm);
+        cr_assert_eq(t.type, MF_TYPE_F16);
+        cr_assert_eq(t.k, 2);
+        int v;
+        memcpy(&v, t.data, 4);
+        cr_assert(v >= 0 && v < MANY - first_small, "%s: %d", nm, v);
+        cr_assert_str_eq(ent[first_small + v].name, nm);
+        cr_assert_eq((const unsigned char *)t.data,
+                     base + ent[first_small + v].off, "%s", nm);
+    }
+    cr_expect_eq(n_small, MANY - first_small);
+    /* A base name finds "<name>.weight"; names not in the file. */
+    cr_expect_eq(mf_model_file_tensor(f, "model.layers.12.mlp.experts.0.up_proj", 0, &t),
+                 MF_OK);
+    cr_expect_eq(mf_model_file_tensor(f, "model.layers.13.mlp.experts.0.up_proj", 0, &t),
+                 MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_model_file_tensor(f, "", 0, &t), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_model_file_tensor(f, "zzz", 0, &t), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_model_file_tensor(f, "model.layers.7.mlp", 0, &t),
+                 MF_ERR_INVALID_ARG);
+    mf_model_file_close(f);
+    free(b.p);
+    for (int p = 0; p < 3; p++)
+        mft_qtensor_free(&q[p]);
+}
+
+/* Headers past the documented limits (io.h): nesting deeper than 32, more
+ * JSON values than max(2^20, header bytes / 8), longer than 64 MiB, a
+ * repeated tensor name among thousands: MF_ERR_FILE_FORMAT; just inside
+ * each limit: MF_OK. */
+static mf_status open_header(const char *hdr)
+{
+    unsigned char d[8] = {0};
+    buf b = st_make(hdr, d, sizeof d);
+    mf_model_file *f = NULL;
+    mf_status st = mf_model_file_open_memory(b.p, b.n, &f);
+    mf_model_file_close(f);
+    free(b.p);
+    return st;
+}
+
+Test(io, safetensors_header_limits)
+{
+    /* Depth: the root object and 31 arrays nest 32 deep. */
+    for (int arrays = 31; arrays <= 32; arrays++) {
+        char h[128];
+        int n = snprintf(h, sizeof h, "{\"__metadata__\":");
+        for (int i = 0; i < arrays; i++)
+            h[n++] = '[';
+        for (int i = 0; i < arrays; i++)
+            h[n++] = ']';
+        h[n++] = '}';
+        h[n] = 0;
+        cr_expect_eq(open_header(h), arrays == 31 ? MF_OK : MF_ERR_FILE_FORMAT,
+                     "%d arrays", arrays);
+    }
+    /* Values: "[0,0,...]" spends 2 bytes a value, so the budget is the
+     * floor 2^20: the root object and the array are 2 of them. */
+    size_t floor_nodes = (size_t)1 << 20;
+    char *h = malloc(2 * floor_nodes + 64);
+    cr_assert_not_null(h);
+    for (size_t zeros = floor_nodes - 2; zeros <= floor_nodes - 1; zeros++) {
+        size_t n = (size_t)sprintf(h, "{\"__metadata__\":[");
+        for (size_t i = 0; i < zeros; i++) {
+            h[n++] = '0';
+            h[n++] = ',';
+        }
+        memcpy(h + n - 1, "]}", 3);
+        cr_expect_eq(open_header(h), zeros + 2 <= floor_nodes ? MF_OK : MF_ERR_FILE_FORMAT,
+                     "%zu values", zeros + 2);
+    }
+    free(h);
+    /* Length: 64 MiB of header (an empty object and spaces) is read, one
+     * 8-byte step more is refused before parsing. */
+    size_t cap = ((size_t)64 << 20) + 8;
+    unsigned char *b = malloc(8 + cap + 8);
+    cr_assert_not_null(b);
+    memset(b + 8, ' ', cap + 8);
+    b[8] = '{';
+    b[9] = '}';
+    for (size_t hl = cap - 8; hl <= cap; hl += 8) {
+        uint64_t v = hl;
+        memcpy(b, &v, 8);
+        mf_model_file *f = NULL;
+        mf_status st = mf_model_file_open_memory(b, 8 + cap + 8, &f);
+        cr_expect_eq(st, hl < cap ? MF_OK : MF_ERR_FILE_FORMAT, "header %zu", hl);
+        if (st == MF_OK)
+            cr_expect_eq(mf_model_file_count(f), 0);
+        mf_model_file_close(f);
+    }
+    free(b);
+    /* A tensor name twice among 3,000: refused wherever the two are. */
+    buf j = {0};
+    put(&j, "{", 1);
+    for (int i = 0; i < 3000; i++) {
+        st_entry e = {"", "F32", 1, {1}, 0, 4};
+        snprintf(e.name, sizeof e.name, "model.layers.%d.mlp.experts.%d.w",
+                 i == 2900 ? 0 : i / 100, i == 2900 ? 7 : i % 100);
+        json_entry(&j, &e);
+    }
+    put(&j, "}", 2);
+    cr_expect_eq(open_header((const char *)j.p), MF_ERR_FILE_FORMAT);
+    free(j.p);
 }
 
 /* Mutations and truncations of valid files: every result is a status; the

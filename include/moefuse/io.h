@@ -5,7 +5,11 @@
  * Files are mapped read-only; tensors are descriptors into the mapping, valid
  * until mf_model_file_close. Every offset, size and count read from a file
  * is bounds-checked: a malformed, truncated or hostile file gives
- * MF_ERR_FILE_FORMAT, never a read outside the file.
+ * MF_ERR_FILE_FORMAT, never a read outside the file. A safetensors JSON
+ * header may be up to 64 MiB, nest up to 32 deep and hold up to
+ * max(2^20, header bytes / 8) JSON values (a tensor entry is 7-9 values
+ * in ~100 bytes): no other cap on the tensor count. Opening takes time
+ * O(n log n) in the tensor count, lookups by name O(log n).
  * Thread-safety: an open file may be read from several threads. */
 #ifndef MOEFUSE_IO_H
 #define MOEFUSE_IO_H

@@ -9,6 +9,7 @@
 
 #include "internal.h"
 #include "io_internal.h"
+#include "json.h"
 
 size_t mf_file_tensor_bytes(int kind, int n_dims, const int64_t *dims)
 {
@@ -63,13 +64,40 @@ mf_status mf_file_add_tensor(mf_model_file *f, const char *name, size_t len,
     return MF_OK;
 }
 
+/* The name index behind find(). Both readers keep the table far below
+ * 2^32 entries (GGUF: MAX_TENSORS; safetensors: the JSON value budget). */
+static mf_status build_index(mf_model_file *f)
+{
+    size_t n = (size_t)f->n;
+    if (!n)
+        return MF_OK;
+    if (f->n > (int64_t)UINT32_MAX)
+        return MF_ERR_FILE_FORMAT;
+    const char **names = malloc(n * sizeof *names);
+    uint32_t *tmp = malloc(n * sizeof *tmp);
+    f->order = malloc(n * sizeof *f->order);
+    mf_status st = MF_ERR_OUT_OF_MEMORY;
+    if (names && tmp && f->order) {
+        for (size_t i = 0; i < n; i++)
+            names[i] = f->t[i].name;
+        mf_sort_names(names, n, f->order, tmp);
+        st = MF_OK;
+    }
+    free(names);
+    free(tmp);
+    return st;
+}
+
 static mf_status parse(mf_model_file *f)
 {
+    mf_status st;
     if (f->size >= 4 && memcmp(f->base, "GGUF", 4) == 0) {
         f->is_gguf = 1;
-        return mf_gguf_parse(f);
+        st = mf_gguf_parse(f);
+    } else {
+        st = mf_safetensors_parse(f);
     }
-    return mf_safetensors_parse(f);
+    return st == MF_OK ? build_index(f) : st;
 }
 
 mf_status mf_model_file_open_memory(const void *data, size_t size,
@@ -130,6 +158,7 @@ void mf_model_file_close(mf_model_file *f)
     for (int64_t i = 0; i < f->n; i++)
         free(f->t[i].name);
     free(f->t);
+    free(f->order);
     if (f->map)
         munmap(f->map, f->map_size);
     free(f);
@@ -147,11 +176,19 @@ const char *mf_model_file_name(const mf_model_file *f, int64_t i)
     return f && i >= 0 && i < f->n ? f->t[i].name : NULL;
 }
 
+/* The first tensor of that name in table order, or NULL. */
 static const mf_file_tensor *find(const mf_model_file *f, const char *name)
 {
-    for (int64_t i = 0; i < f->n; i++)
-        if (strcmp(f->t[i].name, name) == 0)
-            return &f->t[i];
+    size_t lo = 0, hi = (size_t)f->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(f->t[f->order[mid]].name, name) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < (size_t)f->n && strcmp(f->t[f->order[lo]].name, name) == 0)
+        return &f->t[f->order[lo]];
     return NULL;
 }
 

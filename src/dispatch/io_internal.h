@@ -26,6 +26,8 @@ struct mf_model_file {
     size_t size;
     mf_file_tensor *t;
     int64_t n;
+    uint32_t *order;      /* 0..n-1 sorted by name (equal names in table
+                             order): lookups by name in O(log n) */
 };
 
 /* Parse f->base[0, f->size) into f->t / f->n. MF_ERR_FILE_FORMAT on any

@@ -97,7 +97,7 @@ const mf_json *mf_json_root(const mf_json_doc *doc)
 typedef struct parser {
     const char *s;
     size_t n, pos;
-    size_t nodes;
+    size_t nodes, max_nodes;
     int oom;
     mf_json_doc *doc;
 } parser;
@@ -384,12 +384,69 @@ static void vec_free(vec *a)
     free(a->ko);
 }
 
+void mf_sort_names(const char *const *names, size_t n, uint32_t *order,
+                   uint32_t *tmp)
+{
+    for (size_t i = 0; i < n; i++)
+        order[i] = (uint32_t)i;
+    /* Bottom-up: runs of w merged into runs of 2w, from src into dst; a
+     * tie takes the left run's entry, which keeps equal names in number
+     * order. */
+    uint32_t *src = order, *dst = tmp;
+    for (size_t w = 1; w < n; w *= 2) {
+        for (size_t lo = 0; lo < n; lo += 2 * w) {
+            size_t mid = n - lo > w ? lo + w : n;
+            size_t hi = n - mid > w ? mid + w : n;
+            size_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi)
+                dst[k++] = strcmp(names[src[j]], names[src[i]]) < 0 ? src[j++]
+                                                                    : src[i++];
+            while (i < mid)
+                dst[k++] = src[i++];
+            while (j < hi)
+                dst[k++] = src[j++];
+        }
+        uint32_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != order)
+        memcpy(order, src, n * sizeof *order);
+}
+
+/* The sorted index of a large object's keys; a repeated key fails with
+ * p->pos at its second occurrence. */
+static int index_keys(parser *p, const vec *a, uint32_t **out)
+{
+    uint32_t *order = arena_alloc(p->doc, a->n * sizeof *order);
+    uint32_t *tmp = malloc(a->n * sizeof *tmp);
+    if (!order || !tmp) {
+        free(tmp);
+        p->oom = 1;
+        return -1;
+    }
+    mf_sort_names(a->k, a->n, order, tmp);
+    free(tmp);
+    for (size_t i = 1; i < a->n; i++) {
+        if (strcmp(a->k[order[i - 1]], a->k[order[i]]) == 0) {
+            p->pos = a->ko[order[i]]; /* the later one: equal keys keep
+                                         their text order */
+            return -1;
+        }
+    }
+    *out = order;
+    return 0;
+}
+
 /* Copies the collected members into the arena. */
 static int vec_finish(parser *p, vec *a, mf_json *v, int with_keys)
 {
     v->len = a->n;
     if (!a->n)
         return 0;
+    uint32_t *order = NULL;
+    if (with_keys && a->n > MF_JSON_SMALL_OBJECT && index_keys(p, a, &order))
+        return -1;
     mf_json *items = arena_alloc(p->doc, a->n * sizeof *items);
     if (!items) {
         p->oom = 1;
@@ -408,6 +465,7 @@ static int vec_finish(parser *p, vec *a, mf_json *v, int with_keys)
         memcpy(offs, a->ko, a->n * sizeof *offs);
         v->keys = keys;
         v->key_offsets = offs;
+        v->order = order;
     }
     return 0;
 }
@@ -429,8 +487,6 @@ static int parse_container(parser *p, mf_json *v, int depth, int obj)
     }
     for (;;) {
         skip_ws(p);
-        if (obj && a.n >= MF_JSON_MAX_MEMBERS)
-            goto done;
         if (vec_push(p, &a, obj))
             goto done;
         if (obj) {
@@ -440,9 +496,12 @@ static int parse_container(parser *p, mf_json *v, int depth, int obj)
             const char *key;
             if (parse_string(p, &key, &klen))
                 goto done;
-            for (size_t i = 0; i + 1 < a.n; i++)
-                if (strcmp(a.k[i], key) == 0)
+            /* Larger objects are checked once read (vec_finish). */
+            for (size_t i = 0; a.n <= MF_JSON_SMALL_OBJECT && i + 1 < a.n; i++)
+                if (strcmp(a.k[i], key) == 0) {
+                    p->pos = koff;
                     goto done;
+                }
             a.k[a.n - 1] = key;
             a.ko[a.n - 1] = koff;
             skip_ws(p);
@@ -473,7 +532,7 @@ done:
 
 static int parse_value(parser *p, mf_json *v, int depth)
 {
-    if (++p->nodes > MF_JSON_MAX_NODES)
+    if (++p->nodes > p->max_nodes)
         return -1;
     int c = peek(p);
     switch (c) {
@@ -504,7 +563,8 @@ int mf_json_parse(const char *text, size_t len, mf_json_doc **out,
     mf_json_doc *doc = calloc(1, sizeof *doc);
     if (!doc)
         return -2;
-    parser p = {.s = text, .n = len, .doc = doc};
+    parser p = {.s = text, .n = len, .max_nodes = mf_json_max_nodes(len),
+                .doc = doc};
     locale_t old = enter_c_locale();
     skip_ws(&p);
     int rc = parse_value(&p, &doc->root, 0);
@@ -528,6 +588,20 @@ const mf_json *mf_json_get(const mf_json *obj, const char *key)
 {
     if (!obj || !key || obj->type != MF_JSON_OBJECT)
         return NULL;
+    if (obj->order) {
+        /* The first entry whose key is not below `key`. */
+        size_t lo = 0, hi = obj->len;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (strcmp(obj->keys[obj->order[mid]], key) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < obj->len && strcmp(obj->keys[obj->order[lo]], key) == 0)
+            return &obj->items[obj->order[lo]];
+        return NULL;
+    }
     for (size_t i = 0; i < obj->len; i++)
         if (strcmp(obj->keys[i], key) == 0)
             return &obj->items[i];
