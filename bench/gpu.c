@@ -20,6 +20,8 @@ typedef struct gcase {
     int64_t T;
     float *logits, *x, *gu, *h, *eo, *rw, *y, *wout;
     int32_t *idx;
+    int32_t *gidx; /* gating's output: the moe ops keep idx (experts
+                     * within the weights --mem-gb allocated) */
     const mf_moe_weights *w;
     mf_gpu_timing last;
 } gcase;
@@ -33,7 +35,7 @@ static int call_op(gcase *c)
                             .k = m->top_k, .renormalize = m->renormalize,
                             .n_group = m->n_group, .topk_group = m->topk_group,
                             .scale = m->routed_scale};
-        return mf_gating(c->ctx, &d, c->logits, c->T, c->idx, c->wout);
+        return mf_gating(c->ctx, &d, c->logits, c->T, c->gidx, c->wout);
     }
     case MF_GPU_OP_COMBINE: {
         mf_combine_desc d = {.impl = c->impl};
@@ -430,8 +432,9 @@ int bench_suite_gpu(mf_ctx *ctx, const bench_opts *o, bench_results *res)
             c.wout = malloc(tk * 4);
             c.y = malloc(TH * 4);
             c.idx = malloc(tk * 4);
+            c.gidx = malloc(tk * 4);
             int rc = !c.logits || !c.x || !c.gu || !c.h || !c.eo || !c.rw || !c.wout ||
-                     !c.y || !c.idx;
+                     !c.y || !c.idx || !c.gidx;
             uint64_t s = 99 + (uint64_t)T;
             if (!rc) {
                 synth_fill(c.logits, (size_t)(T * m.n_experts), &s, 8.0f);
@@ -486,7 +489,7 @@ int bench_suite_gpu(mf_ctx *ctx, const bench_opts *o, bench_results *res)
                                    uniq * synth_row_bytes(MF_TYPE_Q4_0, m.expert_ffn) *
                                        (double)m.hidden);
             free(c.logits), free(c.x), free(c.gu), free(c.h), free(c.eo);
-            free(c.rw), free(c.wout), free(c.y), free(c.idx);
+            free(c.rw), free(c.wout), free(c.y), free(c.idx), free(c.gidx);
             if (rc) {
                 synth_layer_free(&L);
                 return 1;
