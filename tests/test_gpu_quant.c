@@ -30,7 +30,10 @@
  *    (k + 1) 2^-23 (sum_j |w_j v_j| + |residual|) (ops.h's combine bound,
  *    each side).
  *  - chain vs the CPU layer: expert indices identical; outputs within 1e-4
- *    of max |y| (the composed op tolerances, as tests/test_layer.c). */
+ *    of max |y| (the composed op tolerances, as tests/test_layer.c).
+ *  - the expert ops' modes (per pair, or grouped by expert with M pairs
+ *    per pass; MOEFUSE_GPU_MOE_GROUP forces one): bit-identical to each
+ *    other (src/gpu/quant.h), in the ops and in the chain. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -58,6 +61,13 @@ static void rpw_env(int i)
     else
         setenv("MOEFUSE_GPU_QRPW", i % 3 == 1 ? "2" : "4", 1);
 }
+
+/* Modes of the expert shaders (MOEFUSE_GPU_MOE_GROUP, read when a plan is
+ * recorded; plans key on the mode): per pair, grouped with M = 1, 2, 4 and
+ * 16 pairs per pass (as far as the register budget lets it, src/gpu/
+ * quant.h). The automatic choice (unset) runs first. */
+static const char *const group_modes[] = {"0", "1", "2", "4", "16"};
+#define N_GROUP_MODES ((int)(sizeof group_modes / sizeof group_modes[0]))
 
 /* Every stored row of t decoded by the reference: [rows, K] f32 (exact
  * format values). */
@@ -380,6 +390,7 @@ typedef struct gu_case {
     mf_glu_kind kind;
     float limit, alpha, bias_range;
     int route;
+    int modes; /* also every forced mode: the same bits */
 } gu_case;
 
 static void gate_up_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
@@ -430,6 +441,20 @@ static void gate_up_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
     d.prec = (mf_precision)(gc->route); /* INT8 requested: EXACT result */
     mf_status st = mf_moe_gate_up(c, &d, T, gc->k, x, idx, hg);
     cr_assert_eq(st, MF_OK, "%s: gpu %s", what, mf_status_str(st));
+    if (gc->modes) {
+        float *hm = mft_alloc((size_t)(P * F) * 4, 0);
+        for (int mi = 0; mi < N_GROUP_MODES; mi++) {
+            setenv("MOEFUSE_GPU_MOE_GROUP", group_modes[mi], 1);
+            st = mf_moe_gate_up(c, &d, T, gc->k, x, idx, hm);
+            unsetenv("MOEFUSE_GPU_MOE_GROUP");
+            cr_assert_eq(st, MF_OK, "%s mode %s: gpu %s", what,
+                         group_modes[mi], mf_status_str(st));
+            cr_expect(memcmp(hm, hg, (size_t)(P * F) * 4) == 0,
+                      "%s: mode %s differs from the automatic mode", what,
+                      group_modes[mi]);
+        }
+        mft_free(hm);
+    }
     const double limit = gc->limit != 0 ? gc->limit : 7.0;
     const double alpha = gc->alpha != 0 ? gc->alpha : 1.702;
     int bad = 0;
@@ -489,15 +514,17 @@ static void gate_up_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
 Test(gpu_quant, moe_gate_up)
 {
     static const gu_case cases[] = {
-        /* E, H, F, T, k, layout, kind, limit, alpha, bias, route */
-        {8, 64, 96, 1, 2, MF_GLU_SEPARATE, MF_GLU_SWIGLU, 0, 0, 0.5f, SPREAD},
-        {8, 96, 40, 3, 3, MF_GLU_CONCAT, MF_GLU_GEGLU_TANH, 0, 0, 0, PILE},
-        {8, 64, 33, 3, 2, MF_GLU_CONCAT, MF_GLU_GEGLU_ERF, 0, 0, 1.0f, SPREAD},
+        /* E, H, F, T, k, layout, kind, limit, alpha, bias, route, modes */
+        {8, 64, 96, 1, 2, MF_GLU_SEPARATE, MF_GLU_SWIGLU, 0, 0, 0.5f, SPREAD,
+         0},
+        {8, 96, 40, 3, 3, MF_GLU_CONCAT, MF_GLU_GEGLU_TANH, 0, 0, 0, PILE, 0},
+        {8, 64, 33, 3, 2, MF_GLU_CONCAT, MF_GLU_GEGLU_ERF, 0, 0, 1.0f, SPREAD,
+         0},
         {4, 64, 64, 32, 2, MF_GLU_INTERLEAVED, MF_GLU_SWIGLU_OAI, 0, 0, 10.0f,
-         PILE},
+         PILE, 0},
         {6, 128, 17, 5, 3, MF_GLU_INTERLEAVED, MF_GLU_SWIGLU_OAI, 5.0f, 1.25f,
-         10.0f, SPREAD},
-        {5, 256, 32, 2, 5, MF_GLU_SEPARATE, MF_GLU_SWIGLU, 0, 0, 0, SPREAD},
+         10.0f, SPREAD, 0},
+        {5, 256, 32, 2, 5, MF_GLU_SEPARATE, MF_GLU_SWIGLU, 0, 0, 0, SPREAD, 0},
     };
     for (int var = 0; var < 2; var++) {
         mf_ctx *c = mft_gpu_ctx(var);
@@ -514,9 +541,10 @@ Test(gpu_quant, moe_gate_up)
                     continue;
                 gate_up_case(c, &r, &moe_fmts[fi], &gc);
             }
-        /* float weights with H not a multiple of 32 (padded rows) */
+        /* float weights with H not a multiple of 32 (padded rows); every
+         * mode */
         gu_case odd = {3, 45, 7, 2, 2, MF_GLU_SEPARATE, MF_GLU_SWIGLU, 0, 0,
-                       0.5f, SPREAD};
+                       0.5f, SPREAD, 1};
         gate_up_case(c, &r, &moe_fmts[5], &odd);
         mft_gpu_ctx_done(c);
     }
@@ -527,6 +555,7 @@ typedef struct dn_case {
     int32_t k;
     float bias_range;
     int route, res_mode; /* 0 none, 1 separate, 2 in place */
+    int modes; /* also every forced mode: the same bits */
 } dn_case;
 
 static void down_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
@@ -574,6 +603,20 @@ static void down_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
     }
     mf_status st = mf_moe_down_combine(c, &d, T, k, h, idx, w, rp, yg);
     cr_assert_eq(st, MF_OK, "%s: gpu %s", what, mf_status_str(st));
+    if (dc->modes) {
+        float *ym = mft_alloc((size_t)(T * H) * 4, 0);
+        for (int mi = 0; mi < N_GROUP_MODES; mi++) {
+            setenv("MOEFUSE_GPU_MOE_GROUP", group_modes[mi], 1);
+            st = mf_moe_down_combine(c, &d, T, k, h, idx, w, res, ym);
+            unsetenv("MOEFUSE_GPU_MOE_GROUP");
+            cr_assert_eq(st, MF_OK, "%s mode %s: gpu %s", what,
+                         group_modes[mi], mf_status_str(st));
+            cr_expect(memcmp(ym, yg, (size_t)(T * H) * 4) == 0,
+                      "%s: mode %s differs from the automatic mode", what,
+                      group_modes[mi]);
+        }
+        mft_free(ym);
+    }
     int bad = 0;
     for (int64_t t = 0; t < T && bad < 3; t++)
         for (int64_t i = 0; i < H; i++) {
@@ -612,12 +655,13 @@ static void down_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
 Test(gpu_quant, moe_down_combine)
 {
     static const dn_case cases[] = {
-        /* E, H, F, T, k, bias, route, residual */
-        {8, 64, 96, 1, 2, 0, SPREAD, 0},
-        {5, 96, 32, 3, 5, 0, PILE, 1},
-        {4, 64, 64, 32, 2, 3.0f, PILE, 2},
-        {16, 33, 128, 2, 11, 0.5f, SPREAD, 1}, /* k > 8: two slot passes */
-        {8, 17, 256, 7, 8, 0, SPREAD, 2},
+        /* E, H, F, T, k, bias, route, residual, modes */
+        {8, 64, 96, 1, 2, 0, SPREAD, 0, 0},
+        {5, 96, 32, 3, 5, 0, PILE, 1, 0},
+        {4, 64, 64, 32, 2, 3.0f, PILE, 2, 0},
+        /* k > 8: two slot passes per token; every mode */
+        {16, 33, 128, 2, 11, 0.5f, SPREAD, 1, 1},
+        {8, 17, 256, 7, 8, 0, SPREAD, 2, 0},
     };
     for (int var = 0; var < 2; var++) {
         mf_ctx *c = mft_gpu_ctx(var);
@@ -634,8 +678,48 @@ Test(gpu_quant, moe_down_combine)
                     continue;
                 down_case(c, &r, &moe_fmts[fi], &dc);
             }
-        dn_case odd = {3, 20, 45, 2, 2, 0.5f, SPREAD, 1};
+        dn_case odd = {3, 20, 45, 2, 2, 0.5f, SPREAD, 1, 1};
         down_case(c, &r, &moe_fmts[6], &odd);
+        mft_gpu_ctx_done(c);
+    }
+}
+
+/* Many pairs per expert: T = 32 over E = 4 (k = 2), T = 7 over E = 3
+ * (k = 3, repeats within a token), and 600 pairs over E = 2 (about 300 an
+ * expert: more than a workgroup's pair list holds at once). Each against the reference, and
+ * every forced mode (per pair, grouped with several pairs per pass) gives
+ * the automatic mode's bits; both reductions. */
+Test(gpu_quant, moe_grouped)
+{
+    static const gu_case gcs[] = {
+        /* E, H, F, T, k, layout, kind, limit, alpha, bias, route, modes */
+        {4, 128, 48, 32, 2, MF_GLU_CONCAT, MF_GLU_SWIGLU, 0, 0, 0.5f, SPREAD,
+         1},
+        {3, 128, 40, 7, 3, MF_GLU_INTERLEAVED, MF_GLU_SWIGLU_OAI, 0, 0, 10.0f,
+         PILE, 1},
+        {2, 64, 32, 300, 2, MF_GLU_SEPARATE, MF_GLU_GEGLU_ERF, 0, 0, 0, PILE,
+         1},
+    };
+    static const dn_case dcs[] = {
+        /* E, H, F, T, k, bias, route, residual, modes */
+        {4, 40, 128, 32, 2, 3.0f, SPREAD, 1, 1},
+        {3, 33, 128, 7, 3, 0, PILE, 2, 1},
+        {2, 24, 64, 300, 2, 0.5f, PILE, 0, 1},
+    };
+    for (int var = 0; var < 2; var++) {
+        mf_ctx *c = mft_gpu_ctx(var);
+        if (!c)
+            continue;
+        mft_rng r = mft_rng_make(__LINE__);
+        for (int ci = 0; ci < 2; ci++)
+            for (int fi = 0; fi < N_MOE_FMTS; fi++) {
+                if ((fi + ci + var) % 2)
+                    continue; /* every (case, format) pair over the variants */
+                gate_up_case(c, &r, &moe_fmts[fi], &gcs[ci]);
+                down_case(c, &r, &moe_fmts[fi], &dcs[ci]);
+            }
+        gate_up_case(c, &r, &moe_fmts[var ? 1 : 2], &gcs[2]);
+        down_case(c, &r, &moe_fmts[var ? 3 : 0], &dcs[2]);
         mft_gpu_ctx_done(c);
     }
 }
@@ -792,41 +876,50 @@ Test(gpu_quant, chain_layer_presets)
 
 /* The chain directly, from given logits, against the three ops run one by
  * one on the device: identical indices and weights, y within the combine's
- * slack; per-step timestamps when the device has them; a replay. */
-Test(gpu_quant, chain_from_logits)
+ * slack; per-step timestamps when the device has them; a replay. With
+ * `modes`, the chain again in every forced mode of the expert ops (per
+ * pair, grouped by expert): the same y, bit for bit. */
+static void chain_logits_case(mf_ctx *c, const char *preset, int32_t E,
+                              int32_t k, int64_t T, mf_type fmt, int modes,
+                              uint64_t seed)
 {
-    mf_ctx *c = mft_gpu_ctx(0);
-    mf_moe_config cfg = small("qwen3-30b-a3b", 128, 64, 12, 3);
+    mf_moe_config cfg = small(preset, 128, 64, E, k);
     synth_layer L;
-    cr_assert_eq(synth_layer_make(&L, &cfg, MF_TYPE_MLX_Q8, 21), 0);
-    mft_rng r = mft_rng_make(__LINE__);
-    const int64_t T = 3, H = cfg.hidden, E = cfg.n_experts, k = cfg.top_k;
-    float x[3 * 128], logits[3 * 12], res[3 * 128], y0[3 * 128], y1[3 * 128];
-    float w0[9], w1[9], h[9 * 64];
-    int32_t i0[9], i1[9];
-    mft_fill_normal(&r, x, (size_t)(T * H), 1.0f);
+    cr_assert_eq(synth_layer_make(&L, &cfg, fmt, seed), 0);
+    mft_rng r = mft_rng_make(seed);
+    const int64_t H = cfg.hidden;
+    const size_t TH = (size_t)(T * H), Tk = (size_t)(T * k);
+    float *x = malloc(TH * 4), *logits = malloc((size_t)(T * E) * 4);
+    float *res = malloc(TH * 4), *y0 = malloc(TH * 4), *y1 = malloc(TH * 4);
+    float *w0 = malloc(Tk * 4), *w1 = malloc(Tk * 4);
+    float *h = malloc(Tk * (size_t)cfg.expert_ffn * 4);
+    int32_t *i0 = malloc(Tk * 4), *i1 = malloc(Tk * 4);
+    cr_assert(x && logits && res && y0 && y1 && w0 && w1 && h && i0 && i1);
+    mft_fill_normal(&r, x, TH, 1.0f);
     mft_fill_normal(&r, logits, (size_t)(T * E), 2.0f);
-    mft_fill_normal(&r, res, (size_t)(T * H), 1.0f);
+    mft_fill_normal(&r, res, TH, 1.0f);
     mf_gating_desc gd = {.impl = MF_IMPL_GPU, .mode = cfg.router,
-                         .n_experts = (int32_t)E, .k = (int32_t)k,
+                         .n_experts = E, .k = k,
                          .renormalize = cfg.renormalize};
     mf_moe_gate_up_desc gu = {.impl = MF_IMPL_GPU, .glu = cfg.glu,
                               .layout = cfg.gate_up_layout,
                               .w_gate = &L.w.gate, .w_up = &L.w.up};
     mf_moe_down_desc dd = {.impl = MF_IMPL_GPU, .w_down = &L.w.down};
     cr_assert_eq(mf_gating(c, &gd, logits, T, i0, w0), MF_OK);
-    cr_assert_eq(mf_moe_gate_up(c, &gu, T, (int32_t)k, x, i0, h), MF_OK);
-    cr_assert_eq(mf_moe_down_combine(c, &dd, T, (int32_t)k, h, i0, w0, res, y0),
+    cr_assert_eq(mf_moe_gate_up(c, &gu, T, k, x, i0, h), MF_OK);
+    cr_assert_eq(mf_moe_down_combine(c, &dd, T, k, h, i0, w0, res, y0),
                  MF_OK);
     mf_gpu_chain_desc cd = {.gating = &gd, .gate_up = &gu, .down = &dd};
     mf_gpu_chain_times tm;
     mf_gpu *g = mft_gpu_of(c);
     cr_assert_eq(mf_gpu_moe_chain(g, &cd, x, logits, T, res, y1, i1, w1, &tm),
                  MF_OK);
-    cr_expect_eq(memcmp(i0, i1, sizeof i0), 0, "indices differ");
-    cr_expect_eq(memcmp(w0, w1, sizeof w0), 0, "routing weights differ");
+    cr_expect_eq(memcmp(i0, i1, Tk * 4), 0, "%s: indices differ", preset);
+    cr_expect_eq(memcmp(w0, w1, Tk * 4), 0, "%s: routing weights differ",
+                 preset);
     /* same kernels and inputs: the same y, bit for bit */
-    cr_expect_eq(memcmp(y0, y1, sizeof y0), 0, "y differs from the op chain");
+    cr_expect_eq(memcmp(y0, y1, TH * 4), 0, "%s: y differs from the op chain",
+                 preset);
     mf_gpu_info info;
     cr_assert_eq(mf_ctx_gpu_info(c, &info), MF_OK);
     if (info.timestamps) {
@@ -838,11 +931,48 @@ Test(gpu_quant, chain_from_logits)
     mf_gpu_chain_times rt;
     cr_expect_eq(mf_gpu_bench_chain(g, &rt), MF_OK);
     cr_expect_gt(rt.host_us, 0.0);
+    for (int mi = 0; modes && mi < N_GROUP_MODES; mi++) {
+        setenv("MOEFUSE_GPU_MOE_GROUP", group_modes[mi], 1);
+        mf_status st = mf_gpu_moe_chain(g, &cd, x, logits, T, res, y1, i1, w1,
+                                        NULL);
+        unsetenv("MOEFUSE_GPU_MOE_GROUP");
+        cr_assert_eq(st, MF_OK, "%s mode %s: %s", preset, group_modes[mi],
+                     mf_status_str(st));
+        cr_expect_eq(memcmp(i0, i1, Tk * 4), 0, "%s mode %s: indices differ",
+                     preset, group_modes[mi]);
+        cr_expect_eq(memcmp(y0, y1, TH * 4), 0,
+                     "%s mode %s: y differs from the automatic mode", preset,
+                     group_modes[mi]);
+    }
     mf_weights_evict(c, NULL);
     /* evicting the weights drops the recorded chain */
     cr_expect_eq(mf_gpu_bench_chain(g, &rt), MF_ERR_INVALID_ARG);
     synth_layer_free(&L);
+    free(x);
+    free(logits);
+    free(res);
+    free(y0);
+    free(y1);
+    free(w0);
+    free(w1);
+    free(h);
+    free(i0);
+    free(i1);
+}
+
+Test(gpu_quant, chain_from_logits)
+{
+    mf_ctx *c = mft_gpu_ctx(0);
+    chain_logits_case(c, "qwen3-30b-a3b", 12, 3, 3, MF_TYPE_MLX_Q8, 0, 21);
+    /* many pairs per expert: 64 pairs over 4 experts */
+    chain_logits_case(c, "mixtral-8x7b", 4, 2, 32, MF_TYPE_Q4_0, 1, 22);
     mft_gpu_ctx_done(c);
+    /* the shared-memory reductions */
+    c = mft_gpu_ctx(1);
+    if (c) {
+        chain_logits_case(c, "mixtral-8x7b", 4, 2, 32, MF_TYPE_Q8_0, 1, 23);
+        mft_gpu_ctx_done(c);
+    }
 }
 
 /* --------------------------------------------------------- residency -- */

@@ -11,6 +11,7 @@
  *   out (device -> host): y [T, H] | idx [T, k], w [T, k], flags [T] |
  *       gating input [bias E | logits T E]
  *   h   (device): [T k, F32]
+ *   v   (device, when down_combine runs grouped by expert): [T k, H]
  * The gating input lives in `out` so the host can read the logits back for
  * the sigmoid mode's unproven rows: each run first copies the bias (and
  * given logits) there from the host-written input, then the router writes
@@ -36,6 +37,7 @@ typedef struct chain_key {
     int32_t E, k, mode, renorm, has_cbias, G, topk_group, glu, layout;
     int32_t has_res, has_router;
     uint32_t scale_bits, limit_bits, alpha_bits;
+    uint32_t gu_group, dn_group; /* the expert ops' modes (mf_qgroup) */
 } chain_key;
 
 typedef struct chain_plan {
@@ -45,7 +47,7 @@ typedef struct chain_plan {
     mf_vk_prog prog;
     VkQueryPool ts;  /* CHAIN_STEPS + 1 timestamps, or VK_NULL_HANDLE */
     mf_vk_io in, out;
-    mf_vk_buf h;
+    mf_vk_buf h, v; /* v: the grouped down's projections, or none */
     size_t x_at, res_at, in_bytes;
     size_t gout_at, gin_at, out_bytes;
 } chain_plan;
@@ -64,6 +66,7 @@ static void plan_free(mf_vk *vk, chain_plan *p)
     mf_vk_io_destroy(vk, &p->in);
     mf_vk_io_destroy(vk, &p->out);
     mf_vk_buf_destroy(vk, &p->h);
+    mf_vk_buf_destroy(vk, &p->v);
     memset(p, 0, sizeof *p);
 }
 
@@ -181,8 +184,12 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
         st = mf_vk_io_create(vk, p->out_bytes, MF_VK_OUT, &p->out);
     if (st == MF_OK)
         st = mf_vk_buf_create(vk, h_bytes, MF_VK_MEM_DEVICE, &p->h);
+    if (st == MF_OK && a->dn.group)
+        st = mf_vk_buf_create(vk, (size_t)P * (size_t)H * 4, MF_VK_MEM_DEVICE,
+                              &p->v);
+    /* the grouped down is two dispatches */
     if (st == MF_OK)
-        st = mf_vk_prog_init(vk, &p->prog, CHAIN_STEPS);
+        st = mf_vk_prog_init(vk, &p->prog, CHAIN_STEPS + 1);
     if (st == MF_OK && vk->timestamps) {
         VkQueryPoolCreateInfo qi = {
             .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
@@ -244,9 +251,10 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
     stamp(pr, p->ts, 3);
     mf_vk_bind yb = {.buf = ob, .range = (VkDeviceSize)(T * H) * 4};
     mf_vk_bind rs = {.buf = ib, .offset = p->res_at};
+    mf_vk_bind vb = {.buf = &p->v};
     mf_gpu_down_record(vk, pr, &a->dn, T, (int32_t)k, &hb,
                        (uint32_t)(a->F32 / 4), &gout, 0, &gout, (uint32_t)P,
-                       a->has_res ? &rs : NULL, 0, &yb, 0);
+                       a->has_res ? &rs : NULL, 0, &yb, 0, &vb);
     stamp(pr, p->ts, 4);
     mf_vk_cmd_download(vk, pr, &p->out);
     return mf_vk_prog_end(vk, pr);
@@ -352,6 +360,8 @@ static chain_key key_of(const chain_args *a)
     k.alpha_bits = fbits(gu->alpha);
     k.has_res = a->has_res;
     k.has_router = d->router != NULL;
+    k.gu_group = a->gu.group;
+    k.dn_group = a->dn.group;
     return k;
 }
 

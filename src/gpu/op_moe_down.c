@@ -1,8 +1,11 @@
 /* mf_moe_down_combine on the device (shaders/moe_down.comp): the expert
  * weights and biases resident, per call h, idx, the routing weights and the
- * residual up and y back. Down projections and the weighted combine in one
- * dispatch, the combine in slot order with every operation rounded (ops.h);
- * EXACT math (INT8 is not implemented on the device: prec is ignored). */
+ * residual up and y back. Per pair (few pairs per expert): down projections
+ * and the weighted combine in one dispatch per token; grouped (mf_qgroup):
+ * the projections per expert into a device buffer v, then the combine. The
+ * combine in slot order with every operation rounded (ops.h), the same
+ * bits either way; EXACT math (INT8 is not implemented on the device: prec
+ * is ignored). */
 #include <string.h>
 
 #include "quant.h"
@@ -15,6 +18,7 @@ typedef struct dn_key {
     uint32_t wid[4]; /* weights, bias */
     int64_t T;
     int32_t k, has_res;
+    uint32_t group, pad; /* mf_dn_res.group */
 } dn_key;
 
 typedef struct dn_push {
@@ -34,22 +38,46 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     if (st != MF_OK)
         return st;
     mf_vk *vk = &g->vk;
+    const int sg = mf_quse_subgroup(vk);
     uint32_t wg = mf_qwg(vk), tpr = mf_qlanes(vk, out->wd->lay.nb);
-    uint32_t kc = k < DOWN_KC ? (uint32_t)k : DOWN_KC;
-    uint32_t rpw = mf_qrpw((uint64_t)d->w_down->n, wg / tpr, (uint64_t)T);
-    if ((size_t)wg * kc * rpw * 4 > vk->shared_bytes)
-        return MF_ERR_UNSUPPORTED;
+    const uint64_t E = (uint64_t)d->w_down->e, P = (uint64_t)T * (uint64_t)k;
+    const uint32_t flags = (uint32_t)(out->bd != NULL) | (uint32_t)has_res << 1;
+    uint32_t m = mf_qgroup(P, E, 0); /* never faster measured (quant.h) */
+    if ((uint64_t)d->w_down->n * P * 4 > vk->max_binding)
+        m = 0; /* v would not fit one binding */
     mf_vk_pipe_desc pd = {
-        .shader = mf_quse_subgroup(vk) ? &mf_shader_moe_down_sg
-                                       : &mf_shader_moe_down_sh,
-        .n_bindings = 7,
+        .shader = sg ? &mf_shader_moe_down_sg : &mf_shader_moe_down_sh,
+        .n_bindings = 8,
         .push_bytes = sizeof(dn_push),
-        .n_spec = 6,
-        .spec = {wg, tpr, mf_wfmt(d->w_down), kc,
-                 (uint32_t)(out->bd != NULL) | (uint32_t)has_res << 1, rpw},
+        .n_spec = 8,
     };
+    uint32_t rpw;
+    if (m) {
+        /* grouped: at most min(E, P) experts' workgroups have work */
+        rpw = mf_qrpw((uint64_t)d->w_down->n, wg / tpr, P < E ? P : E);
+        mf_qgroup_fit(vk, sg, wg, 1, 2 * (size_t)wg + 1, &m, &rpw);
+        if (!m)
+            return MF_ERR_UNSUPPORTED;
+        uint32_t spec[8] = {wg, tpr, mf_wfmt(d->w_down), 1, flags, rpw, 1, m};
+        memcpy(pd.spec, spec, sizeof spec);
+    } else {
+        uint32_t kc = k < DOWN_KC ? (uint32_t)k : DOWN_KC;
+        rpw = mf_qrpw((uint64_t)d->w_down->n, wg / tpr, (uint64_t)T);
+        /* red: KC RPW floats per thread; the pair list (unused here) */
+        if (((size_t)wg * kc * rpw + 2 * (size_t)wg + 1) * 4 > vk->shared_bytes)
+            return MF_ERR_UNSUPPORTED;
+        uint32_t spec[8] = {wg, tpr, mf_wfmt(d->w_down), kc, flags, rpw, 0, 1};
+        memcpy(pd.spec, spec, sizeof spec);
+    }
     out->rows = wg / tpr * rpw;
-    return mf_vk_pipe_get(vk, &pd, &out->pipe);
+    out->group = m;
+    st = mf_vk_pipe_get(vk, &pd, &out->pipe);
+    if (st != MF_OK || !m)
+        return st;
+    /* the combine: one output per invocation step */
+    uint32_t spec[8] = {wg, 1, mf_wfmt(d->w_down), 1, flags, 1, 2, 1};
+    memcpy(pd.spec, spec, sizeof spec);
+    return mf_vk_pipe_get(vk, &pd, &out->comb);
 }
 
 void mf_gpu_down_record(mf_vk *vk, mf_vk_prog *p, const mf_dn_res *r,
@@ -57,7 +85,8 @@ void mf_gpu_down_record(mf_vk *vk, mf_vk_prog *p, const mf_dn_res *r,
                         uint32_t hs, const mf_vk_bind *idx, uint32_t idx_off,
                         const mf_vk_bind *w, uint32_t w_off,
                         const mf_vk_bind *res, uint32_t res_off,
-                        const mf_vk_bind *y, uint32_t y_off)
+                        const mf_vk_bind *y, uint32_t y_off,
+                        const mf_vk_bind *v)
 {
     const mf_wkey *wk = &r->wd->key;
     dn_push pc = {
@@ -68,16 +97,24 @@ void mf_gpu_down_record(mf_vk *vk, mf_vk_prog *p, const mf_dn_res *r,
         .gpr = wk->group_size ? (uint32_t)(wk->k / wk->group_size) : 0,
         .hs = hs, .idx_off = idx_off, .w_off = w_off, .res_off = res_off,
         .y_off = y_off};
-    mf_vk_bind b[7] = {{.buf = &r->wd->buf}, *h, *idx, *w,
+    mf_vk_bind b[8] = {{.buf = &r->wd->buf}, *h, *idx, *w,
                        r->bd ? (mf_vk_bind){.buf = &r->bd->buf} : *h,
-                       res ? *res : *h, *y};
+                       res ? *res : *h, *y, r->group ? *v : *y};
     uint64_t gx = ((uint64_t)wk->n + r->rows - 1) / r->rows;
-    uint64_t gy = (uint64_t)T;
+    uint64_t gy = r->group ? (uint64_t)wk->e : (uint64_t)T;
     if (gx > vk->max_groups_x)
         gx = vk->max_groups_x;
     if (gy > 65535)
         gy = 65535;
     mf_vk_cmd_dispatch(vk, p, r->pipe, b, &pc, (uint32_t)gx, (uint32_t)gy, 1);
+    if (!r->group)
+        return;
+    mf_vk_cmd_barrier(p);
+    const uint32_t wg = r->comb->desc.spec[0];
+    gx = ((uint64_t)T * wk->n + wg - 1) / wg;
+    if (gx > vk->max_groups_x)
+        gx = vk->max_groups_x;
+    mf_vk_cmd_dispatch(vk, p, r->comb, b, &pc, (uint32_t)gx, 1, 1);
 }
 
 mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
@@ -117,6 +154,7 @@ mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
     key.T = T;
     key.k = k;
     key.has_res = has_res;
+    key.group = r.group;
     mf_vk_plans *c = &g->plans[MF_GPU_OP_MOE_DOWN];
     mf_vk_plan *pl = mf_vk_plans_get(vk, c, &key, sizeof key);
     if (!pl->ready) {
@@ -124,8 +162,11 @@ mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
         int out = -1;
         if (in >= 0)
             out = mf_vk_plan_io(vk, pl, (size_t)out_bytes, MF_VK_OUT, &st);
-        if (out >= 0)
-            st = mf_vk_prog_init(vk, &pl->prog, 1);
+        /* the grouped mode's v [P, H] */
+        if (out >= 0 && r.group)
+            st = mf_vk_plan_scratch(vk, pl, (size_t)(P * (uint64_t)H) * 4);
+        if (out >= 0 && st == MF_OK)
+            st = mf_vk_prog_init(vk, &pl->prog, 2);
         if (out >= 0 && st == MF_OK)
             st = mf_vk_prog_begin(vk, &pl->prog);
         if (out >= 0 && st == MF_OK) {
@@ -136,10 +177,11 @@ mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
             mf_vk_bind wbnd = {.buf = ib, .offset = w_at};
             mf_vk_bind rbnd = {.buf = ib, .offset = res_at};
             mf_vk_bind ybnd = {.buf = &pl->io[out].dev};
+            mf_vk_bind vbnd = {.buf = &pl->scratch};
             mf_vk_cmd_upload(vk, &pl->prog, &pl->io[in]);
             mf_gpu_down_record(vk, &pl->prog, &r, T, k, &hbnd,
                                (uint32_t)(F32 / 4), &ibnd, 0, &wbnd, 0,
-                               has_res ? &rbnd : NULL, 0, &ybnd, 0);
+                               has_res ? &rbnd : NULL, 0, &ybnd, 0, &vbnd);
             mf_vk_cmd_download(vk, &pl->prog, &pl->io[out]);
             st = mf_vk_prog_end(vk, &pl->prog);
         }

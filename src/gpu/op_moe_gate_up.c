@@ -1,6 +1,7 @@
 /* mf_moe_gate_up on the device (shaders/moe_gate_up.comp): the expert
  * weights and biases resident, per call x and idx up and h back. Every
- * layout, GLU kind and bias combination; EXACT math (INT8 is not
+ * layout, GLU kind and bias combination; per pair or grouped by expert
+ * (mf_qgroup), the same bits either way; EXACT math (INT8 is not
  * implemented on the device: prec is ignored, ops.h). */
 #include <string.h>
 
@@ -10,7 +11,7 @@
 typedef struct gu_key {
     uint32_t wid[4]; /* gate, up, gate bias, up bias */
     int64_t T;
-    int32_t k, glu, layout, pad;
+    int32_t k, glu, layout, group; /* group: mf_gu_res.group */
     uint32_t limit_bits, alpha_bits;
 } gu_key;
 
@@ -48,20 +49,34 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
     mf_vk *vk = &g->vk;
     uint32_t wg = mf_qwg(vk), tpr = mf_qlanes(vk, out->wg->lay.nb);
     const uint64_t F = (uint64_t)(sep ? d->w_gate->n : d->w_gate->n / 2);
-    uint32_t rpw = mf_qrpw(F, wg / tpr, (uint64_t)pairs);
+    const uint64_t E = (uint64_t)d->w_gate->e;
+    uint32_t m = mf_qgroup((uint64_t)pairs, E, 16);
+    /* grouped: at most min(E, pairs) experts' workgroups have work */
+    uint32_t rpw = mf_qrpw(F, wg / tpr,
+                           m ? ((uint64_t)pairs < E ? (uint64_t)pairs : E)
+                             : (uint64_t)pairs);
+    /* red: 2 M RPW floats per thread (shared-memory variant); the pair
+     * list: 2 WG + 1 words */
+    const int sg = mf_quse_subgroup(vk);
+    if (m) {
+        mf_qgroup_fit(vk, sg, wg, 2, 2 * (size_t)wg + 1, &m, &rpw);
+        if (!m)
+            return MF_ERR_UNSUPPORTED;
+    }
     uint32_t mode = (uint32_t)d->glu | (uint32_t)d->layout << 4 |
                     (uint32_t)(out->bg != NULL) << 8 |
                     (uint32_t)(out->bu != NULL) << 9;
     mf_vk_pipe_desc pd = {
-        .shader = mf_quse_subgroup(vk) ? &mf_shader_moe_gate_up_sg
-                                       : &mf_shader_moe_gate_up_sh,
+        .shader = sg ? &mf_shader_moe_gate_up_sg : &mf_shader_moe_gate_up_sh,
         .n_bindings = 7,
         .push_bytes = sizeof(gu_push),
-        .n_spec = 6,
+        .n_spec = 8,
         .spec = {wg, tpr, mf_wfmt(d->w_gate),
-                 mf_wfmt(sep ? d->w_up : d->w_gate), mode, rpw},
+                 mf_wfmt(sep ? d->w_up : d->w_gate), mode, rpw, m != 0,
+                 m ? m : 1},
     };
     out->rows = wg / tpr * rpw;
+    out->group = m;
     return mf_vk_pipe_get(vk, &pd, &out->pipe);
 }
 
@@ -88,7 +103,8 @@ void mf_gpu_gate_up_record(mf_vk *vk, mf_vk_prog *p,
         {.buf = &r->wg->buf}, {.buf = &r->wu->buf}, *x, *idx,
         r->bg ? (mf_vk_bind){.buf = &r->bg->buf} : none,
         r->bu ? (mf_vk_bind){.buf = &r->bu->buf} : none, *h};
-    uint64_t gx = (F + r->rows - 1) / r->rows, gy = (uint64_t)pc.P;
+    uint64_t gx = (F + r->rows - 1) / r->rows;
+    uint64_t gy = r->group ? (uint64_t)pc.E : (uint64_t)pc.P;
     if (gx > vk->max_groups_x)
         gx = vk->max_groups_x;
     if (gy > 65535)
@@ -133,6 +149,7 @@ mf_status mf_gpu_moe_gate_up(mf_gpu *g, const mf_moe_gate_up_desc *d,
     key.k = k;
     key.glu = (int32_t)d->glu;
     key.layout = (int32_t)d->layout;
+    key.group = (int32_t)r.group;
     float lim = d->limit != 0.0f ? d->limit : 7.0f;
     float alp = d->alpha != 0.0f ? d->alpha : 1.702f;
     memcpy(&key.limit_bits, &lim, 4);

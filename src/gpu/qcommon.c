@@ -58,6 +58,39 @@ uint32_t mf_qrpw(uint64_t rows, uint32_t groups_per_wg, uint64_t other)
     return rpw;
 }
 
+uint32_t mf_qgroup(uint64_t pairs, uint64_t experts, uint64_t min_mean)
+{
+    const char *e = getenv("MOEFUSE_GPU_MOE_GROUP");
+    if (e && strcmp(e, "0") == 0)
+        return 0;
+    uint32_t want = env_pow2("MOEFUSE_GPU_MOE_GROUP", 1, 16);
+    if (want)
+        return want;
+    if (min_mean == 0 || experts == 0 || pairs < min_mean * experts)
+        return 0;
+    return 4;
+}
+
+void mf_qgroup_fit(const mf_vk *vk, int subgroup, uint32_t wg, uint32_t per,
+                   size_t words, uint32_t *m, uint32_t *rpw)
+{
+    for (;;) {
+        uint64_t sums = (uint64_t)per * *m * *rpw;
+        uint64_t bytes = 4 * ((subgroup ? 0 : sums * wg) + words);
+        if (32 * (uint64_t)*m + sums <= MF_QGROUP_FLOATS &&
+            bytes <= vk->shared_bytes)
+            return;
+        if (*rpw > 1)
+            *rpw >>= 1;
+        else if (*m > 1)
+            *m >>= 1;
+        else {
+            *m = 0;
+            return;
+        }
+    }
+}
+
 uint32_t mf_qwg(const mf_vk *vk)
 {
     uint32_t wg = env_pow2("MOEFUSE_GPU_QWG", 32, 1024);

@@ -134,6 +134,44 @@ uint32_t mf_qlanes(const mf_vk *vk, uint32_t nb);
  * and eight in both expert ops; at T = 32 four beat two). */
 uint32_t mf_qrpw(uint64_t rows, uint32_t groups_per_wg, uint64_t other);
 
+/* Modes of the expert shaders (moe_gate_up.comp, moe_down.comp): per
+ * pair, every (token, slot) pair streams its expert's rows on its own; or
+ * grouped, a workgroup per (row block, expert) finds the pairs routed to
+ * its expert on the device (idx may come from the gating dispatch of a
+ * chain) and takes them M at a time, their activation blocks in registers:
+ * each weight block is decoded once per M pairs, and the M-pair passes
+ * over a row block follow each other, so its weights come from memory
+ * about once per expert. Both modes give the same bits (each output's
+ * operations and their order are the same).
+ * mf_qgroup gives M for `pairs` pairs over `experts` experts, 0 for the
+ * per-pair mode: grouped with M = 4 once the mean pairs per expert reaches
+ * min_mean (0: never). Measured on an H100 (chain, Q4_0; device time per
+ * step), the per-pair kernels are bound by instruction issue and latency,
+ * not by streaming an expert's rows once per pair: their time grows with
+ * the pairs (Mixtral-8x7B gate_up 2.5 ms at T = 32, 19.5 ms at T = 256),
+ * and the grouped mode with M = 1 (rows from the cache after the first
+ * pair) is no faster. Decoding once per M pairs saves instructions but the
+ * pairs' activations in registers cost occupancy: gate_up gained 21% at
+ * 64 pairs per expert (Mixtral T = 256) and 10% at 16 (Qwen3-30B-A3B
+ * T = 256), broke even at 8 (Mixtral T = 32, within the runs' 20%
+ * spread) and lost 45% at 2.7 (Qwen T = 32); down with M = 2 or 4 lost
+ * 5-80% at every size (M = 1 at best broke even). So gate_up passes
+ * min_mean 16, down 0.
+ * MOEFUSE_GPU_MOE_GROUP (tests, benchmarks; read when a plan is recorded)
+ * forces a mode for both: 0 per pair, 1..16 (a power of two) grouped with
+ * that M, as far as mf_qgroup_fit lets it. */
+uint32_t mf_qgroup(uint64_t pairs, uint64_t experts, uint64_t min_mean);
+/* Floats per lane the grouped mode may hold: 32 M activations and the
+ * partial sums (registers). */
+#define MF_QGROUP_FLOATS 160
+/* Fits the grouped mode: halves *rpw, then *m, until a lane's 32 m
+ * activations and per * m * rpw sums are at most MF_QGROUP_FLOATS and the
+ * shared memory (the reduction's per * m * rpw floats per thread of wg
+ * without subgroup shuffles, plus `words` words) fits the device. *m = 0
+ * when nothing fits. */
+void mf_qgroup_fit(const mf_vk *vk, int subgroup, uint32_t wg, uint32_t per,
+                   size_t words, uint32_t *m, uint32_t *rpw);
+
 /* Workgroup size: 128 threads, or the device's maximum when smaller. */
 uint32_t mf_qwg(const mf_vk *vk);
 /* These read tuning overrides when a plan is recorded (benchmarks):
@@ -170,6 +208,7 @@ typedef struct mf_gu_res {
     const mf_wres *wg, *wu, *bg, *bu; /* wu = wg, bu = bg unless SEPARATE */
     const mf_vk_pipe *pipe;
     uint32_t rows;                    /* outputs per workgroup */
+    uint32_t group;                   /* mf_qgroup's M; 0: per pair */
 } mf_gu_res;
 
 /* Makes d's tensors resident and gets the pipeline (op_moe_gate_up.c). */
@@ -183,11 +222,14 @@ void mf_gpu_gate_up_record(mf_vk *vk, mf_vk_prog *p,
                            const mf_vk_bind *idx, uint32_t idx_off,
                            const mf_vk_bind *h, uint32_t hs);
 
-/* The resident tensors and pipeline of a mf_moe_down_combine call. */
+/* The resident tensors and pipelines of a mf_moe_down_combine call:
+ * per pair (group 0) one fused dispatch per token; grouped, the expert
+ * projections into v [T k, H] (pipe), then their combine (comb). */
 typedef struct mf_dn_res {
     const mf_wres *wd, *bd;
-    const mf_vk_pipe *pipe;
+    const mf_vk_pipe *pipe, *comb;
     uint32_t rows;
+    uint32_t group;                   /* mf_qgroup's M; 0: per pair */
 } mf_dn_res;
 
 mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
@@ -195,13 +237,16 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
                               mf_dn_res *out);
 /* Records y[y_off + t H + i]: h rows of hs vec4s (padded, zeros after F),
  * idx / routing weights / residual at the given element offsets of their
- * bindings (res NULL: none, as prepared). */
+ * bindings (res NULL: none, as prepared). v: device memory of T k H
+ * floats the grouped mode writes and reads (ignored per pair); grouped,
+ * two dispatches with a barrier between. */
 void mf_gpu_down_record(mf_vk *vk, mf_vk_prog *p, const mf_dn_res *r,
                         int64_t T, int32_t k, const mf_vk_bind *h,
                         uint32_t hs, const mf_vk_bind *idx, uint32_t idx_off,
                         const mf_vk_bind *w, uint32_t w_off,
                         const mf_vk_bind *res, uint32_t res_off,
-                        const mf_vk_bind *y, uint32_t y_off);
+                        const mf_vk_bind *y, uint32_t y_off,
+                        const mf_vk_bind *v);
 
 /* Drops every recorded plan (ops and chains) that binds resident tensor id. */
 void mf_quant_drop_plans(mf_gpu *g, uint32_t id);

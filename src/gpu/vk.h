@@ -285,6 +285,7 @@ typedef struct mf_vk_plan {
     mf_vk_prog prog;
     mf_vk_io io[MF_VK_PLAN_IO];
     int n_io;
+    mf_vk_buf scratch;     /* device memory of the program alone, or none */
     size_t bytes;          /* device bytes held (for the cache budget) */
 } mf_vk_plan;
 
@@ -307,6 +308,9 @@ mf_vk_plan *mf_vk_plans_get(mf_vk *vk, mf_vk_plans *c, const void *key,
  * *st set on error. */
 int mf_vk_plan_io(mf_vk *vk, mf_vk_plan *pl, size_t bytes, mf_vk_dir dir,
                   mf_status *st);
+/* Gives a plan being built its scratch buffer: device-local memory only
+ * its program reads and writes (intermediates between dispatches). */
+mf_status mf_vk_plan_scratch(mf_vk *vk, mf_vk_plan *pl, size_t bytes);
 /* Frees a plan's resources and empties it (its slot stays taken). */
 void mf_vk_plan_clear(mf_vk *vk, mf_vk_plan *pl);
 /* Frees a plan and gives its slot back (after a failed build). */

@@ -47,11 +47,22 @@ int mf_vk_plan_io(mf_vk *vk, mf_vk_plan *pl, size_t bytes, mf_vk_dir dir,
     return pl->n_io++;
 }
 
+mf_status mf_vk_plan_scratch(mf_vk *vk, mf_vk_plan *pl, size_t bytes)
+{
+    if (pl->scratch.buf)
+        return MF_ERR_INVALID_ARG;
+    mf_status st = mf_vk_buf_create(vk, bytes, MF_VK_MEM_DEVICE, &pl->scratch);
+    if (st == MF_OK)
+        pl->bytes += pl->scratch.size;
+    return st;
+}
+
 void mf_vk_plan_clear(mf_vk *vk, mf_vk_plan *pl)
 {
     mf_vk_prog_free(vk, &pl->prog);
     for (int i = 0; i < pl->n_io; i++)
         mf_vk_io_destroy(vk, &pl->io[i]);
+    mf_vk_buf_destroy(vk, &pl->scratch);
     memset(pl, 0, sizeof *pl);
 }
 

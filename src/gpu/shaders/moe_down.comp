@@ -1,18 +1,33 @@
 #version 450
-// mf_moe_down_combine on the device, fused: for token t and output row i,
+// mf_moe_down_combine on the device: for token t and output row i,
 // v_j = Wd[idx[t, j]][i] . h[t, j] + bd[idx[t, j]][i], then
 // y[t, i] = sum_j w[t, j] v_j (+ residual[t, i]) in slot order j = 0..k-1
 // with every product and sum rounded (`precise`: no fused multiply-add),
 // mf_combine's exact sequence.
 //
-// A workgroup computes R = WG / TPR * RPW rows of one token; a group of TPR
-// lanes computes RPW consecutive rows, lane l taking blocks l, l + TPR, ...
-// of the KC slots of a pass: per block and slot it loads the slot's
-// activations once (kept in registers) and the RPW rows' weights (all
-// loads of a block in flight together), then the partial sums are added
-// (subgroup butterfly or shared memory) and lane 0 folds the pass's slots
-// into each row's sum. Workgroups stride over (row blocks, tokens) = (x, y).
+// A lane group of TPR lanes computes RPW consecutive rows, lane l taking
+// blocks l, l + TPR, ...: per block it loads the rows' weights, decodes
+// each block once and accumulates it with the h block of every pair it
+// serves (w_acc_fixed), then the partial sums are added (subgroup
+// butterfly or shared memory). Three phases (PHASE, one pipeline each):
+//  0 fused, per token: a workgroup computes R = WG / TPR * RPW rows of one
+//    token, its slots KC per pass (their loads in flight together), and
+//    lane 0 folds each pass's slots into the rows' sums. Workgroups stride
+//    over (row blocks, tokens) = (x, y). Every pair streams its expert's
+//    rows on its own.
+//  1 per expert: a workgroup computes R rows of v for up to M pairs of one
+//    expert at a time (their h blocks in registers for the RPW rows) and
+//    writes them to v [T k, H]. It lists the pairs
+//    routed to its expert (scanning idx, which may have been written by an
+//    earlier dispatch) in shared memory and stops at once when there are
+//    none: each weight block is read and decoded once per M pairs.
+//    Workgroups stride over (row blocks, experts) = (x, y).
+//  2 the combine of phase 1's v, one output per invocation step.
+// Phases 1 + 2 give phase 0's bits: each v_j gets the same operations in
+// the same order (lanes, blocks, w_acc_fixed, reduction, bias add) and
+// the combine is the same rounded sequence.
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #ifdef USE_SUBGROUP
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
@@ -22,13 +37,19 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 128;
 layout(constant_id = 1) const uint TPR = 32;
 layout(constant_id = 2) const uint FMT = 3;
-layout(constant_id = 3) const uint KC = 8;      // slots per pass
+layout(constant_id = 3) const uint KC = 8;      // slots per pass (phase 0)
 layout(constant_id = 4) const uint FLAGS = 0;   // 1: bias, 2: residual
 layout(constant_id = 5) const uint RPW = 1;     // rows per lane group
+layout(constant_id = 6) const uint PHASE = 0;
+layout(constant_id = 7) const uint M = 1;       // pairs per pass (phase 1)
 
 const uint R = WG / TPR * RPW;                  // rows per workgroup
 const bool HAS_BIAS = (FLAGS & 1u) != 0u;
 const bool HAS_RES = (FLAGS & 2u) != 0u;
+const uint CAP = 2u * WG;                       // pair list entries
+// quantized weights (qf_vecs <= 2): a block's loads are issued early
+bool pre_loads() { return (FMT & 255u) >= 3u; }
+const uint NA = PHASE == 1u ? M * RPW : KC * RPW; // sums per lane
 
 layout(push_constant) uniform PC {
     uint H, T, k, E, nb, soff, boff, gpr;
@@ -46,6 +67,7 @@ layout(std430, binding = 3) readonly buffer Rw { float rw[]; };
 layout(std430, binding = 4) readonly buffer Bd { float bd[]; };
 layout(std430, binding = 5) readonly buffer Rs { float rs[]; };
 layout(std430, binding = 6) writeonly buffer Yb { float yb[]; };
+layout(std430, binding = 7) buffer Vb { float vb[]; };  // v [T k, H]
 
 #include "common.glsl"
 #include "qformat.glsl"
@@ -60,10 +82,59 @@ uint w_gpr(uint which) { return pc.gpr; }
 #include "qload.glsl"
 
 #ifndef USE_SUBGROUP
-shared float red[WG * KC * RPW];
+shared float red[WG * NA];
 #endif
+shared uint plist[CAP];
+shared uint pcount;
 
-void main()
+uint expert_of(uint p) { return min(ib[pc.idx_off + p], pc.E - 1u); }
+
+void load_h(uint p, uint b, out vec4 xv[8])
+{
+    uint base = p * pc.hs + b * 8u;
+    for (uint c = 0u; c < 8u; c++)
+        xv[c] = hb[base + c];
+}
+
+// Adds the lanes' partial sums acc[0..na) (na uniform over the workgroup);
+// lane 0 gets the totals.
+void reduce(inout float acc[NA], uint na)
+{
+    uint tid = gl_LocalInvocationID.x;
+#ifdef USE_SUBGROUP
+    // the host keeps TPR <= the subgroup size
+    [[unroll]] for (uint a = 0u; a < NA; a++)
+        if (a < na)
+            [[unroll]] for (uint o = TPR / 2u; o > 0u; o >>= 1u)
+                acc[a] += subgroupShuffleXor(acc[a], o);
+#else
+    if (TPR > 1u) {
+        [[unroll]] for (uint a = 0u; a < NA; a++)
+            red[tid * NA + a] = acc[a];
+        barrier();
+        if (tid % TPR == 0u)
+            [[unroll]] for (uint a = 0u; a < NA; a++) {
+                float s = 0.0;
+                for (uint l = 0u; l < TPR; l++)
+                    s += red[(tid + l) * NA + a];
+                acc[a] = s;
+            }
+        barrier();
+    }
+#endif
+}
+
+// v of row `row` (of the stacked [E H] rows) from its reduced sum.
+float with_bias(float v, uint row)
+{
+    if (HAS_BIAS) {
+        precise float vb = v + bd[row];
+        v = vb;
+    }
+    return v;
+}
+
+void fused()
 {
     uint tid = gl_LocalInvocationID.x;
     uint lane = tid % TPR, rl = tid / TPR;
@@ -76,12 +147,11 @@ void main()
             for (uint q = 0u; q < RPW; q++)
                 y[q] = 0.0;
             for (uint j0 = 0u; j0 < k; j0 += KC) {
-                float acc[KC * RPW];
+                float acc[NA];
                 uint base_row[KC];
                 for (uint jj = 0u; jj < KC; jj++) {
                     uint j = min(j0 + jj, k - 1u);
-                    uint e = min(ib[pc.idx_off + t * k + j], pc.E - 1u);
-                    base_row[jj] = e * H;
+                    base_row[jj] = expert_of(t * k + j) * H;
                     for (uint q = 0u; q < RPW; q++)
                         acc[jj * RPW + q] = 0.0;
                 }
@@ -89,39 +159,21 @@ void main()
                     for (uint jj = 0u; jj < KC; jj++) {
                         if (j0 + jj < k) {
                             vec4 xv[8];
-                            uint base = (t * k + j0 + jj) * pc.hs + b * 8u;
-                            for (uint c = 0u; c < 8u; c++)
-                                xv[c] = hb[base + c];
+                            load_h(t * k + j0 + jj, b, xv);
                             for (uint q = 0u; q < RPW; q++) {
                                 uvec4 raw[8];
                                 float d, sc, bi;
                                 w_load(0u, base_row[jj] + min(i0 + q, H - 1u), b,
                                        raw, d, sc, bi);
-                                acc[jj * RPW + q] += w_dot_raw(0u, raw, d, sc, bi, xv);
+                                vec4 w[8];
+                                w_decode(0u, raw, sc, bi, w);
+                                uint a = jj * RPW + q;
+                                acc[a] = w_acc_fixed(0u, w, d, xv, acc[a]);
                             }
                         }
                     }
                 }
-#ifdef USE_SUBGROUP
-                // the host keeps TPR <= the subgroup size
-                for (uint a = 0u; a < KC * RPW; a++)
-                    for (uint o = TPR / 2u; o > 0u; o >>= 1u)
-                        acc[a] += subgroupShuffleXor(acc[a], o);
-#else
-                if (TPR > 1u) {
-                    for (uint a = 0u; a < KC * RPW; a++)
-                        red[tid * KC * RPW + a] = acc[a];
-                    barrier();
-                    if (lane == 0u)
-                        for (uint a = 0u; a < KC * RPW; a++) {
-                            float s = 0.0;
-                            for (uint l = 0u; l < TPR; l++)
-                                s += red[(tid + l) * KC * RPW + a];
-                            acc[a] = s;
-                        }
-                    barrier();
-                }
-#endif
+                reduce(acc, NA);
                 if (lane == 0u) {
                     for (uint jj = 0u; jj < KC; jj++) {
                         uint j = j0 + jj;
@@ -129,11 +181,8 @@ void main()
                             continue;
                         float wj = rw[pc.w_off + t * k + j];
                         for (uint q = 0u; q < RPW; q++) {
-                            float v = acc[jj * RPW + q];
-                            if (HAS_BIAS) {
-                                precise float vb = v + bd[base_row[jj] + min(i0 + q, H - 1u)];
-                                v = vb;
-                            }
+                            float v = with_bias(acc[jj * RPW + q],
+                                                base_row[jj] + min(i0 + q, H - 1u));
                             precise float pr = wj * v;
                             precise float sum = y[q] + pr;
                             y[q] = j == 0u ? pr : sum;
@@ -155,4 +204,143 @@ void main()
                 }
         }
     }
+}
+
+// Phase 1: row block rb of v for the n <= M pairs pr[0..n) of expert e.
+void row_block(uint e, uint rb, uint pr[M], uint n)
+{
+    uint tid = gl_LocalInvocationID.x;
+    uint lane = tid % TPR, rl = tid / TPR;
+    uint H = pc.H;
+    uint i0 = rb * R + rl * RPW;
+    float acc[NA];
+    [[unroll]] for (uint a = 0u; a < NA; a++)
+        acc[a] = 0.0;
+    for (uint b = lane; b < pc.nb; b += TPR) {
+        // the pairs' h blocks stay in registers for the RPW rows; each
+        // weight block is decoded once for all the pairs
+        vec4 xs[M * 8u];
+        [[unroll]] for (uint m = 0u; m < M; m++)
+            if (m < n) {
+                uint base = pr[m] * pc.hs + b * 8u;
+                [[unroll]] for (uint c = 0u; c < 8u; c++)
+                    xs[m * 8u + c] = hb[base + c];
+            }
+        // quantized rows (at most 2 uvec4 a block): every weight load of
+        // the block in flight before the first is used
+        uvec4 pw[2u * RPW];
+        float pf[3u * RPW];
+        if (pre_loads())
+            [[unroll]] for (uint q = 0u; q < RPW; q++) {
+                uvec4 r[8];
+                w_load(0u, e * H + min(i0 + q, H - 1u), b, r, pf[3u * q],
+                       pf[3u * q + 1u], pf[3u * q + 2u]);
+                pw[2u * q] = r[0];
+                pw[2u * q + 1u] = r[1];
+            }
+        [[unroll]] for (uint q = 0u; q < RPW; q++) {
+            uvec4 raw[8];
+            float d, sc, bi;
+            if (pre_loads()) {
+                [[unroll]] for (uint c = 0u; c < 8u; c++)
+                    raw[c] = c < 2u ? pw[2u * q + c] : uvec4(0u);
+                d = pf[3u * q];
+                sc = pf[3u * q + 1u];
+                bi = pf[3u * q + 2u];
+            } else {
+                w_load(0u, e * H + min(i0 + q, H - 1u), b, raw, d, sc, bi);
+            }
+            vec4 w[8], xv[8];
+            w_decode(0u, raw, sc, bi, w);
+            [[unroll]] for (uint m = 0u; m < M; m++)
+                if (m < n) {
+                    [[unroll]] for (uint c = 0u; c < 8u; c++)
+                        xv[c] = xs[m * 8u + c];
+                    uint a = m * RPW + q;
+                    acc[a] = w_acc_fixed(0u, w, d, xv, acc[a]);
+                }
+        }
+    }
+    reduce(acc, n * RPW);
+    if (lane == 0u)
+        [[unroll]] for (uint m = 0u; m < M; m++)
+            [[unroll]] for (uint q = 0u; q < RPW; q++) {
+                uint i = i0 + q;
+                if (m < n && i < H)
+                    vb[pr[m] * H + i] = with_bias(acc[m * RPW + q], e * H + i);
+            }
+}
+
+void per_expert()
+{
+    uint tid = gl_LocalInvocationID.x;
+    uint nrb = (pc.H + R - 1u) / R;
+    uint P = pc.T * pc.k;
+    for (uint e = gl_WorkGroupID.y; e < pc.E; e += gl_NumWorkGroups.y) {
+        uint pos = 0u;
+        for (;;) {
+            // list the next pairs of expert e: whole scans of WG entries
+            // while the list has room for one more
+            if (tid == 0u)
+                pcount = 0u;
+            uint n;
+            for (;;) {
+                barrier();
+                n = pcount;
+                barrier();
+                if (pos >= P || n > CAP - WG)
+                    break;
+                uint p = pos + tid;
+                if (p < P && expert_of(p) == e)
+                    plist[atomicAdd(pcount, 1u)] = p;
+                pos += WG;
+            }
+            if (n == 0u)
+                break;
+            for (uint rb = gl_WorkGroupID.x; rb < nrb; rb += gl_NumWorkGroups.x)
+                for (uint c = 0u; c < n; c += M) {
+                    uint pr[M];
+                    for (uint m = 0u; m < M; m++)
+                        pr[m] = plist[min(c + m, n - 1u)];
+                    row_block(e, rb, pr, min(M, n - c));
+                }
+            // a further scan writes the list only after its barriers
+            if (pos >= P)
+                break;
+        }
+    }
+}
+
+// Phase 2: y[t, i] from v, as phase 0's lane 0 folds its sums.
+void combine()
+{
+    uint H = pc.H, k = pc.k;
+    uint total = pc.T * H;
+    uint step = gl_NumWorkGroups.x * WG;
+    for (uint o = gl_GlobalInvocationID.x; o < total; o += step) {
+        uint t = o / H, i = o - t * H;
+        float y = 0.0;
+        for (uint j = 0u; j < k; j++) {
+            float wj = rw[pc.w_off + t * k + j];
+            float v = vb[(t * k + j) * H + i];
+            precise float pr = wj * v;
+            precise float sum = y + pr;
+            y = j == 0u ? pr : sum;
+        }
+        if (HAS_RES) {
+            precise float r = y + rs[pc.res_off + o];
+            y = r;
+        }
+        yb[pc.y_off + o] = y;
+    }
+}
+
+void main()
+{
+    if (PHASE == 0u)
+        fused();
+    else if (PHASE == 1u)
+        per_expert();
+    else
+        combine();
 }

@@ -5,14 +5,26 @@
 // from one tensor's CONCAT ([g | u] rows per expert) or INTERLEAVED rows
 // (g0 u0 g1 u1 ...); biases likewise.
 //
-// A workgroup computes R = WG / TPR * RPW outputs of one pair; a group of
-// TPR lanes computes RPW consecutive outputs, lane l taking blocks l,
-// l + TPR, ...: per block it loads the activations once (kept in registers)
-// and the gate and up rows of its RPW outputs (2 RPW loads in flight), then
-// the partial sums are added (subgroup butterfly or shared memory) and lane
-// 0 applies biases and the GLU. Workgroups stride over (output blocks,
-// pairs) = (x, y).
+// A workgroup computes R = WG / TPR * RPW outputs for up to M pairs of one
+// expert; a group of TPR lanes computes RPW consecutive outputs, lane l
+// taking blocks l, l + TPR, ...: per block it loads the pairs' activation
+// blocks into registers, then the gate and up rows of its RPW outputs,
+// decodes each weight block once and accumulates it with every pair's
+// activations (w_acc_fixed); then the partial sums are added (subgroup
+// butterfly: every lane finishes one output; or shared memory: lane 0
+// finishes them) with biases and the GLU. Two modes (GROUPED, chosen per dispatch by the host):
+//  - per pair (GROUPED = 0, M = 1): workgroups stride over (output blocks,
+//    pairs) = (x, y). A pair streams its expert's rows on its own.
+//  - per expert (GROUPED = 1): workgroups stride over (output blocks,
+//    experts) = (x, y). The workgroup lists the pairs routed to its expert
+//    (scanning idx, which may have been written by an earlier dispatch) in
+//    shared memory, stops at once when there are none, and takes them M at
+//    a time: each weight block is read and decoded once per M pairs.
+// Each output gets the same operations in the same order in both modes
+// (the same lanes and blocks, w_acc_fixed, the same reduction), so the
+// modes give identical bits.
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #ifdef USE_SUBGROUP
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
@@ -26,12 +38,18 @@ layout(constant_id = 3) const uint FMT_U = 3;
 layout(constant_id = 4) const uint MODE = 0;  // glu | layout << 4 |
                                               // gate bias << 8 | up bias << 9
 layout(constant_id = 5) const uint RPW = 1;   // outputs per lane group
+layout(constant_id = 6) const uint GROUPED = 0;
+layout(constant_id = 7) const uint M = 1;     // pairs per pass (1 per pair)
 
 const uint R = WG / TPR * RPW;                // outputs per workgroup
 const uint KIND = MODE & 15u;
 const uint LAYOUT = (MODE >> 4u) & 15u;       // mf_glu_layout
 const uint HAS_BG = (MODE >> 8u) & 1u;
 const uint HAS_BU = (MODE >> 9u) & 1u;
+const uint CAP = 2u * WG;                     // pair list entries
+// both tensors quantized (qf_vecs <= 2): a block's loads are issued early
+// (a function: glslc's optimizer mishandles this as a constant)
+bool pre_loads() { return (FMT_G & 255u) >= 3u && (FMT_U & 255u) >= 3u; }
 
 layout(push_constant) uniform PC {
     uint F, P, k, E, nb;
@@ -69,8 +87,10 @@ uint w_gpr(uint which) { return which == 0u ? pc.gpr_g : pc.gpr_u; }
 #include "qload.glsl"
 
 #ifndef USE_SUBGROUP
-shared float red[2u * RPW * WG];
+shared float red[2u * M * RPW * WG];
 #endif
+shared uint plist[CAP];
+shared uint pcount;
 
 // Gate and up rows of output f of expert e.
 void rows_of(uint e, uint f, out uint rg, out uint ru)
@@ -88,80 +108,204 @@ void rows_of(uint e, uint f, out uint rg, out uint ru)
     }
 }
 
-void main()
+uint expert_of(uint p) { return min(ib[pc.idx_off + p], pc.E - 1u); }
+
+// h[p, f] from the gate and up sums of output f (< F, else nothing) of
+// expert e.
+void finish(uint e, uint f, uint p, float g, float u)
+{
+    if (f >= pc.F)
+        return;
+    uint rg, ru;
+    rows_of(e, f, rg, ru);
+    if (HAS_BG != 0u) {
+        precise float v = g + bg[rg];
+        g = v;
+    }
+    if (HAS_BU != 0u) {
+        precise float v = u + bu[ru];
+        u = v;
+    }
+    hb[p * pc.hs + f] = glu_apply(KIND, g, u, pc.limit, pc.alpha);
+}
+
+// Row block rb of the n <= M pairs pr[0..n) of expert e (n uniform over
+// the workgroup).
+void row_block(uint e, uint rb, uint pr[M], uint n)
 {
     uint tid = gl_LocalInvocationID.x;
     uint lane = tid % TPR, rl = tid / TPR;
     uint F = pc.F;
-    uint nrb = (F + R - 1u) / R;
-    for (uint p = gl_WorkGroupID.y; p < pc.P; p += gl_NumWorkGroups.y) {
-        uint t = p / pc.k;
-        uint e = min(ib[pc.idx_off + p], pc.E - 1u);
-        for (uint rb = gl_WorkGroupID.x; rb < nrb; rb += gl_NumWorkGroups.x) {
-            uint f0 = rb * R + rl * RPW;
-            uint rg[RPW], ru[RPW];
-            float ag[RPW], au[RPW];
-            for (uint q = 0u; q < RPW; q++) {
-                rows_of(e, min(f0 + q, F - 1u), rg[q], ru[q]);
-                ag[q] = 0.0;
-                au[q] = 0.0;
+    uint f0 = rb * R + rl * RPW;
+    uint rg[RPW], ru[RPW];
+    float ag[M * RPW], au[M * RPW];
+    [[unroll]] for (uint q = 0u; q < RPW; q++)
+        rows_of(e, min(f0 + q, F - 1u), rg[q], ru[q]);
+    [[unroll]] for (uint a = 0u; a < M * RPW; a++) {
+        ag[a] = 0.0;
+        au[a] = 0.0;
+    }
+    for (uint b = lane; b < pc.nb; b += TPR) {
+        // the pairs' activation blocks stay in registers for the RPW
+        // outputs; each weight block is decoded once for all the pairs
+        vec4 xs[M * 8u];
+        [[unroll]] for (uint m = 0u; m < M; m++)
+            if (m < n) {
+                uint base = (pr[m] / pc.k) * pc.xs + b * 8u;
+                [[unroll]] for (uint i = 0u; i < 8u; i++)
+                    xs[m * 8u + i] = xb[base + i];
             }
-            for (uint b = lane; b < pc.nb; b += TPR) {
-                vec4 xv[8];
-                uint base = t * pc.xs + b * 8u;
-                for (uint i = 0u; i < 8u; i++)
-                    xv[i] = xb[base + i];
-                for (uint q = 0u; q < RPW; q++) {
-                    uvec4 r0[8], r1[8];
-                    float d0, s0, c0, d1, s1, c1;
-                    w_load(0u, rg[q], b, r0, d0, s0, c0);
-                    w_load(1u, ru[q], b, r1, d1, s1, c1);
-                    ag[q] += w_dot_raw(0u, r0, d0, s0, c0, xv);
-                    au[q] += w_dot_raw(1u, r1, d1, s1, c1, xv);
+        // quantized rows (at most 2 uvec4 a block): every weight load of
+        // the block in flight before the first is used
+        uvec4 pw[4u * RPW];
+        float pf[6u * RPW];
+        if (pre_loads())
+            [[unroll]] for (uint q = 0u; q < RPW; q++) {
+                uvec4 r[8];
+                w_load(0u, rg[q], b, r, pf[6u * q], pf[6u * q + 1u], pf[6u * q + 2u]);
+                pw[4u * q] = r[0];
+                pw[4u * q + 1u] = r[1];
+                w_load(1u, ru[q], b, r, pf[6u * q + 3u], pf[6u * q + 4u], pf[6u * q + 5u]);
+                pw[4u * q + 2u] = r[0];
+                pw[4u * q + 3u] = r[1];
+            }
+        [[unroll]] for (uint q = 0u; q < RPW; q++) {
+            uvec4 r0[8], r1[8];
+            float d0, s0, c0, d1, s1, c1;
+            if (pre_loads()) {
+                [[unroll]] for (uint i = 0u; i < 8u; i++) {
+                    r0[i] = i < 2u ? pw[4u * q + i] : uvec4(0u);
+                    r1[i] = i < 2u ? pw[4u * q + 2u + i] : uvec4(0u);
                 }
+                d0 = pf[6u * q];
+                s0 = pf[6u * q + 1u];
+                c0 = pf[6u * q + 2u];
+                d1 = pf[6u * q + 3u];
+                s1 = pf[6u * q + 4u];
+                c1 = pf[6u * q + 5u];
+            } else {
+                w_load(0u, rg[q], b, r0, d0, s0, c0);
+                w_load(1u, ru[q], b, r1, d1, s1, c1);
             }
+            vec4 w[8], xv[8];
+            w_decode(0u, r0, s0, c0, w);
+            [[unroll]] for (uint m = 0u; m < M; m++)
+                if (m < n) {
+                    [[unroll]] for (uint i = 0u; i < 8u; i++)
+                        xv[i] = xs[m * 8u + i];
+                    uint a = m * RPW + q;
+                    ag[a] = w_acc_fixed(0u, w, d0, xv, ag[a]);
+                }
+            w_decode(1u, r1, s1, c1, w);
+            [[unroll]] for (uint m = 0u; m < M; m++)
+                if (m < n) {
+                    [[unroll]] for (uint i = 0u; i < 8u; i++)
+                        xv[i] = xs[m * 8u + i];
+                    uint a = m * RPW + q;
+                    au[a] = w_acc_fixed(1u, w, d1, xv, au[a]);
+                }
+        }
+    }
 #ifdef USE_SUBGROUP
-            // the host keeps TPR <= the subgroup size
-            for (uint q = 0u; q < RPW; q++)
-                for (uint o = TPR / 2u; o > 0u; o >>= 1u) {
-                    ag[q] += subgroupShuffleXor(ag[q], o);
-                    au[q] += subgroupShuffleXor(au[q], o);
-                }
-#else
-            if (TPR > 1u) {
-                for (uint q = 0u; q < RPW; q++) {
-                    red[2u * (tid * RPW + q)] = ag[q];
-                    red[2u * (tid * RPW + q) + 1u] = au[q];
-                }
-                barrier();
-                if (lane == 0u)
-                    for (uint q = 0u; q < RPW; q++) {
-                        ag[q] = 0.0;
-                        au[q] = 0.0;
-                        for (uint l = 0u; l < TPR; l++) {
-                            ag[q] += red[2u * ((tid + l) * RPW + q)];
-                            au[q] += red[2u * ((tid + l) * RPW + q) + 1u];
-                        }
-                    }
-                barrier();
+    // the host keeps TPR <= the subgroup size
+    [[unroll]] for (uint a = 0u; a < M * RPW; a++)
+        if (a < n * RPW)
+            [[unroll]] for (uint o = TPR / 2u; o > 0u; o >>= 1u) {
+                ag[a] += subgroupShuffleXor(ag[a], o);
+                au[a] += subgroupShuffleXor(au[a], o);
             }
-#endif
-            if (lane == 0u)
-                for (uint q = 0u; q < RPW; q++) {
-                    uint f = f0 + q;
-                    if (f >= F)
-                        continue;
-                    float g = ag[q], u = au[q];
-                    if (HAS_BG != 0u) {
-                        precise float v = g + bg[rg[q]];
-                        g = v;
-                    }
-                    if (HAS_BU != 0u) {
-                        precise float v = u + bu[ru[q]];
-                        u = v;
-                    }
-                    hb[p * pc.hs + f] = glu_apply(KIND, g, u, pc.limit, pc.alpha);
+#else
+    if (TPR > 1u) {
+        [[unroll]] for (uint a = 0u; a < M * RPW; a++) {
+            red[2u * (tid * M * RPW + a)] = ag[a];
+            red[2u * (tid * M * RPW + a) + 1u] = au[a];
+        }
+        barrier();
+        if (lane == 0u)
+            [[unroll]] for (uint a = 0u; a < M * RPW; a++) {
+                ag[a] = 0.0;
+                au[a] = 0.0;
+                for (uint l = 0u; l < TPR; l++) {
+                    ag[a] += red[2u * ((tid + l) * M * RPW + a)];
+                    au[a] += red[2u * ((tid + l) * M * RPW + a) + 1u];
                 }
+            }
+        barrier();
+    }
+#endif
+#ifdef USE_SUBGROUP
+    // every lane of the group holds the totals (each step of the butterfly
+    // adds the same two values in both lanes): lane a finishes output a
+    for (uint a0 = 0u; a0 < n * RPW; a0 += TPR) {
+        uint a = a0 + lane;
+        float g = 0.0, u = 0.0;
+        uint p = pr[0];
+        [[unroll]] for (uint i = 0u; i < M * RPW; i++)
+            if (i == a) {
+                g = ag[i];
+                u = au[i];
+            }
+        [[unroll]] for (uint m = 0u; m < M; m++)
+            if (m == a / RPW)
+                p = pr[m];
+        if (a < n * RPW)
+            finish(e, f0 + a % RPW, p, g, u);
+    }
+#else
+    if (lane == 0u)
+        [[unroll]] for (uint m = 0u; m < M; m++)
+            [[unroll]] for (uint q = 0u; q < RPW; q++)
+                if (m < n)
+                    finish(e, f0 + q, pr[m], ag[m * RPW + q], au[m * RPW + q]);
+#endif
+}
+
+void main()
+{
+    uint nrb = (pc.F + R - 1u) / R;
+    if (GROUPED == 0u) {
+        for (uint p = gl_WorkGroupID.y; p < pc.P; p += gl_NumWorkGroups.y) {
+            uint pr[M];
+            for (uint m = 0u; m < M; m++)
+                pr[m] = p;
+            uint e = expert_of(p);
+            for (uint rb = gl_WorkGroupID.x; rb < nrb; rb += gl_NumWorkGroups.x)
+                row_block(e, rb, pr, 1u);
+        }
+        return;
+    }
+    uint tid = gl_LocalInvocationID.x;
+    for (uint e = gl_WorkGroupID.y; e < pc.E; e += gl_NumWorkGroups.y) {
+        uint pos = 0u;
+        for (;;) {
+            // list the next pairs of expert e: whole scans of WG entries
+            // while the list has room for one more
+            if (tid == 0u)
+                pcount = 0u;
+            uint n;
+            for (;;) {
+                barrier();
+                n = pcount;
+                barrier();
+                if (pos >= pc.P || n > CAP - WG)
+                    break;
+                uint p = pos + tid;
+                if (p < pc.P && expert_of(p) == e)
+                    plist[atomicAdd(pcount, 1u)] = p;
+                pos += WG;
+            }
+            if (n == 0u)
+                break;
+            for (uint rb = gl_WorkGroupID.x; rb < nrb; rb += gl_NumWorkGroups.x)
+                for (uint c = 0u; c < n; c += M) {
+                    uint pr[M];
+                    for (uint m = 0u; m < M; m++)
+                        pr[m] = plist[min(c + m, n - 1u)];
+                    row_block(e, rb, pr, min(M, n - c));
+                }
+            // a further scan writes the list only after its barriers
+            if (pos >= pc.P)
+                break;
         }
     }
 }

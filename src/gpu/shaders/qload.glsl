@@ -61,3 +61,35 @@ float w_dot_raw(uint which, uvec4 raw[8], float d, float sc, float bi,
     float s = qf_dot8(w, xv);
     return qf_has_d(t) ? d * s : s;
 }
+
+// The block's elements from its raw uvec4s (qf_decode with the tensor's
+// format).
+void w_decode(uint which, uvec4 raw[8], float sc, float bi, out vec4 w[8])
+{
+    qf_decode(w_type(which), w_fmt(which) >> 16u, raw, sc, bi, w);
+}
+
+float w_dot4_fixed(vec4 a, vec4 b)
+{
+    precise float s = a.x * b.x;
+    s = fma(a.y, b.y, s);
+    s = fma(a.z, b.z, s);
+    s = fma(a.w, b.w, s);
+    return s;
+}
+
+// acc + d w . x (acc + w . x without d) for a decoded block w and 32
+// activations x, in one fixed sequence of operations: products and sums
+// `precise`, every multiply-add an explicit fma(), which a precise result
+// makes one invariant operation. The expert shaders accumulate with it, so
+// an output's value does not depend on how the compiler schedules the code
+// around it (one pair per pass, or several pairs per decoded block).
+float w_acc_fixed(uint which, vec4 w[8], float d, vec4 x[8], float acc)
+{
+    precise float s = ((w_dot4_fixed(w[0], x[0]) + w_dot4_fixed(w[1], x[1])) +
+                       (w_dot4_fixed(w[2], x[2]) + w_dot4_fixed(w[3], x[3]))) +
+                      ((w_dot4_fixed(w[4], x[4]) + w_dot4_fixed(w[5], x[5])) +
+                       (w_dot4_fixed(w[6], x[6]) + w_dot4_fixed(w[7], x[7])));
+    precise float r = qf_has_d(w_type(which)) ? fma(d, s, acc) : acc + s;
+    return r;
+}
