@@ -246,3 +246,52 @@ Test(core, quantize_hand_blocks)
     cr_expect_eq(mf_quantize_rows(MF_TYPE_Q4_0, y, 1, 31, codes, 0, MF_TYPE_F32, NULL, NULL), MF_ERR_INVALID_ARG);
     cr_expect_eq(mf_quantize_rows(MF_TYPE_MLX_Q4, y, 1, 32, codes, 32, MF_TYPE_F32, NULL, &bi), MF_ERR_INVALID_ARG);
 }
+
+/* ------------------------------------------------------------ thread pool */
+
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "src/dispatch/pool.h"
+
+typedef struct pool_probe {
+    _Atomic int hits[64];
+    int n_seen; /* the n every task saw must be the run's */
+    _Atomic int bad_n;
+} pool_probe;
+
+static void pool_task(void *arg, int i, int n)
+{
+    pool_probe *pr = arg;
+    if (n != pr->n_seen)
+        atomic_fetch_add(&pr->bad_n, 1);
+    atomic_fetch_add(&pr->hits[i], 1);
+}
+
+/* Many runs of varying width on an oversubscribed pool (more threads than
+ * cores, so workers wake late and miss runs): every task of every run runs
+ * exactly once, with that run's n, and nothing else runs. */
+Test(pool, each_task_once_per_run)
+{
+    const int threads = 6;
+    mf_pool *p;
+    cr_assert_eq(mf_pool_create(threads, 0, &p), MF_OK);
+    uint64_t s = mft_seed();
+    for (int r = 0; r < 2000; r++) {
+        pool_probe pr;
+        memset(&pr, 0, sizeof pr);
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        int n = 1 + (int)((s >> 33) % (uint64_t)threads);
+        pr.n_seen = n;
+        mf_pool_run(p, n, pool_task, &pr);
+        for (int i = 0; i < threads; i++)
+            if (atomic_load(&pr.hits[i]) != (i < n)) {
+                cr_assert_fail("run %d (n = %d): task %d ran %d times", r, n, i,
+                               atomic_load(&pr.hits[i]));
+            }
+        cr_assert_eq(atomic_load(&pr.bad_n), 0, "run %d: a task saw another run's n", r);
+        if (r % 250 == 249) /* let the workers fall asleep now and then */
+            usleep(300);
+    }
+    mf_pool_destroy(p);
+}

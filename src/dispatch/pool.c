@@ -1,7 +1,14 @@
 /* Persistent thread pool. Workers spin on a generation counter for a short
  * while after each run (no system call to wake them while they spin), then
  * sleep on a condition variable. The caller runs task 0 and spins until the
- * others report done. */
+ * workers that have a task report done; workers without a task in a run
+ * are not waited for (one of them descheduled, its core taken by another
+ * thread, would otherwise hold every small op for a scheduler slice).
+ *
+ * A run is published like a seqlock: gen turns odd, the run's fields are
+ * stored, gen turns even. A worker takes a run only when it read the fields
+ * between two equal even loads of gen, so a worker that wakes late never
+ * mixes one run's fields with another's or runs a task twice. */
 #include "pool.h"
 
 #include <hwloc.h>
@@ -35,13 +42,15 @@ struct mf_pool {
     int have_topo;
     int pin;
 
-    _Atomic unsigned gen;      /* bumped per run */
-    _Atomic int done;          /* tasks finished in this run */
+    _Atomic unsigned gen;      /* odd while a run is published, +2 per run */
+    _Atomic int done;          /* worker tasks finished in this run */
     _Atomic int sleepers;      /* workers blocked on cond */
     _Atomic int quit;
-    void (*fn)(void *, int, int);
-    void *arg;
-    int n_tasks;
+    /* the run's fields (atomics: a late worker may read them while the
+     * next run stores them; gen tells it to retry) */
+    _Atomic(mf_pool_fn) fn;
+    _Atomic(void *) arg;
+    _Atomic int n_tasks;
     pthread_t caller;   /* the thread last pinned to core 0 */
     int caller_pinned;
 
@@ -79,7 +88,8 @@ static void *worker_main(void *a)
     for (;;) {
         unsigned g;
         int spins = 0;
-        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
+        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen ||
+               (g & 1u)) {
             if (atomic_load_explicit(&p->quit, memory_order_relaxed))
                 return NULL;
             if (++spins < SPIN_ITERS) {
@@ -94,12 +104,20 @@ static void *worker_main(void *a)
             pthread_mutex_unlock(&p->mu);
             spins = 0;
         }
-        seen = g;
         if (atomic_load_explicit(&p->quit, memory_order_relaxed))
             return NULL;
-        if (w->index < p->n_tasks)
-            p->fn(p->arg, w->index, p->n_tasks);
-        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        mf_pool_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
+        void *arg = atomic_load_explicit(&p->arg, memory_order_relaxed);
+        int n = atomic_load_explicit(&p->n_tasks, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&p->gen, memory_order_relaxed) != g)
+            continue; /* a newer run was published meanwhile: take that one */
+        seen = g;
+        if (w->index < n) {
+            /* the caller waits for this task, so the run stays published */
+            fn(arg, w->index, n);
+            atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        }
     }
 }
 
@@ -149,7 +167,7 @@ void mf_pool_destroy(mf_pool *p)
         return;
     pthread_mutex_lock(&p->mu);
     atomic_store(&p->quit, 1);
-    atomic_fetch_add(&p->gen, 1);
+    atomic_fetch_add(&p->gen, 2);
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->n_threads; i++)
@@ -182,19 +200,23 @@ void mf_pool_run(mf_pool *p, int n, void (*fn)(void *arg, int i, int n),
         p->caller = pthread_self();
         p->caller_pinned = 1;
     }
-    p->fn = fn;
-    p->arg = arg;
-    p->n_tasks = n;
+    /* publish: gen odd, the fields, gen even (seq_cst: ordered before the
+     * sleepers load) */
+    unsigned g = atomic_load_explicit(&p->gen, memory_order_relaxed);
+    atomic_store_explicit(&p->gen, g + 1u, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&p->arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&p->n_tasks, n, memory_order_relaxed);
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
-    atomic_fetch_add(&p->gen, 1); /* seq_cst: ordered before the sleepers load */
+    atomic_store(&p->gen, g + 2u);
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->cond);
         pthread_mutex_unlock(&p->mu);
     }
     fn(arg, 0, n);
-    /* every worker reports, also those without a task this run */
-    while (atomic_load_explicit(&p->done, memory_order_acquire) <
-           p->n_threads - 1)
+    /* only the workers with a task (indices 1 .. n-1) report */
+    while (atomic_load_explicit(&p->done, memory_order_acquire) < n - 1)
         cpu_relax();
 }

@@ -17,6 +17,8 @@ int mf_pool_threads(const mf_pool *p);
 
 /* Runs fn(arg, i, n) for i in [0, n), n <= mf_pool_threads(p); task 0 runs on
  * the caller. Returns when all tasks are done. One run at a time. */
+typedef void (*mf_pool_fn)(void *arg, int i, int n);
+
 void mf_pool_run(mf_pool *p, int n, void (*fn)(void *arg, int i, int n),
                  void *arg);
 
