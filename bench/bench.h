@@ -37,7 +37,9 @@ typedef struct bench_record {
     bench_stats st;
     double bytes; /* 0 when not memory-bound */
     double gbps;
-    double floor_gbps; /* the triad measured last before this record; 0 none */
+    double floor_gbps; /* what the record is set against: ref the 1-thread
+                        * triad, GPU records the device copy, others the
+                        * triad measured last before it; 0 none */
     double gpu_us;  /* GPU runs: device time between timestamps; < 0 none */
     double call_us; /* GPU runs: the whole public call from host arrays */
 } bench_record;
