@@ -103,6 +103,14 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (o.model) {
+        mf_moe_config probe;
+        if (mf_moe_preset(o.model, &probe) != MF_OK) {
+            fprintf(stderr, "moefuse-bench: unknown model '%s' (moefuse-validate "
+                            "--list lists the presets)\n", o.model);
+            return 2;
+        }
+    }
     if (o.budget_us < 0)
         o.budget_us = o.quick ? 150e3 : 400e3;
 

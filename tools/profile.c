@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "profile_report.h"
@@ -167,6 +168,14 @@ int main(int argc, char **argv)
         }
     }
 
+    /* the plot directory must exist before minutes of measuring, not after */
+    if (svg) {
+        struct stat sb;
+        if (stat(svg, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            fprintf(stderr, "moefuse-profile: --svg-dir %s is not a directory\n", svg);
+            return 2;
+        }
+    }
     mf_ctx *ctx = NULL;
     mf_status st = mf_ctx_create(&co, &ctx);
     if (st != MF_OK) {
