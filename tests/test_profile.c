@@ -300,5 +300,23 @@ Test(dispatch, profile_tool)
     struct stat sb;
     snprintf(path, sizeof path, "%s/none/p.json", dir);
     cr_expect_neq(stat(path, &sb), 0);
+
+    /* --op without --cache leaves the context's cache alone */
+    snprintf(args, sizeof args,
+             "--op gating --budget 1 --gpu off --no-svg --json %s/r3.json", dir);
+    char envd[600];
+    snprintf(envd, sizeof envd, "%s/xdg", dir);
+    const char *old_xdg = getenv("XDG_CACHE_HOME");
+    char *saved = old_xdg ? strdup(old_xdg) : NULL;
+    setenv("XDG_CACHE_HOME", envd, 1);
+    cr_expect_eq(run_tool(args), 0);
+    if (saved) {
+        setenv("XDG_CACHE_HOME", saved, 1);
+        free(saved);
+    } else {
+        unsetenv("XDG_CACHE_HOME");
+    }
+    snprintf(path, sizeof path, "%s/xdg/moefuse/placement.json", dir);
+    cr_expect_neq(stat(path, &sb), 0, "--op wrote the default cache");
     rm_dir(dir);
 }

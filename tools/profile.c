@@ -25,7 +25,7 @@ static const char usage[] =
     "  --quick          main variants, T = 1..32 (the default; ~1.5 min)\n"
     "  --full           every format and model shape, T up to 128\n"
     "  --budget S       time budget in seconds (default 90, --full 900)\n"
-    "  --op NAME        profile one op only\n"
+    "  --op NAME        profile one op only (writes a cache only with --cache)\n"
     "  --json PATH      results file (default moefuse-profile.json)\n"
     "  --svg-dir DIR    where profile_<op>.svg go (default .)\n"
     "  --no-svg         write no plots\n"
@@ -168,6 +168,13 @@ int main(int argc, char **argv)
         }
     }
 
+    /* A one-op profile would replace the whole machine's cache with a cache
+     * of that op alone: written only where --cache asks for it. */
+    if (po.only_op && !cache && !no_cache) {
+        fprintf(stderr, "moefuse-profile: --op: not writing the placement cache "
+                        "(it would replace the full profile); --cache PATH writes one\n");
+        no_cache = 1;
+    }
     /* the plot directory must exist before minutes of measuring, not after */
     if (svg) {
         struct stat sb;
