@@ -67,7 +67,11 @@ mf_status mf_ctx_create(const mf_ctx_options *opts, mf_ctx **out)
             mf_ctx_destroy(c);
             return MF_ERR_OUT_OF_MEMORY;
         }
+    } else {
+        c->cache_path = mf_placement_default_path(); /* NULL: none */
     }
+    /* the GPU keeps its pipeline cache beside the placement cache */
+    o.cache_path = c->cache_path;
     if (c->threads > 1) {
         st = mf_pool_create(c->threads, o.pin_threads, &c->pool);
         if (st != MF_OK) {

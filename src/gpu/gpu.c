@@ -7,35 +7,21 @@
 
 #define SCRATCH_FLOATS (4 * 4096 + 64)
 
-/* The pipeline cache directory: next to the placement cache file, else
- * $XDG_CACHE_HOME/moefuse, else $HOME/.cache/moefuse. NULL if none. */
+/* The pipeline cache directory: the directory of the placement cache file
+ * (the context resolves the default path before it creates the GPU). NULL
+ * if there is none. */
 static char *cache_dir(const mf_ctx_options *o)
 {
-    char *d = NULL;
-    if (o->cache_path && *o->cache_path) {
-        const char *slash = strrchr(o->cache_path, '/');
-        size_t n = slash ? (size_t)(slash - o->cache_path) : 1;
-        d = malloc(n + 1);
-        if (d) {
-            memcpy(d, slash ? o->cache_path : ".", n);
-            d[n] = '\0';
-            if (slash && n == 0) {
-                d[0] = '/';
-                d[1] = '\0';
-            }
-        }
-        return d;
-    }
-    const char *x = getenv("XDG_CACHE_HOME");
-    const char *h = getenv("HOME");
-    const char *fmt = x && *x ? "%s/moefuse" : "%s/.cache/moefuse";
-    const char *base = x && *x ? x : h;
-    if (!base || !*base)
+    const char *path = o->cache_path;
+    if (!path || !*path)
         return NULL;
-    size_t n = strlen(base) + 16;
-    d = malloc(n);
-    if (d)
-        snprintf(d, n, fmt, base);
+    const char *slash = strrchr(path, '/');
+    size_t n = !slash ? 1 : slash == path ? 1 : (size_t)(slash - path);
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, !slash ? "." : slash == path ? "/" : path, n);
+        d[n] = '\0';
+    }
     return d;
 }
 
