@@ -232,6 +232,13 @@ int main(int argc, char **argv)
                 paths[p].why_off = "unsupported by this build or device";
                 continue;
             }
+            if (st == MF_ERR_DEVICE_OOM && p == 3) {
+                /* a device too small for this layer and batch: a fact about
+                 * the machine, said in the table, not a mismatch */
+                paths[p].on = 0;
+                paths[p].why_off = "does not fit the device (its memory, or a buffer over its binding limit)";
+                continue;
+            }
             if (st != MF_OK) {
                 fprintf(stderr, "moefuse-validate: %s forward: %s\n", paths[p].name,
                         mf_status_str(st));
@@ -323,8 +330,10 @@ int main(int argc, char **argv)
          * and reported, not failed. EXACT paths must stay together. */
         int int8p = q->prec == MF_PREC_INT8;
         double t = int8p ? 5e-2 : tol;
+        /* a path that stopped early (its failure is said above) checked
+         * fewer tokens than asked: never ok */
         int ok = q->sel_mismatch == 0 && q->max_rel <= t &&
-                 (int8p || q->diverged_step < 0);
+                 (int8p || q->diverged_step < 0) && q->tokens == tokens;
         if (!ok)
             rc = 1;
         char dv[32];
@@ -334,7 +343,8 @@ int main(int argc, char **argv)
             snprintf(dv, sizeof dv, "step %d", q->diverged_step);
         printf("%-9s %8ld %10ld %12.3e %12.3e %14s %12.3e  %s\n", q->name,
                q->tokens, q->sel_mismatch, q->max_abs, q->max_rel, dv,
-               q->feedback_rel, ok ? "ok" : "MISMATCH");
+               q->feedback_rel,
+               q->tokens != tokens ? "INCOMPLETE" : ok ? "ok" : "MISMATCH");
     }
     if (json) {
         FILE *f = fopen(json, "w");
@@ -347,8 +357,16 @@ int main(int argc, char **argv)
                     file ? "file" : mf_type_name(fmt), tokens, steps);
             int first = 1;
             for (int p = 1; p < np; p++) {
-                if (!paths[p].on)
+                if (!paths[p].on) {
+                    if (paths[p].why_off || p == 3) {
+                        fprintf(f, "%s{\"path\": \"%s\", \"not_run\": \"%s\"}",
+                                first ? "" : ", ", paths[p].name,
+                                paths[p].why_off ? paths[p].why_off
+                                                 : mf_status_str(mf_ctx_gpu_status(ctx)));
+                        first = 0;
+                    }
                     continue;
+                }
                 fprintf(f, "%s{\"path\": \"%s\", \"tokens\": %ld, \"selection_mismatches\": %ld, "
                            "\"max_abs\": %.6g, \"max_rel\": %.6g, \"feedback_diverged_step\": %d, "
                            "\"feedback_max_rel\": %.6g}",
