@@ -141,7 +141,7 @@ int bench_suite_layer(mf_ctx *ctx, const bench_opts *o, bench_results *res)
                 for (size_t k = 0; k < sizeof impls / sizeof *impls && !rc; k++) {
                     c.run = (mf_moe_run){impls[k].impl, impls[k].prec};
                     int int8 = impls[k].prec == MF_PREC_INT8;
-                    char rshape[160];
+                    char rshape[sizeof shape + 16];
                     snprintf(rshape, sizeof rshape, "%s%s", shape, int8 ? ",prec=int8" : "");
                     if (int8)
                         printf("layer  %s\n", rshape);
