@@ -263,15 +263,14 @@ static int bench_model_T(mf_ctx *ctx, const bench_opts *o, bench_results *res,
     if (measure_op(&c, o, res, "gating", shape, run_gating, T == 1 ? 256 : 16, 0))
         goto out;
     /* one row (the single-row latency) at T = 1, then every row of the step */
-    for (int64_t rows = T == 1 ? 1 : (int64_t)tk; rows <= (int64_t)tk; rows = rows == 1 ? (int64_t)tk : rows + 1) {
-        c.glu_rows = rows;
+    const int64_t glu_rows[2] = {1, (int64_t)tk};
+    for (int gi = T == 1 ? 0 : 1; gi < 2; gi++) {
+        c.glu_rows = glu_rows[gi];
         snprintf(shape, sizeof shape, "model=%s,F=%lld,rows=%lld", name,
-                 (long long)m->expert_ffn, (long long)rows);
+                 (long long)m->expert_ffn, (long long)c.glu_rows);
         if (measure_op(&c, o, res, "glu", shape, run_glu, T == 1 ? 64 : 4,
-                       (double)rows * (double)m->expert_ffn * 12.0))
+                       (double)c.glu_rows * (double)m->expert_ffn * 12.0))
             goto out;
-        if (rows == (int64_t)tk)
-            break;
     }
     snprintf(shape, sizeof shape, "model=%s,k=%d,D=%lld,T=%lld", name,
              m->top_k, (long long)m->hidden, (long long)T);
