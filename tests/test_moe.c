@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "src/cpu/unfused/unfused.h"
 
 /* ------------------------------------------------------------ oracle -- */
 
@@ -652,6 +653,23 @@ Test(moe, down_residual_modes)
         for (int ti = 0; ti < 3; ti++)
             run_down(&c, &fmts[0], Ts[ti], PILE, m,
                      (uint64_t)__LINE__ * 1000 + (uint64_t)(m * 3 + ti));
+}
+
+/* The unfused baseline takes a call in chunks of tokens when its buffers
+ * would pass their bound (each chunk groups its own pairs by expert and
+ * dequantizes its experts again): a bound of 2048 floats makes T = 32 run
+ * in chunks of 1 to 8 tokens, checked like every other path. */
+Test(moe, unfused_chunked)
+{
+    const size_t keep = mf_unfused_moe_chunk_floats;
+    mf_unfused_moe_chunk_floats = 2048;
+    gu_cfg g = {8, 64, 96, 2, MF_GLU_CONCAT, MF_GLU_SWIGLU, 0, 0, 0.5f};
+    for (int route = 0; route < 2; route++)
+        run_gate_up(&g, &fmts[0], 32, route, (uint64_t)__LINE__ * 10 + route);
+    dn_cfg d = {5, 96, 32, 5, 0.5f};
+    for (int m = 0; m < 3; m++)
+        run_down(&d, &fmts[0], 32, PILE, m, (uint64_t)__LINE__ * 10 + m);
+    mf_unfused_moe_chunk_floats = keep;
 }
 
 /* ------------------------------------------------------- non-finite -- */

@@ -24,10 +24,14 @@ mf_status mf_unfused_qmv(const mf_qmv_desc *d, const mf_tensor *w,
 mf_status mf_unfused_dequant_act(const mf_dequant_desc *d, const mf_tensor *w,
                                  void *out);
 
-/* mf_moe_gate_up / mf_moe_down_combine: per (token, slot) pair, whole
- * expert dequantization, sgemv, then separate bias, activation, multiply
+/* mf_moe_gate_up / mf_moe_down_combine: pairs grouped by expert, whole
+ * expert dequantization once per expert (per chunk of tokens), sgemv for one
+ * pair or sgemm for several, then separate bias, activation, multiply
  * (gate/up) or bias, scale, sum, residual (down) passes (moe.c).
  * MF_ERR_OUT_OF_MEMORY when the f32 matrices cannot be allocated. */
+/* Floats of gathered activations and outputs one chunk of an expert call
+ * holds (default 32 Mi); tests lower it to take the chunked path. */
+extern size_t mf_unfused_moe_chunk_floats;
 mf_status mf_unfused_moe_gate_up(const mf_moe_gate_up_desc *d, int64_t T,
                                  int32_t k, const float *x,
                                  const int32_t *idx, float *h);
