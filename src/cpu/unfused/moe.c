@@ -83,7 +83,7 @@ static void mul_pass(const float *a, const float *u, float *out, int64_t n)
         out[i] = a[i] * u[i];
 }
 
-size_t mf_unfused_moe_chunk_floats = (size_t)32 << 20;
+size_t mf_unfused_moe_chunk_floats = (size_t)256 << 20;
 
 /* The pairs [p0, p1) grouped by expert: order lists them expert by expert
  * (in pair order within an expert), start [E + 1] the groups' bounds. */

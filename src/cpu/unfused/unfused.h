@@ -30,7 +30,7 @@ mf_status mf_unfused_dequant_act(const mf_dequant_desc *d, const mf_tensor *w,
  * (gate/up) or bias, scale, sum, residual (down) passes (moe.c).
  * MF_ERR_OUT_OF_MEMORY when the f32 matrices cannot be allocated. */
 /* Floats of gathered activations and outputs one chunk of an expert call
- * holds (default 32 Mi); tests lower it to take the chunked path. */
+ * holds (default 256 Mi: 1 GiB); tests lower it to take the chunked path. */
 extern size_t mf_unfused_moe_chunk_floats;
 mf_status mf_unfused_moe_gate_up(const mf_moe_gate_up_desc *d, int64_t T,
                                  int32_t k, const float *x,
