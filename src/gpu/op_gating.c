@@ -62,11 +62,20 @@ static mf_status gating_pipe(mf_vk *vk, const gating_push *pc, int mode,
         return MF_ERR_UNSUPPORTED;
     uint32_t per = pow2_at_least((E + wg - 1) / wg);
     uint32_t gmax = G > 1 ? pow2_at_least(G) : 1;
-    size_t shared = 16 * (size_t)wg + 8 * (size_t)wg + 16 * (size_t)gmax + 8;
+    /* r_key, r_idx, s_sum; s_sel, s_selx, s_w; the group arrays; flags */
+    size_t shared = 32 * (size_t)wg + 3 * 4 * 32 + 16 * (size_t)gmax + 8;
     if (shared > vk->shared_bytes)
         return MF_ERR_UNSUPPORTED;
     /* Large k selects by rank (all keys in shared memory, one pass)
      * instead of k arg-max rounds. */
+    /* Sigmoid mode caches every expert's score and bounds where they fit
+     * (else the shader computes them again where it needs them). */
+    uint32_t scap = 1;
+    if (mode == MF_GATING_SIGMOID_GROUPED &&
+        shared + 12 * (size_t)wg * per <= vk->shared_bytes) {
+        scap = wg * per;
+        shared += 12 * (size_t)scap;
+    }
     uint32_t rankn = 1;
     if (pc->k > GATING_ROUNDS_MAX &&
         shared + 4 * (size_t)wg * per <= vk->shared_bytes)
@@ -76,8 +85,8 @@ static mf_status gating_pipe(mf_vk *vk, const gating_push *pc, int mode,
                                      : &mf_shader_gating_sh,
         .n_bindings = 2,
         .push_bytes = sizeof *pc,
-        .n_spec = 5,
-        .spec = {wg, per, (uint32_t)mode, gmax, rankn},
+        .n_spec = 6,
+        .spec = {wg, per, (uint32_t)mode, gmax, rankn, scap},
     };
     return mf_vk_pipe_get(vk, &pd, pipe);
 }

@@ -50,8 +50,11 @@ static mf_status build(mf_gpu *g, mf_vk_plan *pl, const mf_glu_desc *d,
     if (st != MF_OK)
         return st;
     mf_vk_bind b[2] = {{.buf = &pl->io[in].dev}, {.buf = &pl->io[out].dev}};
-    uint64_t pairs = ((uint64_t)pc->T * pc->n + 1) / 2;
-    uint64_t groups = (pairs + wg - 1) / wg;
+    /* one output word per invocation (glu.comp) */
+    uint64_t items = (uint64_t)pc->T * pc->n;
+    if (d->out_type != MF_TYPE_F32)
+        items = (items + 1) / 2;
+    uint64_t groups = (items + wg - 1) / wg;
     if (groups > vk->max_groups_x)
         groups = vk->max_groups_x;
     mf_vk_cmd_upload(vk, &pl->prog, &pl->io[in]);

@@ -29,6 +29,9 @@ layout(constant_id = 2) const uint MODE = 0;   // mf_gating_mode
 layout(constant_id = 3) const uint GMAX = 1;   // group capacity (>= G)
 layout(constant_id = 4) const uint RANKN = 1;  // WG * PER for rank selection
                                                // (large k), else 1
+layout(constant_id = 5) const uint SCAP = 1;   // WG * PER in sigmoid mode
+                                               // where the score cache fits
+                                               // in shared memory, else 1
 
 layout(push_constant) uniform PC {
     uint T, E, k, renorm, has_bias, G, topk_group;
@@ -58,6 +61,13 @@ shared float g_lo[GMAX];
 shared float g_hi[GMAX];
 shared uint g_kept[GMAX];
 shared uint s_keys[RANKN];
+// The row's weights while they are formed (small k): the output buffer
+// may be host memory, where every read is a bus round trip.
+shared uint s_w[KSH];
+// Sigmoid mode: each expert's score and its bounds, computed once a row.
+shared float s_mid[SCAP];
+shared float s_lo[SCAP];
+shared float s_hi[SCAP];
 shared uint s_flag;
 shared uint s_ninf;
 
@@ -190,13 +200,27 @@ void sig_score(uint row, uint i, out float s, out float mid, out float lo,
     }
 }
 
+// Expert i's score and bounds: from the cache (filled, and a barrier
+// passed, before the first call) or computed again without one.
+void sc_get(uint row, uint i, out float mid, out float lo, out float hi)
+{
+    if (SCAP > 1u) {
+        mid = s_mid[i];
+        lo = s_lo[i];
+        hi = s_hi[i];
+    } else {
+        float s;
+        sig_score(row, i, s, mid, lo, hi);
+    }
+}
+
 // True when expert a surely ranks ahead of b in the reference: its score
 // is surely larger, or both have identical inputs and a < b.
 bool surely_ahead(uint row, uint a, uint b)
 {
-    float s, m, lo_a, hi_a, lo_b, hi_b;
-    sig_score(row, a, s, m, lo_a, hi_a);
-    sig_score(row, b, s, m, lo_b, hi_b);
+    float m, lo_a, hi_a, lo_b, hi_b;
+    sc_get(row, a, m, lo_a, hi_a);
+    sc_get(row, b, m, lo_b, hi_b);
     if (lo_a > hi_b)
         return true;
     bool same = floatBitsToUint(logit_at(row, a)) ==
@@ -216,8 +240,8 @@ bool select_groups(uint row)
         // the two largest values of mid, lo and hi in the group
         uint m1 = 0u, m2 = 0u, l1 = 0u, l2 = 0u, h1 = 0u, h2 = 0u;
         for (uint e = 0u; e < gs; e++) {
-            float s, mid, lo, hi;
-            sig_score(row, g * gs + e, s, mid, lo, hi);
+            float mid, lo, hi;
+            sc_get(row, g * gs + e, mid, lo, hi);
             uint km = fkey(mid), kl = fkey(lo), kh = fkey(hi);
             if (km > m1) { m2 = m1; m1 = km; } else if (km > m2) { m2 = km; }
             if (kl > l1) { l2 = l1; l1 = kl; } else if (kl > l2) { l2 = kl; }
@@ -266,6 +290,18 @@ bool select_groups(uint row)
     return key_float(lo_min) > key_float(hi_max);
 }
 
+// Weight j of the row being formed: shared memory for small k, else the
+// output words at wbase (large k: written and read by the same invocation
+// in every loop below, so no barrier is needed between them).
+uint w_get(uint wbase, uint j) { return RANKN == 1u ? s_w[j] : v_out[wbase + j]; }
+void w_set(uint wbase, uint j, uint v)
+{
+    if (RANKN == 1u)
+        s_w[j] = v;
+    else
+        v_out[wbase + j] = v;
+}
+
 // The j-th selected expert, and its selection value (softmax modes).
 uint sel_idx(uint ibase, uint j)
 {
@@ -283,17 +319,17 @@ void finish(uint row, uint k, bool renorm)
     if (renorm) {
         vec2 acc = vec2(0.0);
         for (uint j = tid; j < k; j += WG)
-            acc = sum2(acc, vec2(uintBitsToFloat(v_out[wbase + j]), 0.0));
+            acc = sum2(acc, vec2(uintBitsToFloat(w_get(wbase, j)), 0.0));
         float t = wg_sum2(acc).x;
         if (t > 0.0)
             for (uint j = tid; j < k; j += WG)
-                v_out[wbase + j] = floatBitsToUint(
-                    div_acc(uintBitsToFloat(v_out[wbase + j]), t));
+                w_set(wbase, j, floatBitsToUint(
+                    div_acc(uintBitsToFloat(w_get(wbase, j)), t)));
     }
     float sc = pc.scale == 0.0 ? 1.0 : pc.scale;
     if (sc != 1.0)
         for (uint j = tid; j < k; j += WG)
-            v_out[wbase + j] = floatBitsToUint(uintBitsToFloat(v_out[wbase + j]) * sc);
+            w_set(wbase, j, floatBitsToUint(uintBitsToFloat(w_get(wbase, j)) * sc));
 }
 
 void main()
@@ -320,6 +356,11 @@ void main()
                     float s, mid, lo, hi;
                     sig_score(row, i, s, mid, lo, hi);
                     key[j] = fkey(mid);
+                    if (SCAP > 1u) {
+                        s_mid[i] = mid;
+                        s_lo[i] = lo;
+                        s_hi[i] = hi;
+                    }
                 } else {
                     float x = xval(row, i);
                     xs[j] = x;
@@ -330,6 +371,8 @@ void main()
         }
         if (ninf != 0u)
             atomicAdd(s_ninf, ninf);
+        if (SCAP > 1u)
+            barrier();  // the score cache is complete
         if (MODE == SIGMOID && pc.G > 1u) {
             bad = !select_groups(row);
             uint gs = E / pc.G;
@@ -411,7 +454,7 @@ void main()
             vec2 acc = vec2(0.0);
             for (uint j = tid; j < k; j += WG) {
                 float ss = sig_scaled(logit_at(row, sel_idx(ibase, j)));
-                v_out[wbase + j] = scale_down64_bits(ss);
+                w_set(wbase, j, scale_down64_bits(ss));
                 acc = sum2(acc, vec2(ss, 0.0));
             }
             if (pc.renorm != 0u) {
@@ -419,20 +462,19 @@ void main()
                 if (t > 0.0)
                     for (uint j = tid; j < k; j += WG) {
                         float ss = sig_scaled(logit_at(row, sel_idx(ibase, j)));
-                        v_out[wbase + j] = floatBitsToUint(div_acc(ss, t));
+                        w_set(wbase, j, floatBitsToUint(div_acc(ss, t)));
                     }
             }
             float sc = pc.scale == 0.0 ? 1.0 : pc.scale;
             if (sc != 1.0)
                 for (uint j = tid; j < k; j += WG)
-                    v_out[wbase + j] =
-                        mul_bits(uintBitsToFloat(v_out[wbase + j]), sc);
+                    w_set(wbase, j, mul_bits(uintBitsToFloat(w_get(wbase, j)), sc));
         } else {
             float m = key_float(first);
             bool all = MODE == SOFTMAX_TOPK;
             if (is_ninf(m)) {
                 for (uint j = tid; j < k; j += WG)
-                    v_out[wbase + j] = 0u;
+                    w_set(wbase, j, 0u);
             } else if (is_pinf(m)) {
                 uint n = 0u;
                 if (all) {
@@ -443,8 +485,8 @@ void main()
                 }
                 float p = div_acc(1.0, float(n));
                 for (uint j = tid; j < k; j += WG)
-                    v_out[wbase + j] = floatBitsToUint(
-                        is_pinf(sel_x(row, ibase, j)) ? p : 0.0);
+                    w_set(wbase, j, floatBitsToUint(
+                        is_pinf(sel_x(row, ibase, j)) ? p : 0.0));
             } else {
                 vec2 acc = vec2(0.0);
                 if (all) {
@@ -459,11 +501,14 @@ void main()
                 }
                 float S = wg_sum2(acc).x;
                 for (uint j = tid; j < k; j += WG)
-                    v_out[wbase + j] = floatBitsToUint(
-                        div_acc(exp_any(sel_x(row, ibase, j) - m), S));
+                    w_set(wbase, j, floatBitsToUint(
+                        div_acc(exp_any(sel_x(row, ibase, j) - m), S)));
             }
             finish(row, k, all && pc.renorm != 0u);
         }
+        if (RANKN == 1u)  // each weight by the invocation that formed it
+            for (uint j = tid; j < k; j += WG)
+                v_out[wbase + j] = s_w[j];
         if (bad)
             atomicOr(s_flag, 1u);
         barrier();

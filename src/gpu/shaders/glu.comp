@@ -1,6 +1,8 @@
 #version 450
-// mf_glu on the device: out [T, n] = glu(gate, up), two output elements per
-// invocation step (so 16-bit outputs are written as whole words). Inputs
+// mf_glu on the device: out [T, n] = glu(gate, up). An invocation step
+// writes one output word: one element of an f32 output, two of a 16-bit
+// one, so a subgroup's stores cover contiguous words (shaders that write
+// into host memory over the bus do so in whole transactions). Inputs
 // are widened exactly, the math is f32 with the reference's formulas
 // (src/cpu/ref/actf.h) and the CPU kernels' polynomials, and the output is
 // rounded once to its type in integer arithmetic (bit-identical to
@@ -94,18 +96,17 @@ uint narrow(float v) { return OUT_T == 1u ? f32_to_f16(v) : f32_to_bf16(v); }
 void main()
 {
     uint total = pc.T * pc.n;
-    uint pairs = (total + 1u) / 2u;
     uint step = gl_NumWorkGroups.x * WG;
+    if (OUT_T == 0u) {
+        for (uint e = gl_GlobalInvocationID.x; e < total; e += step)
+            v_out[e] = floatBitsToUint(element(e));
+        return;
+    }
+    uint pairs = (total + 1u) / 2u;
     for (uint p = gl_GlobalInvocationID.x; p < pairs; p += step) {
         uint e = 2u * p;
         float a = element(e);
         float b = e + 1u < total ? element(e + 1u) : 0.0;
-        if (OUT_T == 0u) {
-            v_out[e] = floatBitsToUint(a);
-            if (e + 1u < total)
-                v_out[e + 1u] = floatBitsToUint(b);
-        } else {
-            v_out[p] = narrow(a) | (narrow(b) << 16u);
-        }
+        v_out[p] = narrow(a) | (narrow(b) << 16u);
     }
 }
