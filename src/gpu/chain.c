@@ -10,12 +10,16 @@
  *       [T, H] (the logits part only when they are given)
  *   out (device -> host): y [T, H] | idx [T, k], w [T, k], flags [T] |
  *       gating input [bias E | logits T E]
+ *   g   (device): the same offsets as `out` from gout_at on: the gating
+ *       output and input while the chain runs
  *   h   (device): [T k, F32]
  *   v   (device, when down_combine runs grouped by expert): [T k, H]
- * The gating input lives in `out` so the host can read the logits back for
- * the sigmoid mode's unproven rows: each run first copies the bias (and
- * given logits) there from the host-written input, then the router writes
- * its logits after the bias.
+ * Each run first copies the bias (and given logits) into g from the
+ * host-written input; the router writes its logits after the bias. Every
+ * step reads the routing from g: `out` may be host memory (written by the
+ * shaders over the bus, out_to_host), where each read is a bus round trip.
+ * The last dispatch copies the gating output (and, in sigmoid mode, its
+ * input: the host reads the logits of unproven rows) from g into `out`.
  *
  * Sigmoid mode: a row whose selection the device cannot prove (flag set) is
  * recomputed on the host with the reference, as mf_gating on the GPU does;
@@ -26,6 +30,7 @@
 
 #include "../cpu/kernels.h"
 #include "quant.h"
+#include "shaders.h"
 
 #define CHAIN_PLANS 4
 #define CHAIN_STEPS 4
@@ -47,9 +52,10 @@ typedef struct chain_plan {
     mf_vk_prog prog;
     VkQueryPool ts;  /* CHAIN_STEPS + 1 timestamps, or VK_NULL_HANDLE */
     mf_vk_io in, out;
-    mf_vk_buf h, v; /* v: the grouped down's projections, or none */
+    mf_vk_buf g, h, v; /* v: the grouped down's projections, or none */
     size_t x_at, res_at, in_bytes;
     size_t gout_at, gin_at, out_bytes;
+    size_t back_bytes; /* copied from g to out at gout_at (16-byte words) */
 } chain_plan;
 
 struct mf_chain_plans {
@@ -65,6 +71,7 @@ static void plan_free(mf_vk *vk, chain_plan *p)
         vkDestroyQueryPool(vk->dev, p->ts, NULL);
     mf_vk_io_destroy(vk, &p->in);
     mf_vk_io_destroy(vk, &p->out);
+    mf_vk_buf_destroy(vk, &p->g);
     mf_vk_buf_destroy(vk, &p->h);
     mf_vk_buf_destroy(vk, &p->v);
     memset(p, 0, sizeof *p);
@@ -165,7 +172,11 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
                              : p->x_at + (size_t)(T * a->H32) * 4;
     p->gout_at = mf_qalign((size_t)(T * H) * 4);
     p->gin_at = mf_qalign(p->gout_at + (size_t)(2 * P + (uint64_t)T) * 4);
-    p->out_bytes = p->gin_at + gin_bytes;
+    p->out_bytes = (p->gin_at + gin_bytes + 15) & ~(size_t)15;
+    p->back_bytes = d->gating->mode == MF_GATING_SIGMOID_GROUPED
+                        ? p->out_bytes - p->gout_at
+                        : (((size_t)(2 * P + (uint64_t)T) * 4 + 15) &
+                           ~(size_t)15);
     const size_t h_bytes = (size_t)P * (size_t)a->F32 * 4;
     if (p->in_bytes > vk->max_binding || p->out_bytes > vk->max_binding ||
         h_bytes > vk->max_binding)
@@ -182,6 +193,14 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
         st = mf_vk_io_create(vk, p->in_bytes, MF_VK_IN, &p->in);
     if (st == MF_OK)
         st = mf_vk_io_create(vk, p->out_bytes, MF_VK_OUT, &p->out);
+    const mf_vk_pipe *cpipe = NULL;
+    if (st == MF_OK) {
+        mf_vk_pipe_desc cd = {.shader = &mf_shader_copy, .n_bindings = 2,
+                              .push_bytes = 8, .n_spec = 1, .spec = {0}};
+        st = mf_vk_pipe_get(vk, &cd, &cpipe);
+    }
+    if (st == MF_OK)
+        st = mf_vk_buf_create(vk, p->out_bytes, MF_VK_MEM_DEVICE, &p->g);
     if (st == MF_OK)
         st = mf_vk_buf_create(vk, h_bytes, MF_VK_MEM_DEVICE, &p->h);
     if (st == MF_OK && a->dn.group)
@@ -189,7 +208,7 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
                               &p->v);
     /* the grouped down is two dispatches */
     if (st == MF_OK)
-        st = mf_vk_prog_init(vk, &p->prog, CHAIN_STEPS + 1);
+        st = mf_vk_prog_init(vk, &p->prog, CHAIN_STEPS + 2);
     if (st == MF_OK && vk->timestamps) {
         VkQueryPoolCreateInfo qi = {
             .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
@@ -209,13 +228,13 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
         vkCmdResetQueryPool(pr->cb, p->ts, 0, CHAIN_STEPS + 1);
 
     /* inputs: x and residual to the device; the gating input's host part
-     * (bias, given logits) into `out` */
+     * (bias, given logits) into g */
     mf_vk_cmd_upload(vk, pr, &p->in);
     VkBufferCopy gc = {
         .srcOffset = 0, .dstOffset = p->gin_at,
         .size = (VkDeviceSize)(E + (a->router ? 0 : T * E)) * 4};
     vkCmdCopyBuffer(pr->cb, p->in.host.buf ? p->in.host.buf : p->in.dev.buf,
-                    p->out.dev.buf, 1, &gc);
+                    p->g.buf, 1, &gc);
     if (a->F32 != (d->gate_up->layout == MF_GLU_SEPARATE
                        ? d->gate_up->w_gate->n
                        : d->gate_up->w_gate->n / 2))
@@ -224,8 +243,8 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
     stamp(pr, p->ts, 0);
 
     const mf_vk_buf *ib = &p->in.dev, *ob = &p->out.dev;
-    mf_vk_bind gin = {.buf = ob, .offset = p->gin_at, .range = gin_bytes};
-    mf_vk_bind gout = {.buf = ob, .offset = p->gout_at,
+    mf_vk_bind gin = {.buf = &p->g, .offset = p->gin_at, .range = gin_bytes};
+    mf_vk_bind gout = {.buf = &p->g, .offset = p->gout_at,
                        .range = (2 * P + (uint64_t)T) * 4};
     if (a->router) {
         mf_vk_bind x = {.buf = ib, .offset = p->x_at,
@@ -256,6 +275,14 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
                        (uint32_t)(a->F32 / 4), &gout, 0, &gout, (uint32_t)P,
                        a->has_res ? &rs : NULL, 0, &yb, 0, &vb);
     stamp(pr, p->ts, 4);
+    /* the routing (and the sigmoid mode's logits) back: g -> out */
+    mf_vk_cmd_barrier(pr);
+    struct { uint32_t n, magic; } cpc = {(uint32_t)(p->back_bytes / 16), 0};
+    mf_vk_bind cb[2] = {
+        {.buf = &p->g, .offset = p->gout_at, .range = p->back_bytes},
+        {.buf = ob, .offset = p->gout_at, .range = p->back_bytes}};
+    uint32_t cg = (cpc.n + 255) / 256;
+    mf_vk_cmd_dispatch(vk, pr, cpipe, cb, &cpc, cg < 1024 ? cg : 1024, 1, 1);
     mf_vk_cmd_download(vk, pr, &p->out);
     return mf_vk_prog_end(vk, pr);
 }
