@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "src/dispatch/internal.h"
 #include "suite.h"
 
 #define N_INPUTS 16
@@ -23,6 +24,27 @@ static int run_layer(void *a, int i)
     return mf_moe_layer_forward(c->layer, &c->run,
                                 c->x + (size_t)(i % N_INPUTS) * TH, c->T, NULL,
                                 c->y);
+}
+
+/* The GPU path's last chain replayed: device time per step (means of 20
+ * replays), where it ran as one chain (no shared expert). */
+static void print_chain_steps(mf_gpu *g)
+{
+    double st[4] = {0}, gpu = 0;
+    int n = 0;
+    for (int i = 0; i < 20; i++) {
+        mf_gpu_chain_times t;
+        if (mf_gpu_bench_chain(g, &t) != MF_OK || t.gpu_us < 0)
+            break;
+        for (int s = 0; s < 4; s++)
+            st[s] += t.step_us[s];
+        gpu += t.gpu_us;
+        n++;
+    }
+    if (n && st[0] >= 0)
+        printf("            device per step (means): router %.2f us, gating %.2f us, "
+               "gate_up %.2f us, down_combine %.2f us; whole chain %.2f us\n",
+               st[0] / n, st[1] / n, st[2] / n, st[3] / n, gpu / n);
 }
 
 /* Weight bytes one forward reads: router, the distinct experts' gate/up/down
@@ -169,6 +191,8 @@ int bench_suite_layer(mf_ctx *ctx, const bench_opts *o, bench_results *res)
                     }
                     bench_results_add(res, "layer", rshape, impls[k].name, &bs, bytes);
                     bench_print_record(stdout, &res->rec[res->n - 1], bench_floor_now(res));
+                    if (impls[k].impl == MF_IMPL_GPU && ctx->gpu)
+                        print_chain_steps(ctx->gpu);
                     fflush(stdout);
                 }
                 free(c.x);
