@@ -166,6 +166,7 @@ done:
 
 void mf_ctx_cache_attach(mf_ctx *ctx)
 {
+    ctx->placement_gen++;
     ctx->placement = NULL;
     if (!ctx->cache_path)
         ctx->cache_path = mf_placement_default_path();
@@ -192,6 +193,7 @@ void mf_ctx_cache_detach(mf_ctx *ctx)
 {
     mf_placement_free(ctx->placement);
     ctx->placement = NULL;
+    ctx->placement_gen++;
 }
 
 mf_status mf_ctx_cache_status(const mf_ctx *ctx)

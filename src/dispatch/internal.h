@@ -20,6 +20,8 @@ struct mf_ctx {
     struct mf_placement *placement; /* placement cache in use, or NULL
                                        (cache.h) */
     mf_status cache_status;  /* mf_ctx_cache_status */
+    uint64_t placement_gen;  /* bumped whenever placement is attached or
+                                detached (memoized decisions check it) */
 };
 
 /* How a CPU op call runs, resolved from its mf_impl. */

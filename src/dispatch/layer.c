@@ -9,6 +9,8 @@
 
 #include "internal.h"
 
+#define CHAIN_MEMO 8
+
 struct mf_moe_layer {
     mf_ctx *ctx;
     mf_moe_config cfg;
@@ -22,6 +24,12 @@ struct mf_moe_layer {
     float *sgu;     /* [T, 2 Fs] shared gate | up */
     float *sh;      /* [T, Fs] */
     float *sres;    /* [T, H] shared output (+ residual) */
+    /* AUTO's whole-chain decisions per T (use_chain), valid while the
+     * context's placement_gen is memo_gen: routing the chain costs more
+     * than a microsecond, a T = 1 GPU step ~80 us */
+    int64_t memo_T[CHAIN_MEMO];
+    int memo_use[CHAIN_MEMO], memo_n, memo_next;
+    uint64_t memo_gen;
 };
 
 static int tensor_is(const mf_tensor *t, int64_t e, int64_t n, int64_t k)
@@ -170,11 +178,13 @@ static mf_status shared_expert(mf_moe_layer *l, const mf_moe_run *r,
     return MF_OK;
 }
 
+static int route_whole_chain(const mf_moe_layer *l, int64_t T);
+
 /* Whether forward runs the whole block as one GPU chain (router qmv ->
  * gating -> gate/up -> down/combine in one submit, src/gpu/chain.c): with
  * MF_IMPL_GPU, or MF_IMPL_AUTO when the router places all four steps on
  * the GPU in one submit group; never with a shared expert. */
-static int use_chain(const mf_moe_layer *l, const mf_moe_run *r, int64_t T)
+static int use_chain(mf_moe_layer *l, const mf_moe_run *r, int64_t T)
 {
     const mf_moe_config *c = &l->cfg;
     mf_ctx *ctx = l->ctx;
@@ -184,6 +194,28 @@ static int use_chain(const mf_moe_layer *l, const mf_moe_run *r, int64_t T)
         return 1;
     if (r->impl != MF_IMPL_AUTO)
         return 0;
+    mf_moe_layer *m = l;
+    if (m->memo_gen != ctx->placement_gen) {
+        m->memo_n = m->memo_next = 0;
+        m->memo_gen = ctx->placement_gen;
+    }
+    for (int i = 0; i < m->memo_n; i++)
+        if (m->memo_T[i] == T)
+            return m->memo_use[i];
+    int use = route_whole_chain(l, T);
+    m->memo_T[m->memo_next] = T;
+    m->memo_use[m->memo_next] = use;
+    m->memo_next = (m->memo_next + 1) % CHAIN_MEMO;
+    if (m->memo_n < CHAIN_MEMO)
+        m->memo_n++;
+    return use;
+}
+
+/* The router's verdict: all four steps on the GPU in one submit group. */
+static int route_whole_chain(const mf_moe_layer *l, int64_t T)
+{
+    const mf_moe_config *c = &l->cfg;
+    mf_ctx *ctx = l->ctx;
     mf_route_shape s[4] = {
         {.op = MF_ROUTE_QMV, .T = T, .E = 1, .N = c->n_experts,
          .K = c->hidden, .wtype = l->w.router.type, .mode = MF_PREC_EXACT},
