@@ -15,8 +15,10 @@ mf_status mf_pool_create(int n_threads, int pin, mf_pool **out);
 void mf_pool_destroy(mf_pool *p);
 int mf_pool_threads(const mf_pool *p);
 
-/* Runs fn(arg, i, n) for i in [0, n), n <= mf_pool_threads(p); task 0 runs on
- * the caller. Returns when all tasks are done. One run at a time. */
+/* Runs fn(arg, i, n) for i in [0, n), n <= mf_pool_threads(p), each task
+ * once, on whichever threads claim them (the caller included; a task's
+ * index says which share of the work it is, not which thread runs it).
+ * Returns when all tasks are done. One run at a time. */
 typedef void (*mf_pool_fn)(void *arg, int i, int n);
 
 void mf_pool_run(mf_pool *p, int n, void (*fn)(void *arg, int i, int n),
