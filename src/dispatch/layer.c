@@ -194,20 +194,19 @@ static int use_chain(mf_moe_layer *l, const mf_moe_run *r, int64_t T)
         return 1;
     if (r->impl != MF_IMPL_AUTO)
         return 0;
-    mf_moe_layer *m = l;
-    if (m->memo_gen != ctx->placement_gen) {
-        m->memo_n = m->memo_next = 0;
-        m->memo_gen = ctx->placement_gen;
+    if (l->memo_gen != ctx->placement_gen) {
+        l->memo_n = l->memo_next = 0;
+        l->memo_gen = ctx->placement_gen;
     }
-    for (int i = 0; i < m->memo_n; i++)
-        if (m->memo_T[i] == T)
-            return m->memo_use[i];
+    for (int i = 0; i < l->memo_n; i++)
+        if (l->memo_T[i] == T)
+            return l->memo_use[i];
     int use = route_whole_chain(l, T);
-    m->memo_T[m->memo_next] = T;
-    m->memo_use[m->memo_next] = use;
-    m->memo_next = (m->memo_next + 1) % CHAIN_MEMO;
-    if (m->memo_n < CHAIN_MEMO)
-        m->memo_n++;
+    l->memo_T[l->memo_next] = T;
+    l->memo_use[l->memo_next] = use;
+    l->memo_next = (l->memo_next + 1) % CHAIN_MEMO;
+    if (l->memo_n < CHAIN_MEMO)
+        l->memo_n++;
     return use;
 }
 

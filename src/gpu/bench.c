@@ -49,12 +49,8 @@ static mf_status record_copy(mf_gpu *g, mf_gpu_copy_kind kind)
     mf_vk_prog *p = &g->copy[kind];
     mf_status st = MF_OK;
     const mf_vk_pipe *pipe = NULL;
-    if (kind != MF_GPU_COPY_ENGINE) {
-        mf_vk_pipe_desc pd = {.shader = &mf_shader_copy, .n_bindings = 2,
-                              .push_bytes = 8, .n_spec = 1,
-                              .spec = {kind == MF_GPU_COPY_READ}};
-        st = mf_vk_pipe_get(vk, &pd, &pipe);
-    }
+    if (kind != MF_GPU_COPY_ENGINE)
+        st = mf_gpu_copy_pipe(vk, kind == MF_GPU_COPY_READ, &pipe);
     if (st == MF_OK && !p->cb)
         st = mf_vk_prog_init(vk, p, kind == MF_GPU_COPY_ENGINE ? 0 : 1);
     if (st == MF_OK)
@@ -64,16 +60,9 @@ static mf_status record_copy(mf_gpu *g, mf_gpu_copy_kind kind)
     if (kind == MF_GPU_COPY_ENGINE) {
         mf_vk_cmd_copy(p, &g->copy_src, &g->copy_dst, g->copy_src.size);
     } else {
-        /* about four words per invocation, within the group-count limit */
-        uint32_t n = (uint32_t)(g->copy_bytes / 16);
-        uint64_t groups = ((uint64_t)n + 1023) / 1024;
-        if (groups > 65535)
-            groups = 65535;
-        if (groups < 1)
-            groups = 1;
-        uint32_t push[2] = {n, 0x9e3779b9u};
         mf_vk_bind b[2] = {{&g->copy_src, 0, 0}, {&g->copy_dst, 0, 0}};
-        mf_vk_cmd_dispatch(vk, p, pipe, b, push, (uint32_t)groups, 1, 1);
+        mf_gpu_cmd_copy_words(vk, p, pipe, b, (uint32_t)(g->copy_bytes / 16),
+                              0x9e3779b9u);
     }
     return mf_vk_prog_end(vk, p);
 }

@@ -30,7 +30,6 @@
 
 #include "../cpu/kernels.h"
 #include "quant.h"
-#include "shaders.h"
 
 #define CHAIN_PLANS 4
 #define CHAIN_STEPS 4
@@ -194,11 +193,8 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
     if (st == MF_OK)
         st = mf_vk_io_create(vk, p->out_bytes, MF_VK_OUT, &p->out);
     const mf_vk_pipe *cpipe = NULL;
-    if (st == MF_OK) {
-        mf_vk_pipe_desc cd = {.shader = &mf_shader_copy, .n_bindings = 2,
-                              .push_bytes = 8, .n_spec = 1, .spec = {0}};
-        st = mf_vk_pipe_get(vk, &cd, &cpipe);
-    }
+    if (st == MF_OK)
+        st = mf_gpu_copy_pipe(vk, 0, &cpipe);
     if (st == MF_OK)
         st = mf_vk_buf_create(vk, p->out_bytes, MF_VK_MEM_DEVICE, &p->g);
     if (st == MF_OK)
@@ -277,12 +273,10 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
     stamp(pr, p->ts, 4);
     /* the routing (and the sigmoid mode's logits) back: g -> out */
     mf_vk_cmd_barrier(pr);
-    struct { uint32_t n, magic; } cpc = {(uint32_t)(p->back_bytes / 16), 0};
     mf_vk_bind cb[2] = {
         {.buf = &p->g, .offset = p->gout_at, .range = p->back_bytes},
         {.buf = ob, .offset = p->gout_at, .range = p->back_bytes}};
-    uint32_t cg = (cpc.n + 255) / 256;
-    mf_vk_cmd_dispatch(vk, pr, cpipe, cb, &cpc, cg < 1024 ? cg : 1024, 1, 1);
+    mf_gpu_cmd_copy_words(vk, pr, cpipe, cb, (uint32_t)(p->back_bytes / 16), 0);
     mf_vk_cmd_download(vk, pr, &p->out);
     return mf_vk_prog_end(vk, pr);
 }

@@ -33,6 +33,15 @@ mf_status mf_gpu_gating_record(mf_gpu *g, mf_vk_prog *p,
                                const mf_gating_desc *d, int64_t T,
                                const mf_vk_bind *in, const mf_vk_bind *out);
 
+/* The word-copy shader (copy.c): its pipeline (read_only: only read src,
+ * the bench's read floor) and one pass over `words` 16-byte words of
+ * binding 0 into binding 1 (magic: the value the read-only pass never
+ * stores). */
+mf_status mf_gpu_copy_pipe(mf_vk *vk, int read_only, const mf_vk_pipe **pipe);
+void mf_gpu_cmd_copy_words(mf_vk *vk, mf_vk_prog *p, const mf_vk_pipe *pipe,
+                           const mf_vk_bind b[2], uint32_t words,
+                           uint32_t magic);
+
 /* The status of an op entry before it touches the device. */
 static inline mf_status mf_gpu_ready(const mf_gpu *g)
 {

@@ -102,6 +102,15 @@ static void group_pairs(const int32_t *idx, int64_t p0, int64_t p1, int64_t E,
     start[0] = 0;
 }
 
+/* X [n, width] = the rows ps[i] / per of src (per = k: a pair's token). */
+static void gather_rows(float *X, const float *src, const int64_t *ps,
+                        int64_t n, int64_t per, int64_t width)
+{
+    for (int64_t i = 0; i < n; i++)
+        memcpy(X + i * width, src + (ps[i] / per) * width,
+               (size_t)width * sizeof(float));
+}
+
 /* Y [n, N] = X [n, K] W [N, K]^T: sgemv for one row, sgemm for more. */
 static void mul_rows(const float *W, int64_t N, int64_t K, const float *X,
                      int64_t n, float *Y)
@@ -157,9 +166,7 @@ mf_status mf_unfused_moe_gate_up(const mf_moe_gate_up_desc *d, int64_t T,
             const int64_t n = start[e + 1] - start[e];
             if (!n)
                 continue;
-            for (int64_t i = 0; i < n; i++)
-                memcpy(X + i * H, x + (ps[i] / k) * H,
-                       (size_t)H * sizeof(float));
+            gather_rows(X, x, ps, n, k, H);
             dequant_expert(kern, wg, e, Wg);
             mul_rows(Wg, N, H, X, n, GU);
             if (sep) {
@@ -229,10 +236,9 @@ mf_status mf_unfused_moe_down_combine(const mf_moe_down_desc *d, int64_t T,
             const int64_t n = start[e + 1] - start[e];
             if (!n)
                 continue;
-            for (int64_t i = 0; i < n; i++) {
-                memcpy(X + i * F, h + ps[i] * F, (size_t)F * sizeof(float));
+            gather_rows(X, h, ps, n, 1, F);
+            for (int64_t i = 0; i < n; i++)
                 slot[ps[i] - p0] = start[e] + i;
-            }
             dequant_expert(kern, wd, e, Wd);
             float *Oe = O + start[e] * H;
             mul_rows(Wd, H, F, X, n, Oe);
