@@ -62,8 +62,11 @@ static mf_status gating_pipe(mf_vk *vk, const gating_push *pc, int mode,
         return MF_ERR_UNSUPPORTED;
     uint32_t per = pow2_at_least((E + wg - 1) / wg);
     uint32_t gmax = G > 1 ? pow2_at_least(G) : 1;
-    /* r_key, r_idx, s_sum; s_sel, s_selx, s_w; the group arrays; flags */
+    /* r_key, r_idx, s_sum; s_sel, s_selx, s_w; the group arrays (and the
+     * slices' top-2 keys when several invocations share a group); flags */
     size_t shared = 32 * (size_t)wg + 3 * 4 * 32 + 16 * (size_t)gmax + 8;
+    if (wg >= 2 * gmax)
+        shared += 24 * (size_t)wg;
     if (shared > vk->shared_bytes)
         return MF_ERR_UNSUPPORTED;
     /* Large k selects by rank (all keys in shared memory, one pass)
@@ -78,15 +81,21 @@ static mf_status gating_pipe(mf_vk *vk, const gating_push *pc, int mode,
     }
     uint32_t rankn = 1;
     if (pc->k > GATING_ROUNDS_MAX &&
-        shared + 4 * (size_t)wg * per <= vk->shared_bytes)
+        shared + 4 * (size_t)wg * per <= vk->shared_bytes) {
         rankn = wg * per;
+        shared += 4 * (size_t)rankn;
+    }
+    /* The row's logits in shared memory where they also fit: read once. */
+    uint32_t lcap = 1;
+    if (shared + 4 * (size_t)wg * per <= vk->shared_bytes)
+        lcap = wg * per;
     mf_vk_pipe_desc pd = {
         .shader = vk->subgroup_arith ? &mf_shader_gating_sg
                                      : &mf_shader_gating_sh,
         .n_bindings = 2,
         .push_bytes = sizeof *pc,
-        .n_spec = 6,
-        .spec = {wg, per, (uint32_t)mode, gmax, rankn, scap},
+        .n_spec = 7,
+        .spec = {wg, per, (uint32_t)mode, gmax, rankn, scap, lcap},
     };
     return mf_vk_pipe_get(vk, &pd, pipe);
 }

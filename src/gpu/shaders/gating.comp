@@ -32,6 +32,9 @@ layout(constant_id = 4) const uint RANKN = 1;  // WG * PER for rank selection
 layout(constant_id = 5) const uint SCAP = 1;   // WG * PER in sigmoid mode
                                                // where the score cache fits
                                                // in shared memory, else 1
+layout(constant_id = 6) const uint LCAP = 1;   // WG * PER where the row's
+                                               // logits fit in shared
+                                               // memory, else 1
 
 layout(push_constant) uniform PC {
     uint T, E, k, renorm, has_bias, G, topk_group;
@@ -68,6 +71,12 @@ shared uint s_w[KSH];
 shared float s_mid[SCAP];
 shared float s_lo[SCAP];
 shared float s_hi[SCAP];
+// The row's logits (bits), read from the input buffer once a row.
+shared uint s_lg[LCAP];
+// Group selection with several invocations a group: each one's top-2
+// keys of mid, lo and hi over its slice of the group.
+const uint TG = WG >= 2u * GMAX ? WG / GMAX : 1u;
+shared uint s_top2[TG > 1u ? 6u * WG : 1u];
 shared uint s_flag;
 shared uint s_ninf;
 
@@ -145,15 +154,22 @@ vec2 wg_sum2(vec2 v)
 #endif
 }
 
-float logit_at(uint row, uint i) { return v_in[pc.E + row * pc.E + i]; }
+float logit_mem(uint row, uint i) { return v_in[pc.E + row * pc.E + i]; }
+// From the row's copy in shared memory once the first pass stored it (and
+// a barrier passed), else from the buffer.
+float logit_at(uint row, uint i)
+{
+    return LCAP > 1u ? uintBitsToFloat(s_lg[i]) : logit_mem(row, i);
+}
 float bias_at(uint i) { return v_in[i]; }
 
-// Softmax modes: the selection value x = canon(logit + bias).
-float xval(uint row, uint i)
+// Softmax modes: the selection value x = canon(logit + bias) of expert i
+// whose logit is l.
+float xval_of(float l, uint i)
 {
-    float l = logit_at(row, i);
     return canon(pc.has_bias != 0u ? add_exact(l, bias_at(i)) : l);
 }
+float xval(uint row, uint i) { return xval_of(logit_at(row, i), i); }
 
 // Sigmoid mode: the device's s and exactness (the reference's value is
 // known exactly for NaN, +-Inf logits).
@@ -180,12 +196,13 @@ float sig_scaled(float l)
     return sub_round64(exp_core(l, 64));
 }
 
-// Score (device value) and bounds on the reference's score of expert i.
-void sig_score(uint row, uint i, out float s, out float mid, out float lo,
+// Score (device value) and bounds on the reference's score of expert i
+// whose logit is l.
+void sig_score(float l, uint i, out float s, out float mid, out float lo,
                out float hi)
 {
     bool exact;
-    s = sig_s(logit_at(row, i), exact);
+    s = sig_s(l, exact);
     float d = exact ? 0.0 : s * (1.0 / 262144.0) + uintBitsToFloat(0x01000000u);
     float slo = s - d, shi = s + d;
     if (pc.has_bias != 0u) {
@@ -210,7 +227,7 @@ void sc_get(uint row, uint i, out float mid, out float lo, out float hi)
         hi = s_hi[i];
     } else {
         float s;
-        sig_score(row, i, s, mid, lo, hi);
+        sig_score(logit_at(row, i), i, s, mid, lo, hi);
     }
 }
 
@@ -233,30 +250,83 @@ bool surely_ahead(uint row, uint a, uint b)
 
 // Groups (sigmoid mode, G > 1): group scores, the kept groups (g_kept),
 // and whether the kept set is proven.
+// Inserts key v into the top-2 pair (a.x >= a.y) of a multiset of keys.
+uvec2 top2_add(uvec2 a, uint v)
+{
+    if (v > a.x)
+        return uvec2(v, a.x);
+    return v > a.y ? uvec2(a.x, v) : a;
+}
+
+// The group scores g_mid, g_lo, g_hi of group g from the top-2 pairs of
+// mid, lo and hi over its experts.
+void group_score(uint g, uvec2 m, uvec2 l, uvec2 h)
+{
+    if (pc.E / pc.G == 1u) {
+        g_mid[g] = key_float(m.x);
+        g_lo[g] = key_float(l.x);
+        g_hi[g] = key_float(h.x);
+    } else {
+        g_mid[g] = canon(add_exact(key_float(m.x), key_float(m.y)));
+        g_lo[g] = canon(add_exact(key_float(l.x), key_float(l.y)));
+        g_hi[g] = canon(add_exact(key_float(h.x), key_float(h.y)));
+    }
+    g_kept[g] = 0u;
+}
+
+// The top-2 pairs of mid, lo and hi over experts e0, e0 + step, ... of
+// group g (0 is below every real key).
+void group_slice(uint row, uint g, uint e0, uint step, out uvec2 m,
+                 out uvec2 l, out uvec2 h)
+{
+    uint gs = pc.E / pc.G;
+    m = uvec2(0u);
+    l = uvec2(0u);
+    h = uvec2(0u);
+    for (uint e = e0; e < gs; e += step) {
+        float mid, lo, hi;
+        sc_get(row, g * gs + e, mid, lo, hi);
+        m = top2_add(m, fkey(mid));
+        l = top2_add(l, fkey(lo));
+        h = top2_add(h, fkey(hi));
+    }
+}
+
+// Groups (sigmoid mode, G > 1): group scores, the kept groups (g_kept),
+// and whether the kept set is proven.
 bool select_groups(uint row)
 {
-    uint G = pc.G, gs = pc.E / pc.G;
-    for (uint g = tid; g < G; g += WG) {
-        // the two largest values of mid, lo and hi in the group
-        uint m1 = 0u, m2 = 0u, l1 = 0u, l2 = 0u, h1 = 0u, h2 = 0u;
-        for (uint e = 0u; e < gs; e++) {
-            float mid, lo, hi;
-            sc_get(row, g * gs + e, mid, lo, hi);
-            uint km = fkey(mid), kl = fkey(lo), kh = fkey(hi);
-            if (km > m1) { m2 = m1; m1 = km; } else if (km > m2) { m2 = km; }
-            if (kl > l1) { l2 = l1; l1 = kl; } else if (kl > l2) { l2 = kl; }
-            if (kh > h1) { h2 = h1; h1 = kh; } else if (kh > h2) { h2 = kh; }
+    uint G = pc.G;
+    if (TG > 1u) {
+        // TG invocations a group (G TG <= WG), each over a strided slice;
+        // the first merges the slices' pairs (the top-2 of a multiset is
+        // the same whatever the order its members are inserted in)
+        uint g = tid / TG, part = tid % TG;
+        uvec2 m, l, h;
+        group_slice(row, min(g, G - 1u), part, TG, m, l, h);
+        uint o = 6u * tid;
+        s_top2[o] = m.x;
+        s_top2[o + 1u] = m.y;
+        s_top2[o + 2u] = l.x;
+        s_top2[o + 3u] = l.y;
+        s_top2[o + 4u] = h.x;
+        s_top2[o + 5u] = h.y;
+        barrier();
+        if (part == 0u && g < G) {
+            for (uint q = 1u; q < TG; q++) {
+                uint oq = o + 6u * q;
+                m = top2_add(top2_add(m, s_top2[oq]), s_top2[oq + 1u]);
+                l = top2_add(top2_add(l, s_top2[oq + 2u]), s_top2[oq + 3u]);
+                h = top2_add(top2_add(h, s_top2[oq + 4u]), s_top2[oq + 5u]);
+            }
+            group_score(g, m, l, h);
         }
-        if (gs == 1u) {
-            g_mid[g] = key_float(m1);
-            g_lo[g] = key_float(l1);
-            g_hi[g] = key_float(h1);
-        } else {
-            g_mid[g] = canon(add_exact(key_float(m1), key_float(m2)));
-            g_lo[g] = canon(add_exact(key_float(l1), key_float(l2)));
-            g_hi[g] = canon(add_exact(key_float(h1), key_float(h2)));
+    } else {
+        for (uint g = tid; g < G; g += WG) {
+            uvec2 m, l, h;
+            group_slice(row, g, 0u, 1u, m, l, h);
+            group_score(g, m, l, h);
         }
-        g_kept[g] = 0u;
     }
     barrier();
     // kept: the topk_group best group scores (rank < topk_group, ties to
@@ -348,13 +418,21 @@ void main()
         uint key[PER];
         float xs[PER];
         uint ninf = 0u;
+        // every load of the row in flight before the first is used
+        float lg[PER];
+        for (uint j = 0u; j < PER; j++) {
+            uint i = tid + j * WG;
+            lg[j] = i < E ? logit_mem(row, i) : 0.0;
+            if (LCAP > 1u && i < E)
+                s_lg[i] = floatBitsToUint(lg[j]);
+        }
         for (uint j = 0u; j < PER; j++) {
             uint i = tid + j * WG;
             key[j] = 0u;
             if (i < E) {
                 if (MODE == SIGMOID) {
                     float s, mid, lo, hi;
-                    sig_score(row, i, s, mid, lo, hi);
+                    sig_score(lg[j], i, s, mid, lo, hi);
                     key[j] = fkey(mid);
                     if (SCAP > 1u) {
                         s_mid[i] = mid;
@@ -362,7 +440,7 @@ void main()
                         s_hi[i] = hi;
                     }
                 } else {
-                    float x = xval(row, i);
+                    float x = xval_of(lg[j], i);
                     xs[j] = x;
                     key[j] = fkey(x);
                     ninf += is_pinf(x) ? 1u : 0u;
@@ -371,8 +449,8 @@ void main()
         }
         if (ninf != 0u)
             atomicAdd(s_ninf, ninf);
-        if (SCAP > 1u)
-            barrier();  // the score cache is complete
+        if (SCAP > 1u || LCAP > 1u)
+            barrier();  // the score and logit caches are complete
         if (MODE == SIGMOID && pc.G > 1u) {
             bad = !select_groups(row);
             uint gs = E / pc.G;
@@ -427,15 +505,20 @@ void main()
                 if (r == 0u)
                     first = win.x;
                 if (tid == 0u) {
-                    v_out[row * k + r] = win.y;
                     s_sel[r] = win.y;
                     s_selx[r] = key_float(win.x);
                 }
-                if (win.y != NONE && win.y % WG == tid)
-                    key[win.y / WG] = 0u;
+                // (no dynamic index into key: it stays in registers)
+                for (uint j = 0u; j < PER; j++)
+                    if (win.y == tid + j * WG)
+                        key[j] = 0u;
             }
         }
-        memoryBarrierBuffer();
+        // Large k reads back the indices it wrote; small k keeps them in
+        // shared memory and writes them out with the weights (the output
+        // may be host memory: no barrier waits for those stores).
+        if (RANKN > 1u)
+            memoryBarrierBuffer();
         barrier();
 
         uint ibase = row * k, wbase = pc.T * k + row * k;
@@ -507,8 +590,10 @@ void main()
             finish(row, k, all && pc.renorm != 0u);
         }
         if (RANKN == 1u)  // each weight by the invocation that formed it
-            for (uint j = tid; j < k; j += WG)
+            for (uint j = tid; j < k; j += WG) {
+                v_out[row * k + j] = s_sel[j];
                 v_out[wbase + j] = s_w[j];
+            }
         if (bad)
             atomicOr(s_flag, 1u);
         barrier();
