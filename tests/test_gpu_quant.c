@@ -60,14 +60,6 @@ static void rpw_env(int i)
         unsetenv("MOEFUSE_GPU_QRPW");
     else
         setenv("MOEFUSE_GPU_QRPW", i % 3 == 1 ? "2" : "4", 1);
-    /* Block steps per pass (MOEFUSE_GPU_QSTEPS): always 1 on a CPU
-     * device such as lavapipe, 2 or 4 on GPUs; one case in four takes 2
-     * and one in four 4, so that the unrolled passes (their tails too)
-     * are checked on every device. */
-    if (i % 4 == 1 || i % 4 == 3)
-        setenv("MOEFUSE_GPU_QSTEPS", i % 4 == 1 ? "2" : "4", 1);
-    else
-        unsetenv("MOEFUSE_GPU_QSTEPS");
 }
 
 /* Modes of the expert shaders (MOEFUSE_GPU_MOE_GROUP, read when a plan is

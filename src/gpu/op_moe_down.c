@@ -38,9 +38,8 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     if (st != MF_OK)
         return st;
     mf_vk *vk = &g->vk;
-    const uint32_t nb = out->wd->lay.nb, ql = mf_qparts(d->w_down);
-    uint32_t wg = mf_qwg(vk), tpr = mf_qlanes(vk, nb, ql);
-    const int sg = mf_quse_subgroup(vk, tpr);
+    const int sg = mf_quse_subgroup(vk);
+    uint32_t wg = mf_qwg(vk), tpr = mf_qlanes(vk, out->wd->lay.nb);
     const uint64_t E = (uint64_t)d->w_down->e, P = (uint64_t)T * (uint64_t)k;
     const uint32_t flags = (uint32_t)(out->bd != NULL) | (uint32_t)has_res << 1;
     uint32_t m = mf_qgroup(P, E, 0); /* never faster measured (quant.h) */
@@ -50,7 +49,7 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         .shader = sg ? &mf_shader_moe_down_sg : &mf_shader_moe_down_sh,
         .n_bindings = 8,
         .push_bytes = sizeof(dn_push),
-        .n_spec = 9,
+        .n_spec = 8,
     };
     uint32_t rpw;
     if (m) {
@@ -59,8 +58,7 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         mf_qgroup_fit(vk, sg, wg, 1, 2 * (size_t)wg + 1, &m, &rpw);
         if (!m)
             return MF_ERR_UNSUPPORTED;
-        uint32_t spec[9] = {wg, tpr, mf_wfmt(d->w_down), 1, flags, rpw, 1, m,
-                            mf_qsteps(vk, rpw + 2 * m, nb, tpr, ql)};
+        uint32_t spec[8] = {wg, tpr, mf_wfmt(d->w_down), 1, flags, rpw, 1, m};
         memcpy(pd.spec, spec, sizeof spec);
     } else {
         uint32_t kc = k < DOWN_KC ? (uint32_t)k : DOWN_KC;
@@ -68,8 +66,7 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         /* red: KC RPW floats per thread; the pair list (unused here) */
         if (((size_t)wg * kc * rpw + 2 * (size_t)wg + 1) * 4 > vk->shared_bytes)
             return MF_ERR_UNSUPPORTED;
-        uint32_t spec[9] = {wg, tpr, mf_wfmt(d->w_down), kc, flags, rpw, 0, 1,
-                            mf_qsteps(vk, kc * (rpw + 2), nb, tpr, ql)};
+        uint32_t spec[8] = {wg, tpr, mf_wfmt(d->w_down), kc, flags, rpw, 0, 1};
         memcpy(pd.spec, spec, sizeof spec);
     }
     out->rows = wg / tpr * rpw;
@@ -78,7 +75,7 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     if (st != MF_OK || !m)
         return st;
     /* the combine: one output per invocation step */
-    uint32_t spec[9] = {wg, 1, mf_wfmt(d->w_down), 1, flags, 1, 2, 1, 1};
+    uint32_t spec[8] = {wg, 1, mf_wfmt(d->w_down), 1, flags, 1, 2, 1};
     memcpy(pd.spec, spec, sizeof spec);
     return mf_vk_pipe_get(vk, &pd, &out->comb);
 }

@@ -47,12 +47,7 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
     if (st != MF_OK)
         return st;
     mf_vk *vk = &g->vk;
-    const mf_tensor *tu = sep ? d->w_up : d->w_gate;
-    uint32_t ql = mf_qparts(d->w_gate);
-    if (mf_qparts(tu) > ql)
-        ql = mf_qparts(tu);
-    const uint32_t nbk = out->wg->lay.nb;
-    uint32_t wg = mf_qwg(vk), tpr = mf_qlanes(vk, nbk, ql);
+    uint32_t wg = mf_qwg(vk), tpr = mf_qlanes(vk, out->wg->lay.nb);
     const uint64_t F = (uint64_t)(sep ? d->w_gate->n : d->w_gate->n / 2);
     const uint64_t E = (uint64_t)d->w_gate->e;
     uint32_t m = mf_qgroup((uint64_t)pairs, E, 16);
@@ -62,7 +57,7 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
                              : (uint64_t)pairs);
     /* red: 2 M RPW floats per thread (shared-memory variant); the pair
      * list: 2 WG + 1 words */
-    const int sg = mf_quse_subgroup(vk, tpr);
+    const int sg = mf_quse_subgroup(vk);
     if (m) {
         mf_qgroup_fit(vk, sg, wg, 2, 2 * (size_t)wg + 1, &m, &rpw);
         if (!m)
@@ -71,16 +66,14 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
     uint32_t mode = (uint32_t)d->glu | (uint32_t)d->layout << 4 |
                     (uint32_t)(out->bg != NULL) << 8 |
                     (uint32_t)(out->bu != NULL) << 9;
-    /* loads per block step: the rows' weights and the pairs' activations */
-    const uint32_t steps =
-        mf_qsteps(vk, 2 * rpw + 2 * (m ? m : 1), nbk, tpr, ql);
     mf_vk_pipe_desc pd = {
         .shader = sg ? &mf_shader_moe_gate_up_sg : &mf_shader_moe_gate_up_sh,
         .n_bindings = 7,
         .push_bytes = sizeof(gu_push),
-        .n_spec = 9,
-        .spec = {wg, tpr, mf_wfmt(d->w_gate), mf_wfmt(tu), mode, rpw, m != 0,
-                 m ? m : 1, steps},
+        .n_spec = 8,
+        .spec = {wg, tpr, mf_wfmt(d->w_gate),
+                 mf_wfmt(sep ? d->w_up : d->w_gate), mode, rpw, m != 0,
+                 m ? m : 1},
     };
     out->rows = wg / tpr * rpw;
     out->group = m;

@@ -37,20 +37,17 @@ mf_status mf_gpu_qmv_pipe(mf_vk *vk, const mf_tensor *w, uint32_t mb,
     mf_wlayout l;
     if (!mf_wlayout_of(w, &l))
         return MF_ERR_DEVICE_OOM;
-    const uint32_t ql = mf_qparts(w);
-    uint32_t wg = mf_qwg(vk), tpr = mf_qlanes(vk, l.nb, ql);
+    uint32_t wg = mf_qwg(vk), tpr = mf_qlanes(vk, l.nb);
     /* rows per lane group with one activation row per pass */
     uint32_t rpw = mb == 1 ? mf_qrpw((uint64_t)w->n, wg / tpr, 1) : 1;
     if ((size_t)wg * mb * rpw * 4 > vk->shared_bytes)
         return MF_ERR_UNSUPPORTED;
     mf_vk_pipe_desc pd = {
-        .shader = mf_quse_subgroup(vk, tpr) ? &mf_shader_qmv_sg
-                                            : &mf_shader_qmv_sh,
+        .shader = mf_quse_subgroup(vk) ? &mf_shader_qmv_sg : &mf_shader_qmv_sh,
         .n_bindings = 4,
         .push_bytes = sizeof(qmv_push),
-        .n_spec = 6,
-        .spec = {wg, tpr, mb, mf_wfmt(w), rpw,
-                 mf_qsteps(vk, rpw + 2 * mb, l.nb, tpr, ql)},
+        .n_spec = 5,
+        .spec = {wg, tpr, mb, mf_wfmt(w), rpw},
     };
     *wg_out = wg;
     *rows_out = wg / tpr * rpw;

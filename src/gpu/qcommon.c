@@ -27,50 +27,18 @@ static uint32_t env_pow2(const char *name, uint32_t lo, uint32_t hi)
     return (uint32_t)v;
 }
 
-uint32_t mf_qparts(const mf_tensor *t)
-{
-    return t->type == MF_TYPE_Q4_0 || t->type == MF_TYPE_MLX_Q4 ? 4 : 8;
-}
-
-static int subgroup_shuffles(const mf_vk *vk)
-{
-    return vk->subgroup_arith &&
-           (vk->subgroup_ops & VK_SUBGROUP_FEATURE_SHUFFLE_BIT) != 0;
-}
-
-uint32_t mf_qlanes(const mf_vk *vk, uint32_t nb, uint32_t ql)
+uint32_t mf_qlanes(const mf_vk *vk, uint32_t nb)
 {
     uint32_t cap = 32;
-    if (subgroup_shuffles(vk) && vk->subgroup_size < cap &&
-        vk->subgroup_size >= ql)
+    if (mf_quse_subgroup(vk) && vk->subgroup_size < cap)
         cap = vk->subgroup_size;
     uint32_t want = env_pow2("MOEFUSE_GPU_QLANES", 1, 32);
     if (want)
-        return want < ql ? ql : want < cap ? want : cap;
-    uint32_t l = ql;
-    while (l < cap && l < (uint64_t)nb * ql)
+        return want < cap ? want : cap;
+    uint32_t l = 1;
+    while (l < cap && l < nb)
         l <<= 1;
     return l;
-}
-
-uint32_t mf_qsteps(const mf_vk *vk, uint32_t loads, uint32_t nb,
-                   uint32_t tpr, uint32_t ql)
-{
-    /* the unrolled passes' loads (code size and registers) */
-    uint32_t cap = 1;
-    while (cap < 8 && 2 * cap * loads <= 32)
-        cap <<= 1;
-    uint32_t want = env_pow2("MOEFUSE_GPU_QSTEPS", 1, 8);
-    if (want)
-        return want < cap ? want : cap;
-    /* a CPU device (lavapipe) gains nothing from loads in flight and
-     * compiles the unrolled steps slowly */
-    if (vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU)
-        return 1;
-    uint32_t bs = tpr / ql, steps = (nb + bs - 1) / bs, u = 1;
-    while (u < 4 && 2 * u * loads <= 24 && 2 * u <= steps)
-        u <<= 1;
-    return u;
 }
 
 uint32_t mf_qrpw(uint64_t rows, uint32_t groups_per_wg, uint64_t other)
@@ -109,7 +77,7 @@ void mf_qgroup_fit(const mf_vk *vk, int subgroup, uint32_t wg, uint32_t per,
     for (;;) {
         uint64_t sums = (uint64_t)per * *m * *rpw;
         uint64_t bytes = 4 * ((subgroup ? 0 : sums * wg) + words);
-        if (8 * (uint64_t)*m + sums <= MF_QGROUP_FLOATS &&
+        if (32 * (uint64_t)*m + sums <= MF_QGROUP_FLOATS &&
             bytes <= vk->shared_bytes)
             return;
         if (*rpw > 1)
@@ -131,9 +99,10 @@ uint32_t mf_qwg(const mf_vk *vk)
     return vk->max_wg_size < wg ? vk->max_wg_size : wg;
 }
 
-int mf_quse_subgroup(const mf_vk *vk, uint32_t tpr)
+int mf_quse_subgroup(const mf_vk *vk)
 {
-    return subgroup_shuffles(vk) && tpr <= vk->subgroup_size;
+    return vk->subgroup_arith &&
+           (vk->subgroup_ops & VK_SUBGROUP_FEATURE_SHUFFLE_BIT) != 0;
 }
 
 /* Plans of the quantized ops key on the ids of the tensors they bind: the

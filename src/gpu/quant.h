@@ -115,24 +115,11 @@ mf_status mf_wcache_get_f32(mf_gpu *g, const float *p, int64_t n,
  * (what qformat.glsl's users unpack). */
 uint32_t mf_wfmt(const mf_tensor *t);
 
-/* Lanes reading one block of t in the matvec shaders (qload.glsl's
- * wp_lanes: 4 for the 4-bit formats, a code word each, else 8). */
-uint32_t mf_qparts(const mf_tensor *t);
-
-/* Lanes per output row for rows of nb blocks read by ql lanes each: the
- * power of two >= nb ql (the most loads in flight), at least ql, at most
- * 32 and within one subgroup where the subgroup size allows it (the
- * subgroup variants reduce with shuffles, no barrier: mf_quse_subgroup). */
-uint32_t mf_qlanes(const mf_vk *vk, uint32_t nb, uint32_t ql);
-
-/* Block steps per pass of a lane (the shaders' U: their loads in flight
- * together) when a step issues `loads` loads per lane (weights and
- * activations): doubled from 1 while U loads stay within 24 and the rows
- * of nb blocks have at least U steps of tpr / ql blocks, at most 4; 1 on a
- * CPU device. MOEFUSE_GPU_QSTEPS=1..8 overrides it, within 32 loads per
- * pass. */
-uint32_t mf_qsteps(const mf_vk *vk, uint32_t loads, uint32_t nb,
-                   uint32_t tpr, uint32_t ql);
+/* Lanes per output row for rows of nb blocks: the power of two >= nb (one
+ * block per lane: the most loads in flight), at most 32, and within one
+ * subgroup when the subgroup variants run (their reductions are subgroup
+ * shuffles, no barrier). */
+uint32_t mf_qlanes(const mf_vk *vk, uint32_t nb);
 
 /* Workgroups a matvec dispatch should have at least (a large GPU keeps
  * hundreds in flight). */
@@ -174,10 +161,10 @@ uint32_t mf_qrpw(uint64_t rows, uint32_t groups_per_wg, uint64_t other);
  * forces a mode for both: 0 per pair, 1..16 (a power of two) grouped with
  * that M, as far as mf_qgroup_fit lets it. */
 uint32_t mf_qgroup(uint64_t pairs, uint64_t experts, uint64_t min_mean);
-/* Floats per lane the grouped mode may hold: 8 M activations (two
- * chunks of a block per pair) and the partial sums (registers). */
+/* Floats per lane the grouped mode may hold: 32 M activations and the
+ * partial sums (registers). */
 #define MF_QGROUP_FLOATS 160
-/* Fits the grouped mode: halves *rpw, then *m, until a lane's 8 m
+/* Fits the grouped mode: halves *rpw, then *m, until a lane's 32 m
  * activations and per * m * rpw sums are at most MF_QGROUP_FLOATS and the
  * shared memory (the reduction's per * m * rpw floats per thread of wg
  * without subgroup shuffles, plus `words` words) fits the device. *m = 0
@@ -189,14 +176,12 @@ void mf_qgroup_fit(const mf_vk *vk, int subgroup, uint32_t wg, uint32_t per,
 uint32_t mf_qwg(const mf_vk *vk);
 /* These read tuning overrides when a plan is recorded (benchmarks):
  * MOEFUSE_GPU_QWG=32..1024 (workgroup size), MOEFUSE_GPU_QLANES=1..32
- * (lanes per row, at least a block's lanes, capped by the subgroup size),
- * MOEFUSE_GPU_QRPW=1..8 (rows per lane group), MOEFUSE_GPU_QSTEPS=1..8
- * (block steps per pass); powers of two. */
+ * (lanes per row, still capped by the subgroup size), MOEFUSE_GPU_QRPW=1..8
+ * (rows per lane group); powers of two. */
 
 /* The shader variant with subgroup shuffles when the device has them (and
- * they are not disabled) and a row's tpr lanes fit one subgroup, else the
- * shared-memory one. */
-int mf_quse_subgroup(const mf_vk *vk, uint32_t tpr);
+ * they are not disabled), else the shared-memory one. */
+int mf_quse_subgroup(const mf_vk *vk);
 
 /* Byte offsets in io buffers: 256-aligned (every device's storage offset
  * alignment). */

@@ -5,13 +5,11 @@
 // with every product and sum rounded (`precise`: no fused multiply-add),
 // mf_combine's exact sequence.
 //
-// A lane group of TPR lanes computes RPW consecutive rows. QL lanes read
-// each block (qload.glsl's lane parts: lane l takes part l % QL of blocks
-// l / QL, + TPR / QL, ...), U block steps per pass: per step a lane loads
-// its part of the rows' weights, decodes each once and accumulates it
-// with its part of the h block of every pair it serves (wp_acc), then the
-// partial sums are added (subgroup butterfly or shared memory). Three
-// phases (PHASE, one pipeline each):
+// A lane group of TPR lanes computes RPW consecutive rows, lane l taking
+// blocks l, l + TPR, ...: per block it loads the rows' weights, decodes
+// each block once and accumulates it with the h block of every pair it
+// serves (w_acc_fixed), then the partial sums are added (subgroup
+// butterfly or shared memory). Three phases (PHASE, one pipeline each):
 //  0 fused, per token: a workgroup computes R = WG / TPR * RPW rows of one
 //    token, its slots KC per pass (their loads in flight together), and
 //    lane 0 folds each pass's slots into the rows' sums. Workgroups stride
@@ -26,7 +24,7 @@
 //    Workgroups stride over (row blocks, experts) = (x, y).
 //  2 the combine of phase 1's v, one output per invocation step.
 // Phases 1 + 2 give phase 0's bits: each v_j gets the same operations in
-// the same order (lanes, parts, wp_acc, reduction, bias add) and
+// the same order (lanes, blocks, w_acc_fixed, reduction, bias add) and
 // the combine is the same rounded sequence.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
@@ -44,12 +42,13 @@ layout(constant_id = 4) const uint FLAGS = 0;   // 1: bias, 2: residual
 layout(constant_id = 5) const uint RPW = 1;     // rows per lane group
 layout(constant_id = 6) const uint PHASE = 0;
 layout(constant_id = 7) const uint M = 1;       // pairs per pass (phase 1)
-layout(constant_id = 8) const uint U = 1;       // block steps per pass
 
 const uint R = WG / TPR * RPW;                  // rows per workgroup
 const bool HAS_BIAS = (FLAGS & 1u) != 0u;
 const bool HAS_RES = (FLAGS & 2u) != 0u;
 const uint CAP = 2u * WG;                       // pair list entries
+// quantized weights (qf_vecs <= 2): a block's loads are issued early
+bool pre_loads() { return (FMT & 255u) >= 3u; }
 const uint NA = PHASE == 1u ? M * RPW : KC * RPW; // sums per lane
 
 layout(push_constant) uniform PC {
@@ -89,6 +88,13 @@ shared uint plist[CAP];
 shared uint pcount;
 
 uint expert_of(uint p) { return min(ib[pc.idx_off + p], pc.E - 1u); }
+
+void load_h(uint p, uint b, out vec4 xv[8])
+{
+    uint base = p * pc.hs + b * 8u;
+    for (uint c = 0u; c < 8u; c++)
+        xv[c] = hb[base + c];
+}
 
 // Adds the lanes' partial sums acc[0..na) (na uniform over the workgroup);
 // lane 0 gets the totals.
@@ -149,41 +155,20 @@ void fused()
                     for (uint q = 0u; q < RPW; q++)
                         acc[jj * RPW + q] = 0.0;
                 }
-                // QL lanes a block, U block steps per pass with their
-                // loads (clamped indices) in flight together
-                uint ql = wp_lanes(0u), nch = wp_nchunk(0u);
-                uint c = lane % ql, bs = TPR / ql, nb = pc.nb;
-                for (uint b0 = lane / ql; b0 < nb; b0 += U * bs) {
-                    [[unroll]] for (uint u = 0u; u < U; u++) {
-                        uint b = b0 + u * bs, bb = min(b, nb - 1u);
-                        vec4 xs[2u * KC];
-                        uvec4 rw[KC * RPW];
-                        float d[KC * RPW], sc[KC * RPW], bi[KC * RPW];
-                        [[unroll]] for (uint jj = 0u; jj < KC; jj++) {
-                            uint p = t * k + min(j0 + jj, k - 1u);
-                            [[unroll]] for (uint i = 0u; i < 2u; i++)
-                                xs[2u * jj + i] = i < nch
-                                    ? hb[p * pc.hs + bb * 8u + wp_chunk(0u, c, i)]
-                                    : vec4(0.0);
-                            [[unroll]] for (uint q = 0u; q < RPW; q++) {
+                for (uint b = lane; b < pc.nb; b += TPR) {
+                    for (uint jj = 0u; jj < KC; jj++) {
+                        if (j0 + jj < k) {
+                            vec4 xv[8];
+                            load_h(t * k + j0 + jj, b, xv);
+                            for (uint q = 0u; q < RPW; q++) {
+                                uvec4 raw[8];
+                                float d, sc, bi;
+                                w_load(0u, base_row[jj] + min(i0 + q, H - 1u), b,
+                                       raw, d, sc, bi);
+                                vec4 w[8];
+                                w_decode(0u, raw, sc, bi, w);
                                 uint a = jj * RPW + q;
-                                wp_load(0u, base_row[jj] + min(i0 + q, H - 1u),
-                                        bb, c, rw[a], d[a], sc[a], bi[a]);
-                            }
-                        }
-                        if (b >= nb)
-                            continue;
-                        [[unroll]] for (uint jj = 0u; jj < KC; jj++) {
-                            if (j0 + jj >= k)
-                                continue;
-                            vec4 xv[2];
-                            xv[0] = xs[2u * jj];
-                            xv[1] = xs[2u * jj + 1u];
-                            [[unroll]] for (uint q = 0u; q < RPW; q++) {
-                                uint a = jj * RPW + q;
-                                vec4 w[2];
-                                wp_decode(0u, rw[a], sc[a], bi[a], w);
-                                acc[a] = wp_acc(0u, w, d[a], xv, acc[a]);
+                                acc[a] = w_acc_fixed(0u, w, d, xv, acc[a]);
                             }
                         }
                     }
@@ -231,39 +216,49 @@ void row_block(uint e, uint rb, uint pr[M], uint n)
     float acc[NA];
     [[unroll]] for (uint a = 0u; a < NA; a++)
         acc[a] = 0.0;
-    // QL lanes a block, U block steps per pass with their loads (clamped
-    // indices) in flight together; each weight part is decoded once for
-    // all the pairs
-    uint ql = wp_lanes(0u), nch = wp_nchunk(0u);
-    uint c = lane % ql, bs = TPR / ql, nb = pc.nb;
-    for (uint b0 = lane / ql; b0 < nb; b0 += U * bs) {
-        [[unroll]] for (uint u = 0u; u < U; u++) {
-            uint b = b0 + u * bs, bb = min(b, nb - 1u);
-            vec4 xs[2u * M];
-            [[unroll]] for (uint m = 0u; m < M; m++) {
-                uint base = pr[m] * pc.hs + bb * 8u;
-                [[unroll]] for (uint i = 0u; i < 2u; i++)
-                    xs[2u * m + i] = i < nch ? hb[base + wp_chunk(0u, c, i)]
-                                             : vec4(0.0);
+    for (uint b = lane; b < pc.nb; b += TPR) {
+        // the pairs' h blocks stay in registers for the RPW rows; each
+        // weight block is decoded once for all the pairs
+        vec4 xs[M * 8u];
+        [[unroll]] for (uint m = 0u; m < M; m++)
+            if (m < n) {
+                uint base = pr[m] * pc.hs + b * 8u;
+                [[unroll]] for (uint c = 0u; c < 8u; c++)
+                    xs[m * 8u + c] = hb[base + c];
             }
-            uvec4 rw[RPW];
-            float d[RPW], sc[RPW], bi[RPW];
-            [[unroll]] for (uint q = 0u; q < RPW; q++)
-                wp_load(0u, e * H + min(i0 + q, H - 1u), bb, c, rw[q], d[q],
-                        sc[q], bi[q]);
-            if (b >= nb)
-                continue;
+        // quantized rows (at most 2 uvec4 a block): every weight load of
+        // the block in flight before the first is used
+        uvec4 pw[2u * RPW];
+        float pf[3u * RPW];
+        if (pre_loads())
             [[unroll]] for (uint q = 0u; q < RPW; q++) {
-                vec4 w[2], xv[2];
-                wp_decode(0u, rw[q], sc[q], bi[q], w);
-                [[unroll]] for (uint m = 0u; m < M; m++)
-                    if (m < n) {
-                        xv[0] = xs[2u * m];
-                        xv[1] = xs[2u * m + 1u];
-                        uint a = m * RPW + q;
-                        acc[a] = wp_acc(0u, w, d[q], xv, acc[a]);
-                    }
+                uvec4 r[8];
+                w_load(0u, e * H + min(i0 + q, H - 1u), b, r, pf[3u * q],
+                       pf[3u * q + 1u], pf[3u * q + 2u]);
+                pw[2u * q] = r[0];
+                pw[2u * q + 1u] = r[1];
             }
+        [[unroll]] for (uint q = 0u; q < RPW; q++) {
+            uvec4 raw[8];
+            float d, sc, bi;
+            if (pre_loads()) {
+                [[unroll]] for (uint c = 0u; c < 8u; c++)
+                    raw[c] = c < 2u ? pw[2u * q + c] : uvec4(0u);
+                d = pf[3u * q];
+                sc = pf[3u * q + 1u];
+                bi = pf[3u * q + 2u];
+            } else {
+                w_load(0u, e * H + min(i0 + q, H - 1u), b, raw, d, sc, bi);
+            }
+            vec4 w[8], xv[8];
+            w_decode(0u, raw, sc, bi, w);
+            [[unroll]] for (uint m = 0u; m < M; m++)
+                if (m < n) {
+                    [[unroll]] for (uint c = 0u; c < 8u; c++)
+                        xv[c] = xs[m * 8u + c];
+                    uint a = m * RPW + q;
+                    acc[a] = w_acc_fixed(0u, w, d, xv, acc[a]);
+                }
         }
     }
     reduce(acc, n * RPW);

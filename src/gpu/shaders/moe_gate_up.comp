@@ -6,15 +6,13 @@
 // (g0 u0 g1 u1 ...); biases likewise.
 //
 // A workgroup computes R = WG / TPR * RPW outputs for up to M pairs of one
-// expert; a group of TPR lanes computes RPW consecutive outputs. QL lanes
-// read each block (qload.glsl's lane parts: lane l takes part l % QL of
-// blocks l / QL, + TPR / QL, ...), U block steps per pass: per step a lane
-// loads its part of the pairs' activations, then of the gate and up rows
-// of its RPW outputs, decodes each weight part once and accumulates it
-// with every pair's activations (wp_acc); then the partial sums are added
-// (subgroup butterfly: every lane finishes one output; or shared memory:
-// lane 0 finishes them) with biases and the GLU. Two modes (GROUPED,
-// chosen per dispatch by the host):
+// expert; a group of TPR lanes computes RPW consecutive outputs, lane l
+// taking blocks l, l + TPR, ...: per block it loads the pairs' activation
+// blocks into registers, then the gate and up rows of its RPW outputs,
+// decodes each weight block once and accumulates it with every pair's
+// activations (w_acc_fixed); then the partial sums are added (subgroup
+// butterfly: every lane finishes one output; or shared memory: lane 0
+// finishes them) with biases and the GLU. Two modes (GROUPED, chosen per dispatch by the host):
 //  - per pair (GROUPED = 0, M = 1): workgroups stride over (output blocks,
 //    pairs) = (x, y). A pair streams its expert's rows on its own.
 //  - per expert (GROUPED = 1): workgroups stride over (output blocks,
@@ -23,8 +21,8 @@
 //    shared memory, stops at once when there are none, and takes them M at
 //    a time: each weight block is read and decoded once per M pairs.
 // Each output gets the same operations in the same order in both modes
-// (the same lanes and parts, wp_acc, the same reduction), so the modes
-// give identical bits.
+// (the same lanes and blocks, w_acc_fixed, the same reduction), so the
+// modes give identical bits.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #ifdef USE_SUBGROUP
@@ -42,15 +40,16 @@ layout(constant_id = 4) const uint MODE = 0;  // glu | layout << 4 |
 layout(constant_id = 5) const uint RPW = 1;   // outputs per lane group
 layout(constant_id = 6) const uint GROUPED = 0;
 layout(constant_id = 7) const uint M = 1;     // pairs per pass (1 per pair)
-layout(constant_id = 8) const uint U = 1;     // block steps per pass
 
 const uint R = WG / TPR * RPW;                // outputs per workgroup
-const uint NA = M * RPW;                      // sums per lane (gate, up)
 const uint KIND = MODE & 15u;
 const uint LAYOUT = (MODE >> 4u) & 15u;       // mf_glu_layout
 const uint HAS_BG = (MODE >> 8u) & 1u;
 const uint HAS_BU = (MODE >> 9u) & 1u;
 const uint CAP = 2u * WG;                     // pair list entries
+// both tensors quantized (qf_vecs <= 2): a block's loads are issued early
+// (a function: glslc's optimizer mishandles this as a constant)
+bool pre_loads() { return (FMT_G & 255u) >= 3u && (FMT_U & 255u) >= 3u; }
 
 layout(push_constant) uniform PC {
     uint F, P, k, E, nb;
@@ -130,69 +129,6 @@ void finish(uint e, uint f, uint p, float g, float u)
     hb[p * pc.hs + f] = glu_apply(KIND, g, u, pc.limit, pc.alpha);
 }
 
-// Partial sums of this lane over the blocks of the gate rows rg (sel & 1)
-// and the up rows ru (sel & 2) of the n <= M pairs pr[0..n): QL lanes a
-// block (lane part lane % QL of the blocks lane / QL, + TPR / QL, ...),
-// U block steps per pass with their loads (clamped indices, so none is
-// conditional) in flight together. Both tensors in one pass share the
-// activation loads; the host's sel keeps their lane mappings equal there.
-void k_pass(uint sel, uint rg[RPW], uint ru[RPW], uint pr[M], uint n,
-            inout float ag[NA], inout float au[NA])
-{
-    uint lane = gl_LocalInvocationID.x % TPR;
-    uint wm = (sel & 1u) != 0u ? 0u : 1u;  // the tensor that maps the lanes
-    uint ql = wp_lanes(wm), nch = wp_nchunk(wm);
-    uint c = lane % ql, bs = TPR / ql, nb = pc.nb;
-    for (uint b0 = lane / ql; b0 < nb; b0 += U * bs) {
-        [[unroll]] for (uint u = 0u; u < U; u++) {
-            uint b = b0 + u * bs, bb = min(b, nb - 1u);
-            vec4 xs[2u * M];
-            [[unroll]] for (uint m = 0u; m < M; m++) {
-                uint base = (pr[m] / pc.k) * pc.xs + bb * 8u;
-                [[unroll]] for (uint i = 0u; i < 2u; i++)
-                    xs[2u * m + i] = i < nch ? xb[base + wp_chunk(wm, c, i)]
-                                             : vec4(0.0);
-            }
-            uvec4 rw[2u * RPW];
-            float d[2u * RPW], sc[2u * RPW], bi[2u * RPW];
-            [[unroll]] for (uint q = 0u; q < RPW; q++) {
-                if ((sel & 1u) != 0u)
-                    wp_load(0u, rg[q], bb, c, rw[2u * q], d[2u * q],
-                            sc[2u * q], bi[2u * q]);
-                if ((sel & 2u) != 0u)
-                    wp_load(1u, ru[q], bb, c, rw[2u * q + 1u],
-                            d[2u * q + 1u], sc[2u * q + 1u], bi[2u * q + 1u]);
-            }
-            if (b >= nb)
-                continue;
-            [[unroll]] for (uint q = 0u; q < RPW; q++) {
-                vec4 w[2], xv[2];
-                if ((sel & 1u) != 0u) {
-                    wp_decode(0u, rw[2u * q], sc[2u * q], bi[2u * q], w);
-                    [[unroll]] for (uint m = 0u; m < M; m++)
-                        if (m < n) {
-                            xv[0] = xs[2u * m];
-                            xv[1] = xs[2u * m + 1u];
-                            uint a = m * RPW + q;
-                            ag[a] = wp_acc(0u, w, d[2u * q], xv, ag[a]);
-                        }
-                }
-                if ((sel & 2u) != 0u) {
-                    wp_decode(1u, rw[2u * q + 1u], sc[2u * q + 1u],
-                              bi[2u * q + 1u], w);
-                    [[unroll]] for (uint m = 0u; m < M; m++)
-                        if (m < n) {
-                            xv[0] = xs[2u * m];
-                            xv[1] = xs[2u * m + 1u];
-                            uint a = m * RPW + q;
-                            au[a] = wp_acc(1u, w, d[2u * q + 1u], xv, au[a]);
-                        }
-                }
-            }
-        }
-    }
-}
-
 // Row block rb of the n <= M pairs pr[0..n) of expert e (n uniform over
 // the workgroup).
 void row_block(uint e, uint rb, uint pr[M], uint n)
@@ -202,18 +138,73 @@ void row_block(uint e, uint rb, uint pr[M], uint n)
     uint F = pc.F;
     uint f0 = rb * R + rl * RPW;
     uint rg[RPW], ru[RPW];
-    float ag[NA], au[NA];
+    float ag[M * RPW], au[M * RPW];
     [[unroll]] for (uint q = 0u; q < RPW; q++)
         rows_of(e, min(f0 + q, F - 1u), rg[q], ru[q]);
     [[unroll]] for (uint a = 0u; a < M * RPW; a++) {
         ag[a] = 0.0;
         au[a] = 0.0;
     }
-    if (wp_map(0u) == wp_map(1u)) {
-        k_pass(3u, rg, ru, pr, n, ag, au);
-    } else {
-        k_pass(1u, rg, ru, pr, n, ag, au);
-        k_pass(2u, rg, ru, pr, n, ag, au);
+    for (uint b = lane; b < pc.nb; b += TPR) {
+        // the pairs' activation blocks stay in registers for the RPW
+        // outputs; each weight block is decoded once for all the pairs
+        vec4 xs[M * 8u];
+        [[unroll]] for (uint m = 0u; m < M; m++)
+            if (m < n) {
+                uint base = (pr[m] / pc.k) * pc.xs + b * 8u;
+                [[unroll]] for (uint i = 0u; i < 8u; i++)
+                    xs[m * 8u + i] = xb[base + i];
+            }
+        // quantized rows (at most 2 uvec4 a block): every weight load of
+        // the block in flight before the first is used
+        uvec4 pw[4u * RPW];
+        float pf[6u * RPW];
+        if (pre_loads())
+            [[unroll]] for (uint q = 0u; q < RPW; q++) {
+                uvec4 r[8];
+                w_load(0u, rg[q], b, r, pf[6u * q], pf[6u * q + 1u], pf[6u * q + 2u]);
+                pw[4u * q] = r[0];
+                pw[4u * q + 1u] = r[1];
+                w_load(1u, ru[q], b, r, pf[6u * q + 3u], pf[6u * q + 4u], pf[6u * q + 5u]);
+                pw[4u * q + 2u] = r[0];
+                pw[4u * q + 3u] = r[1];
+            }
+        [[unroll]] for (uint q = 0u; q < RPW; q++) {
+            uvec4 r0[8], r1[8];
+            float d0, s0, c0, d1, s1, c1;
+            if (pre_loads()) {
+                [[unroll]] for (uint i = 0u; i < 8u; i++) {
+                    r0[i] = i < 2u ? pw[4u * q + i] : uvec4(0u);
+                    r1[i] = i < 2u ? pw[4u * q + 2u + i] : uvec4(0u);
+                }
+                d0 = pf[6u * q];
+                s0 = pf[6u * q + 1u];
+                c0 = pf[6u * q + 2u];
+                d1 = pf[6u * q + 3u];
+                s1 = pf[6u * q + 4u];
+                c1 = pf[6u * q + 5u];
+            } else {
+                w_load(0u, rg[q], b, r0, d0, s0, c0);
+                w_load(1u, ru[q], b, r1, d1, s1, c1);
+            }
+            vec4 w[8], xv[8];
+            w_decode(0u, r0, s0, c0, w);
+            [[unroll]] for (uint m = 0u; m < M; m++)
+                if (m < n) {
+                    [[unroll]] for (uint i = 0u; i < 8u; i++)
+                        xv[i] = xs[m * 8u + i];
+                    uint a = m * RPW + q;
+                    ag[a] = w_acc_fixed(0u, w, d0, xv, ag[a]);
+                }
+            w_decode(1u, r1, s1, c1, w);
+            [[unroll]] for (uint m = 0u; m < M; m++)
+                if (m < n) {
+                    [[unroll]] for (uint i = 0u; i < 8u; i++)
+                        xv[i] = xs[m * 8u + i];
+                    uint a = m * RPW + q;
+                    au[a] = w_acc_fixed(1u, w, d1, xv, au[a]);
+                }
+        }
     }
 #ifdef USE_SUBGROUP
     // the host keeps TPR <= the subgroup size

@@ -16,7 +16,7 @@
 //    stored (two 16-bit values per word, or one f32 per word)
 //  - at word boff: MLX biases, as the scales.
 //
-// Decoding (qload.glsl's wp_decode) gives chunks of 4 elements as vec4s.
+// Decoding gives a block as 8 vec4 (elements 4i .. 4i + 3 in w[i]).
 // Q4_0 and Q8_0 give the integer codes (q - 8, q) and their d apart: the
 // product d (q - 8) of an f16 and a small integer is exact in f32, so
 // d * sum((q - 8) x) rounds like sum(d (q - 8) x) does. MLX gives
@@ -67,6 +67,66 @@ vec4 qf_sbyte(uint w)
 float qf_half(uint h, uint st)
 {
     return st == QT_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
+
+vec4 qf_half4(uint w0, uint w1, uint st)
+{
+    return vec4(qf_half(w0 & 0xffffu, st), qf_half(w0 >> 16u, st),
+                qf_half(w1 & 0xffffu, st), qf_half(w1 >> 16u, st));
+}
+
+// The block's elements from its raw uvec4s. For Q4_0/Q8_0 the codes
+// (q - 8, q); scale and bias are the MLX group's (unused otherwise).
+void qf_decode(uint t, uint st, uvec4 raw[8], float scale, float bias,
+               out vec4 w[8])
+{
+    if (t == QT_Q4_0) {
+        for (uint i = 0u; i < 4u; i++) {
+            w[i] = qf_nib(raw[0][i], uvec4(0u, 8u, 16u, 24u), 8.0);
+            w[4u + i] = qf_nib(raw[0][i], uvec4(4u, 12u, 20u, 28u), 8.0);
+        }
+    } else if (t == QT_Q8_0) {
+        for (uint i = 0u; i < 8u; i++)
+            w[i] = qf_sbyte(raw[i >> 2u][i & 3u]);
+    } else if (t == QT_MLX_Q4) {
+        for (uint i = 0u; i < 4u; i++) {
+            precise vec4 p0 = qf_nib(raw[0][i], uvec4(0u, 4u, 8u, 12u), 0.0) * scale;
+            precise vec4 p1 = qf_nib(raw[0][i], uvec4(16u, 20u, 24u, 28u), 0.0) * scale;
+            precise vec4 s0 = p0 + bias;
+            precise vec4 s1 = p1 + bias;
+            w[2u * i] = s0;
+            w[2u * i + 1u] = s1;
+        }
+    } else if (t == QT_MLX_Q8) {
+        for (uint i = 0u; i < 8u; i++) {
+            precise vec4 p = qf_ubyte(raw[i >> 2u][i & 3u]) * scale;
+            precise vec4 s = p + bias;
+            w[i] = s;
+        }
+    } else if (t == QT_F32) {
+        for (uint i = 0u; i < 8u; i++)
+            w[i] = uintBitsToFloat(raw[i]);
+    } else if (t == QT_F16) {
+        for (uint i = 0u; i < 8u; i++) {
+            uvec4 r = raw[i >> 1u];
+            uint o = (i & 1u) * 2u;
+            w[i] = vec4(unpackHalf2x16(r[o]), unpackHalf2x16(r[o + 1u]));
+        }
+    } else {
+        for (uint i = 0u; i < 8u; i++) {
+            uvec4 r = raw[i >> 1u];
+            uint o = (i & 1u) * 2u;
+            w[i] = uintBitsToFloat(uvec4(r[o] << 16u, r[o] & 0xffff0000u,
+                                         r[o + 1u] << 16u, r[o + 1u] & 0xffff0000u));
+        }
+    }
+}
+
+// sum_i w[i] . x[i]
+float qf_dot8(vec4 w[8], vec4 x[8])
+{
+    return ((dot(w[0], x[0]) + dot(w[1], x[1])) + (dot(w[2], x[2]) + dot(w[3], x[3]))) +
+           ((dot(w[4], x[4]) + dot(w[5], x[5])) + (dot(w[6], x[6]) + dot(w[7], x[7])));
 }
 
 // One element, exactly as the reference decodes it (dequant: denormal

@@ -4,21 +4,19 @@
 // never expanded in memory).
 //
 // A workgroup computes R = WG / TPR * RPW output rows for a chunk of up to
-// 32 activation rows; a group of TPR lanes computes RPW consecutive rows.
-// QL lanes read each block (qload.glsl's lane parts: lane l takes part
-// l % QL of blocks l / QL, + TPR / QL, ...), U block steps per pass with
-// their loads in flight together: per step a lane loads its part of the
-// MB activation rows and of the RPW rows' weights, decodes each weight
-// part once and dots it with the MB activation parts. The passes over a
-// chunk follow each other in the workgroup, so after the first the row
-// block's weights come from the cache: the weights stream from memory
-// once per 32 activation rows. The lanes' partial sums are added by a
-// subgroup butterfly (USE_SUBGROUP; the host keeps TPR within one
-// subgroup, so there is no barrier) or through shared memory. Row blocks
-// and chunks are strided over the dispatched workgroups (x: row blocks,
-// y: chunks).
+// 32 activation rows; a group of TPR lanes computes RPW consecutive rows,
+// lane l taking blocks l, l + TPR, ... With one activation row per pass
+// (decode) the lane loads the activation block once and the RPW rows'
+// weight blocks (all in flight together); with MB rows per pass each
+// weight block is decoded once and dotted with the MB activation blocks.
+// The passes over a chunk follow each other in the workgroup, so after the
+// first the row block's weights come from the cache: the weights stream
+// from memory once per 32 activation rows. The lanes' partial sums are
+// added by a subgroup butterfly (USE_SUBGROUP; the host keeps TPR within
+// one subgroup, so there is no barrier) or through shared memory (none
+// needed with one lane per row). Row blocks and chunks are strided over
+// the dispatched workgroups (x: row blocks, y: chunks).
 #extension GL_GOOGLE_include_directive : require
-#extension GL_EXT_control_flow_attributes : require
 #ifdef USE_SUBGROUP
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
@@ -30,7 +28,6 @@ layout(constant_id = 1) const uint TPR = 32;     // lanes per row, power of 2
 layout(constant_id = 2) const uint MB = 1;       // activation rows per pass
 layout(constant_id = 3) const uint FMT = 3;      // type | group << 8 | st << 16
 layout(constant_id = 4) const uint RPW = 1;      // rows per lane group
-layout(constant_id = 5) const uint U = 1;        // block steps per pass
 
 const uint R = WG / TPR * RPW;                   // rows per workgroup
 const uint CHUNK = 32u;
@@ -76,6 +73,13 @@ void store(uint row, uint m, float s)
     yb[pc.y_off + m * pc.ys + row] = act_apply(pc.act, s);
 }
 
+void load_x(uint m, uint b, out vec4 xv[8])
+{
+    uint base = m * pc.xs + b * 8u;
+    for (uint i = 0u; i < 8u; i++)
+        xv[i] = xb[base + i];
+}
+
 void main()
 {
     uint tid = gl_LocalInvocationID.x;
@@ -90,38 +94,36 @@ void main()
                 float acc[RPW * MB];
                 for (uint a = 0u; a < RPW * MB; a++)
                     acc[a] = 0.0;
-                // QL lanes a block, U block steps per pass with their
-                // loads (clamped indices) in flight together; each weight
-                // part is decoded once for the MB activation rows
-                uint ql = wp_lanes(0u), nch = wp_nchunk(0u);
-                uint c = lane % ql, bs = TPR / ql, nb = pc.nb;
-                for (uint b0 = lane / ql; b0 < nb; b0 += U * bs) {
-                    [[unroll]] for (uint u = 0u; u < U; u++) {
-                        uint b = b0 + u * bs, bb = min(b, nb - 1u);
-                        vec4 xs[2u * MB];
-                        [[unroll]] for (uint m = 0u; m < MB; m++) {
-                            uint base = min(m0 + m, mend - 1u) * pc.xs + bb * 8u;
-                            [[unroll]] for (uint i = 0u; i < 2u; i++)
-                                xs[2u * m + i] = i < nch ? xb[base + wp_chunk(0u, c, i)]
-                                                         : vec4(0.0);
+                for (uint b = lane; b < pc.nb; b += TPR) {
+                    if (MB == 1u) {
+                        // one activation row: its block stays in registers
+                        // for the RPW weight rows
+                        vec4 xv[8];
+                        load_x(m0, b, xv);
+                        for (uint q = 0u; q < RPW; q++) {
+                            uvec4 raw[8];
+                            float d, sc, bi;
+                            w_load(0u, min(r0 + q, pc.N - 1u), b, raw, d, sc, bi);
+                            acc[q] += w_dot_raw(0u, raw, d, sc, bi, xv);
                         }
-                        uvec4 rw[RPW];
-                        float d[RPW], sc[RPW], bi[RPW];
-                        [[unroll]] for (uint q = 0u; q < RPW; q++)
-                            wp_load(0u, min(r0 + q, pc.N - 1u), bb, c, rw[q],
-                                    d[q], sc[q], bi[q]);
-                        if (b >= nb)
-                            continue;
-                        [[unroll]] for (uint q = 0u; q < RPW; q++) {
-                            vec4 w[2], xv[2];
-                            wp_decode(0u, rw[q], sc[q], bi[q], w);
-                            [[unroll]] for (uint m = 0u; m < MB; m++)
+                    } else {
+                        // several activation rows: each weight block is
+                        // decoded once for all of them
+                        for (uint q = 0u; q < RPW; q++) {
+                            uvec4 raw[8];
+                            float d, sc, bi;
+                            w_load(0u, min(r0 + q, pc.N - 1u), b, raw, d, sc, bi);
+                            vec4 w[8];
+                            uint t = FMT & 255u;
+                            qf_decode(t, FMT >> 16u, raw, sc, bi, w);
+                            for (uint m = 0u; m < MB; m++) {
                                 if (m0 + m < mend) {
-                                    xv[0] = xs[2u * m];
-                                    xv[1] = xs[2u * m + 1u];
-                                    uint a = q * MB + m;
-                                    acc[a] = wp_acc(0u, w, d[q], xv, acc[a]);
+                                    vec4 xv[8];
+                                    load_x(m0 + m, b, xv);
+                                    float s = qf_dot8(w, xv);
+                                    acc[q * MB + m] += qf_has_d(t) ? d * s : s;
                                 }
+                            }
                         }
                     }
                 }
