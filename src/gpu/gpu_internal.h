@@ -42,6 +42,11 @@ void mf_gpu_cmd_copy_words(mf_vk *vk, mf_vk_prog *p, const mf_vk_pipe *pipe,
                            const mf_vk_bind b[2], uint32_t words,
                            uint32_t magic);
 
+/* A tuning override (MOEFUSE_GPU_QWG, MOEFUSE_GPU_GATING_WG, ...; read
+ * when a plan is recorded): the power of two in [lo, hi] that variable
+ * `name` holds, 0 when it is unset or holds anything else. */
+uint32_t mf_gpu_env_pow2(const char *name, uint32_t lo, uint32_t hi);
+
 /* The status of an op entry before it touches the device. */
 static inline mf_status mf_gpu_ready(const mf_gpu *g)
 {

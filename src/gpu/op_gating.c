@@ -53,9 +53,13 @@ static mf_status gating_pipe(mf_vk *vk, const gating_push *pc, int mode,
                              const mf_vk_pipe **pipe)
 {
     uint32_t E = pc->E, G = pc->G;
-    uint32_t wg = 64;
-    while (wg < 256 && wg * 4 < E)
-        wg <<= 1;
+    /* MOEFUSE_GPU_GATING_WG=32..1024 overrides the workgroup size */
+    uint32_t wg = mf_gpu_env_pow2("MOEFUSE_GPU_GATING_WG", 32, 1024);
+    if (!wg) {
+        wg = 64;
+        while (wg < 256 && wg * 4 < E)
+            wg <<= 1;
+    }
     while (wg < vk->subgroup_size)
         wg <<= 1;
     if (wg > vk->max_wg_size)

@@ -16,9 +16,7 @@ uint32_t mf_wfmt(const mf_tensor *t)
     return (uint32_t)t->type | g << 8 | st << 16;
 }
 
-/* Tuning overrides (MOEFUSE_GPU_QWG, MOEFUSE_GPU_QLANES; see quant.h),
- * read when a plan is recorded. 0 when unset or out of range. */
-static uint32_t env_pow2(const char *name, uint32_t lo, uint32_t hi)
+uint32_t mf_gpu_env_pow2(const char *name, uint32_t lo, uint32_t hi)
 {
     const char *e = getenv(name);
     long v = e ? strtol(e, NULL, 10) : 0;
@@ -32,7 +30,7 @@ uint32_t mf_qlanes(const mf_vk *vk, uint32_t nb)
     uint32_t cap = 32;
     if (mf_quse_subgroup(vk) && vk->subgroup_size < cap)
         cap = vk->subgroup_size;
-    uint32_t want = env_pow2("MOEFUSE_GPU_QLANES", 1, 32);
+    uint32_t want = mf_gpu_env_pow2("MOEFUSE_GPU_QLANES", 1, 32);
     if (want)
         return want < cap ? want : cap;
     uint32_t l = 1;
@@ -43,7 +41,7 @@ uint32_t mf_qlanes(const mf_vk *vk, uint32_t nb)
 
 uint32_t mf_qrpw(uint64_t rows, uint32_t groups_per_wg, uint64_t other)
 {
-    uint32_t want = env_pow2("MOEFUSE_GPU_QRPW", 1, 8);
+    uint32_t want = mf_gpu_env_pow2("MOEFUSE_GPU_QRPW", 1, 8);
     if (want)
         return want;
     /* 4 only when even then the device has work to spare (many tokens),
@@ -63,7 +61,7 @@ uint32_t mf_qgroup(uint64_t pairs, uint64_t experts, uint64_t min_mean)
     const char *e = getenv("MOEFUSE_GPU_MOE_GROUP");
     if (e && strcmp(e, "0") == 0)
         return 0;
-    uint32_t want = env_pow2("MOEFUSE_GPU_MOE_GROUP", 1, 16);
+    uint32_t want = mf_gpu_env_pow2("MOEFUSE_GPU_MOE_GROUP", 1, 16);
     if (want)
         return want;
     if (min_mean == 0 || experts == 0 || pairs < min_mean * experts)
@@ -93,7 +91,7 @@ void mf_qgroup_fit(const mf_vk *vk, int subgroup, uint32_t wg, uint32_t per,
 
 uint32_t mf_qwg(const mf_vk *vk)
 {
-    uint32_t wg = env_pow2("MOEFUSE_GPU_QWG", 32, 1024);
+    uint32_t wg = mf_gpu_env_pow2("MOEFUSE_GPU_QWG", 32, 1024);
     if (!wg)
         wg = 128;
     return vk->max_wg_size < wg ? vk->max_wg_size : wg;
