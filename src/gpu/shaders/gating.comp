@@ -248,8 +248,6 @@ bool surely_ahead(uint row, uint a, uint b)
     return same && a < b;
 }
 
-// Groups (sigmoid mode, G > 1): group scores, the kept groups (g_kept),
-// and whether the kept set is proven.
 // Inserts key v into the top-2 pair (a.x >= a.y) of a multiset of keys.
 uvec2 top2_add(uvec2 a, uint v)
 {
