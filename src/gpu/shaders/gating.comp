@@ -126,6 +126,38 @@ uvec2 wg_argmax(uint key, uint idx)
 #endif
 }
 
+// The largest a and the largest b over the workgroup (two maxima in one
+// reduction), returned to every invocation. Workgroup-uniform control flow.
+uvec2 wg_max2(uint a, uint b)
+{
+    uint base = par * WG;
+    par ^= 1u;
+#ifdef USE_SUBGROUP
+    uint ma = subgroupMax(a), mb = subgroupMax(b);
+    if (subgroupElect()) {
+        r_key[base + gl_SubgroupID] = ma;
+        r_idx[base + gl_SubgroupID] = mb;
+    }
+    barrier();
+    uvec2 m = uvec2(0u);
+    for (uint s = 0u; s < gl_NumSubgroups; s++)
+        m = max(m, uvec2(r_key[base + s], r_idx[base + s]));
+    return m;
+#else
+    r_key[base + tid] = a;
+    r_idx[base + tid] = b;
+    barrier();
+    for (uint s = WG / 2u; s > 0u; s >>= 1u) {
+        if (tid < s) {
+            r_key[base + tid] = max(r_key[base + tid], r_key[base + tid + s]);
+            r_idx[base + tid] = max(r_idx[base + tid], r_idx[base + tid + s]);
+        }
+        barrier();
+    }
+    return uvec2(r_key[base], r_idx[base]);
+#endif
+}
+
 // Compensated workgroup sum of (hi, lo) pairs, returned to everyone (the
 // same value in every invocation).
 vec2 wg_sum2(vec2 v)
@@ -329,18 +361,15 @@ bool select_groups(uint row)
     barrier();
     // kept: the topk_group best group scores (rank < topk_group, ties to
     // the lower group index)
-    uint kept[(GMAX + WG - 1u) / WG];
-    for (uint g = tid, j = 0u; g < G; g += WG, j++) {
+    // (the ranks read g_mid only: g_kept is written as they go)
+    for (uint g = tid; g < G; g += WG) {
         uint kk = fkey(g_mid[g]), rank = 0u;
         for (uint o = 0u; o < G && rank < pc.topk_group; o++) {
             uint ko = fkey(g_mid[o]);
             rank += ko > kk || (ko == kk && o < g) ? 1u : 0u;
         }
-        kept[j] = rank < pc.topk_group ? 1u : 0u;
+        g_kept[g] = rank < pc.topk_group ? 1u : 0u;
     }
-    barrier();
-    for (uint g = tid, j = 0u; g < G; g += WG, j++)
-        g_kept[g] = kept[j];
     barrier();
     // proof: the lowest bound of a kept group above the highest bound of
     // every other group
@@ -351,8 +380,8 @@ bool select_groups(uint row)
         else
             kmax = max(kmax, fkey(g_hi[g]));
     }
-    uint lo_min = ~wg_argmax(kmin, 0u).x;
-    uint hi_max = wg_argmax(kmax, 0u).x;
+    uvec2 m = wg_max2(kmin, kmax);
+    uint lo_min = ~m.x, hi_max = m.y;
     if (pc.topk_group >= G)
         return true;
     return key_float(lo_min) > key_float(hi_max);
@@ -532,9 +561,14 @@ void main()
             // w / sum(w), then * scale. Held scaled by 2^64 so that rows
             // whose scores are all subnormal renormalize as on the CPU
             // even where the device flushes subnormals.
+            // (each invocation keeps its first score for the
+            // renormalization: with k <= WG its only one)
             vec2 acc = vec2(0.0);
+            float ss0 = 0.0;
             for (uint j = tid; j < k; j += WG) {
                 float ss = sig_scaled(logit_at(row, sel_idx(ibase, j)));
+                if (j == tid)
+                    ss0 = ss;
                 w_set(wbase, j, scale_down64_bits(ss));
                 acc = sum2(acc, vec2(ss, 0.0));
             }
@@ -542,7 +576,9 @@ void main()
                 float t = sub_round64(wg_sum2(acc).x);
                 if (t > 0.0)
                     for (uint j = tid; j < k; j += WG) {
-                        float ss = sig_scaled(logit_at(row, sel_idx(ibase, j)));
+                        float ss = j == tid
+                            ? ss0
+                            : sig_scaled(logit_at(row, sel_idx(ibase, j)));
                         w_set(wbase, j, floatBitsToUint(div_acc(ss, t)));
                     }
             }
