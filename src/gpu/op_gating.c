@@ -73,7 +73,7 @@ static mf_status gating_pipe(mf_vk *vk, const gating_push *pc, int mode,
     /* r_key, r_idx, s_sum; s_sel, s_selx, s_w; the group arrays (and the
      * slices' top-2 keys when several invocations share a group); flags */
     size_t shared = 32 * (size_t)wg + 3 * 4 * 32 + 16 * (size_t)gmax + 8;
-    if (wg >= 2 * gmax)
+    if (gmax > 1 && wg >= 2 * gmax)
         shared += 24 * (size_t)wg;
     if (shared > vk->shared_bytes)
         return MF_ERR_UNSUPPORTED;

@@ -75,7 +75,8 @@ shared float s_hi[SCAP];
 shared uint s_lg[LCAP];
 // Group selection with several invocations a group: each one's top-2
 // keys of mid, lo and hi over its slice of the group.
-const uint TG = WG >= 2u * GMAX ? WG / GMAX : 1u;
+const uint TG_ = WG >= 2u * GMAX ? WG / GMAX : 1u;
+const uint TG = GMAX > 1u ? TG_ : 1u;   // (only with groups)
 shared uint s_top2[TG > 1u ? 6u * WG : 1u];
 shared uint s_flag;
 shared uint s_ninf;
