@@ -75,8 +75,9 @@ shared float s_hi[SCAP];
 shared uint s_lg[LCAP];
 // Group selection with several invocations a group: each one's top-2
 // keys of mid, lo and hi over its slice of the group.
+// (two steps: glslc's optimizer fails on the combined condition)
 const uint TG_ = WG >= 2u * GMAX ? WG / GMAX : 1u;
-const uint TG = GMAX > 1u ? TG_ : 1u;   // (only with groups)
+const uint TG = GMAX > 1u ? TG_ : 1u;   // only with groups
 shared uint s_top2[TG > 1u ? 6u * WG : 1u];
 shared uint s_flag;
 shared uint s_ninf;
@@ -302,7 +303,6 @@ void group_score(uint g, uvec2 m, uvec2 l, uvec2 h)
         g_lo[g] = canon(add_exact(key_float(l.x), key_float(l.y)));
         g_hi[g] = canon(add_exact(key_float(h.x), key_float(h.y)));
     }
-    g_kept[g] = 0u;
 }
 
 // The top-2 pairs of mid, lo and hi over experts e0, e0 + step, ... of
@@ -362,7 +362,8 @@ bool select_groups(uint row)
     barrier();
     // kept: the topk_group best group scores (rank < topk_group, ties to
     // the lower group index)
-    // (the ranks read g_mid only: g_kept is written as they go)
+    // (the ranks read g_mid only: g_kept, every group's, is written as
+    // they go)
     for (uint g = tid; g < G; g += WG) {
         uint kk = fkey(g_mid[g]), rank = 0u;
         for (uint o = 0u; o < G && rank < pc.topk_group; o++) {
@@ -563,7 +564,7 @@ void main()
             // whose scores are all subnormal renormalize as on the CPU
             // even where the device flushes subnormals.
             // (each invocation keeps its first score for the
-            // renormalization: with k <= WG its only one)
+            // renormalization: with k <= WG it is the only one)
             vec2 acc = vec2(0.0);
             float ss0 = 0.0;
             for (uint j = tid; j < k; j += WG) {
