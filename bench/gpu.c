@@ -16,6 +16,7 @@ typedef struct gcase {
     mf_gpu *gpu;
     mf_gpu_op op;
     mf_impl impl;
+    mf_precision prec; /* of the expert ops and the chain */
     const mf_moe_config *m;
     int64_t T;
     float *logits, *x, *gu, *h, *eo, *rw, *y, *wout;
@@ -48,13 +49,14 @@ static int call_op(gcase *c)
     }
     case MF_GPU_OP_MOE_GATE_UP: {
         int sep = m->gate_up_layout == MF_GLU_SEPARATE;
-        mf_moe_gate_up_desc d = {.impl = c->impl, .glu = m->glu, .layout = m->gate_up_layout,
+        mf_moe_gate_up_desc d = {.impl = c->impl, .prec = c->prec, .glu = m->glu,
+                                 .layout = m->gate_up_layout,
                                  .w_gate = &c->w->gate, .w_up = sep ? &c->w->up : NULL,
                                  .b_gate = c->w->gate_bias, .b_up = c->w->up_bias};
         return mf_moe_gate_up(c->ctx, &d, c->T, m->top_k, c->x, c->idx, c->h);
     }
     case MF_GPU_OP_MOE_DOWN: {
-        mf_moe_down_desc d = {.impl = c->impl, .w_down = &c->w->down,
+        mf_moe_down_desc d = {.impl = c->impl, .prec = c->prec, .w_down = &c->w->down,
                               .b_down = c->w->down_bias};
         return mf_moe_down_combine(c->ctx, &d, c->T, m->top_k, c->h, c->idx, c->rw,
                                    NULL, c->y);
@@ -230,11 +232,11 @@ static int bench_chain(gcase *c, const bench_opts *o, bench_results *res,
                             .renormalize = m->renormalize, .n_group = groups,
                             .topk_group = groups ? m->topk_group : 0,
                             .scale = m->routed_scale};
-    k.gu = (mf_moe_gate_up_desc){.impl = MF_IMPL_GPU, .glu = m->glu,
+    k.gu = (mf_moe_gate_up_desc){.impl = MF_IMPL_GPU, .prec = c->prec, .glu = m->glu,
                                  .layout = m->gate_up_layout, .w_gate = &c->w->gate,
                                  .w_up = sep ? &c->w->up : NULL,
                                  .b_gate = c->w->gate_bias, .b_up = c->w->up_bias};
-    k.dd = (mf_moe_down_desc){.impl = MF_IMPL_GPU, .w_down = &c->w->down,
+    k.dd = (mf_moe_down_desc){.impl = MF_IMPL_GPU, .prec = c->prec, .w_down = &c->w->down,
                               .b_down = c->w->down_bias};
     printf("moe_chain  %s\n", shape);
     bench_stats call, st, st3;
@@ -477,17 +479,32 @@ int bench_suite_gpu(mf_ctx *ctx, const bench_opts *o, bench_results *res)
             snprintf(shape, sizeof shape, "H=%lld,F=%lld,E=%d,k=%d,T=%lld,fmt=q4_0",
                      (long long)m.hidden, (long long)m.expert_ffn, m.n_experts,
                      m.top_k, (long long)T);
-            c.op = MF_GPU_OP_MOE_GATE_UP;
-            rc = rc || bench_op(&c, o, res, shape,
-                                uniq * synth_row_bytes(MF_TYPE_Q4_0, m.hidden) * (double)(2 * m.expert_ffn));
-            c.op = MF_GPU_OP_MOE_DOWN;
-            rc = rc || bench_op(&c, o, res, shape,
-                                uniq * synth_row_bytes(MF_TYPE_Q4_0, m.expert_ffn) * (double)m.hidden);
-            rc = rc || bench_chain(&c, o, res, shape,
-                                   uniq * synth_row_bytes(MF_TYPE_Q4_0, m.hidden) *
-                                       (double)(2 * m.expert_ffn),
-                                   uniq * synth_row_bytes(MF_TYPE_Q4_0, m.expert_ffn) *
-                                       (double)m.hidden);
+            /* the expert ops and the chain in both precisions: INT8 (shape
+             * ",prec=int8") where the device runs it (else it would time
+             * the EXACT shaders again) */
+            mf_gpu_info gi;
+            int int8_dev = mf_ctx_gpu_info(ctx, &gi) == MF_OK && gi.int8_dot;
+            for (int pi = 0; pi < 2 && !rc; pi++) {
+                if (pi && !int8_dev)
+                    break;
+                c.prec = pi ? MF_PREC_INT8 : MF_PREC_EXACT;
+                char pshape[192];
+                snprintf(pshape, sizeof pshape, "%s%s", shape, pi ? ",prec=int8" : "");
+                c.op = MF_GPU_OP_MOE_GATE_UP;
+                rc = rc || bench_op(&c, o, res, pshape,
+                                    uniq * synth_row_bytes(MF_TYPE_Q4_0, m.hidden) *
+                                        (double)(2 * m.expert_ffn));
+                c.op = MF_GPU_OP_MOE_DOWN;
+                rc = rc || bench_op(&c, o, res, pshape,
+                                    uniq * synth_row_bytes(MF_TYPE_Q4_0, m.expert_ffn) *
+                                        (double)m.hidden);
+                rc = rc || bench_chain(&c, o, res, pshape,
+                                       uniq * synth_row_bytes(MF_TYPE_Q4_0, m.hidden) *
+                                           (double)(2 * m.expert_ffn),
+                                       uniq * synth_row_bytes(MF_TYPE_Q4_0, m.expert_ffn) *
+                                           (double)m.hidden);
+            }
+            c.prec = MF_PREC_EXACT;
             free(c.logits), free(c.x), free(c.gu), free(c.h), free(c.eo);
             free(c.rw), free(c.wout), free(c.y), free(c.idx), free(c.gidx);
             if (rc) {

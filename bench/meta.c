@@ -48,10 +48,12 @@ void bench_write_machine_json(FILE *f, const mf_ctx *ctx, int threads)
         fprintf(f, ", \"gpu_vendor_id\": %u, \"gpu_device_id\": %u, "
                    "\"driver_version\": %u, \"vulkan_version\": \"%u.%u.%u\", "
                    "\"gpu_uuid\": \"%s\", \"gpu_zero_copy\": %d, "
-                   "\"gpu_subgroup_size\": %d",
+                   "\"gpu_subgroup_size\": %d, \"gpu_int8_dot\": %d, "
+                   "\"gpu_int8_dot_accelerated\": %d",
                 gi.vendor_id, gi.device_id, gi.driver_version,
                 (gi.api_version >> 22) & 0x7fu, (gi.api_version >> 12) & 0x3ffu,
-                gi.api_version & 0xfffu, gi.uuid, gi.zero_copy, gi.subgroup_size);
+                gi.api_version & 0xfffu, gi.uuid, gi.zero_copy, gi.subgroup_size,
+                gi.int8_dot, gi.int8_dot_accelerated);
     } else {
         fprintf(f, ", \"gpu_name\": null, \"gpu_status\": ");
         json_str(f, mf_status_str(gs));

@@ -19,8 +19,14 @@
  *    one unit of a 16-bit output type.
  *  - qmv EXACT: ops.h's 2^-22 K S (the device sums in another order); with
  *    an activation 1.13 times that (the largest slope of SiLU and GELU) plus
- *    the activation's 8 (10) ulp. INT8 requested: the device computes the
- *    EXACT result (ops.h), so the same bound.
+ *    the activation's 8 (10) ulp.
+ *  - INT8 (quantized weights, on a device with integer dot products; else
+ *    the device computes EXACT, ops.h): every dot product's bound gains
+ *    ops.h's quantization term, sum over blocks of |w_blk|_1 d_x / 2 with
+ *    d_x = absmax / 127 taken 0.01% larger (q8_bound); the same
+ *    propagation through activations, GLU and combine. The INT8 shaders
+ *    must give other bits than the EXACT ones (int8_path), and the
+ *    expert ops' modes the same bits as each other.
  *  - moe_gate_up: g and u each within 2^-21 H S + half an ulp (bias add)
  *    of the exact value (the reference and the device each within
  *    2^-22 H S, so twice); the GLU moves errors e_g, e_u by at most
@@ -179,8 +185,35 @@ Test(gpu_quant, dequant_every_format)
 /* ---------------------------------------------------------------- qmv -- */
 
 /* Bound of ops.h for each output: 2^-22 K S. */
+/* 1 when the device computes MF_PREC_INT8 for weights of type t: the
+ * precision asked for, a quantized type and integer dot products on the
+ * device (else the GPU gives the EXACT result, ops.h). */
+static int dev_int8(mf_ctx *c, mf_precision p, mf_type t)
+{
+    mf_gpu_info i;
+    return p == MF_PREC_INT8 && t >= MF_TYPE_Q4_0 &&
+           mf_ctx_gpu_info(c, &i) == MF_OK && i.int8_dot;
+}
+
+/* ops.h's INT8 quantization bound of one dot product: sum over blocks of
+ * |w_blk|_1 d_x / 2, d_x = absmax / 127 taken 0.01% larger (its f32
+ * rounding and the (1 + 2^-15) of ops.h). */
+static double q8_bound(const float *w, const float *x, int64_t K)
+{
+    double q = 0;
+    for (int64_t b = 0; b < K / 32; b++) {
+        double amax = 0, l1 = 0;
+        for (int j = 0; j < 32; j++) {
+            amax = fmax(amax, fabs((double)x[32 * b + j]));
+            l1 += fabs((double)w[32 * b + j]);
+        }
+        q += l1 * (amax / 127.0 * 1.0001) / 2;
+    }
+    return q;
+}
+
 static double *qmv_bounds(const float *w, const float *x, const float *bias,
-                          int64_t M, int64_t N, int64_t K)
+                          int64_t M, int64_t N, int64_t K, int int8)
 {
     double *s = malloc((size_t)(M * N) * 8);
     cr_assert_not_null(s);
@@ -189,7 +222,8 @@ static double *qmv_bounds(const float *w, const float *x, const float *bias,
             double a = bias ? fabs(bias[n]) : 0;
             for (int64_t k = 0; k < K; k++)
                 a += fabs((double)w[n * K + k] * x[m * K + k]);
-            s[m * N + n] = 0x1p-22 * (double)K * a;
+            s[m * N + n] = 0x1p-22 * (double)K * a +
+                           (int8 ? q8_bound(w + n * K, x + m * K, K) : 0);
         }
     return s;
 }
@@ -220,7 +254,8 @@ static void qmv_case(mf_ctx *c, mft_rng *r, const qd_variant *v, int64_t M,
         mft_fill_normal(r, bias, (size_t)N, 0.1f);
     }
     float *w = ref_rows(&q.t);
-    double *tol = qmv_bounds(w, x, bias, M, N, K);
+    const int int8 = M <= 32 && dev_int8(c, prec, v->type);
+    double *tol = qmv_bounds(w, x, bias, M, N, K, int8);
     float *yr = mft_alloc((size_t)(M * N) * 4, 0);
     float *yg = mft_alloc((size_t)(M * N) * 4, 4 * (size_t)mft_int(r, 1, 3));
     mf_qmv_desc d = {.impl = MF_IMPL_REF, .act = act, .bias = bias};
@@ -289,13 +324,15 @@ Test(gpu_quant, qmv_every_format)
                 int64_t K = mi == 1 ? 2048 : qd_k_legal(v, 96) ? 96 : 128;
                 qmv_case(c, &r, v, Ms[mi], Ns[(fi + mi) % 4], K,
                          mi % 2 ? (size_t)mft_int(&r, 1, 21) : 0, n % 2,
-                         (mf_act)(n % MF_ACT_COUNT_), MF_PREC_EXACT);
+                         (mf_act)(n % MF_ACT_COUNT_),
+                         (mf_precision)(n % 3 == 0));
             }
         mft_gpu_ctx_done(c);
     }
 }
 
-/* A NaN in activation row 1 makes all of y's row 1 NaN and no other. */
+/* A NaN in activation row 1 makes all of y's row 1 NaN and no other, in
+ * both precisions. */
 Test(gpu_quant, qmv_nan_propagates)
 {
     mf_ctx *c = mft_gpu_ctx(0);
@@ -310,11 +347,14 @@ Test(gpu_quant, qmv_nan_propagates)
         float x[3 * 128], y[3 * 19];
         mft_fill_normal(&r, x, (size_t)(M * K), 1.0f);
         x[K + 77] = NAN;
-        mf_qmv_desc d = {.impl = MF_IMPL_GPU};
-        cr_assert_eq(mf_qmv(c, &d, &q.t, x, M, y), MF_OK);
-        for (int64_t i = 0; i < M * N; i++)
-            cr_expect((i / N == 1) == (isnan(y[i]) != 0), "%s y[%lld] = %g",
-                      qd_name(&vs[vi]), (long long)i, (double)y[i]);
+        for (int p = 0; p < 2; p++) {
+            mf_qmv_desc d = {.impl = MF_IMPL_GPU, .prec = (mf_precision)p};
+            cr_assert_eq(mf_qmv(c, &d, &q.t, x, M, y), MF_OK);
+            for (int64_t i = 0; i < M * N; i++)
+                cr_expect((i / N == 1) == (isnan(y[i]) != 0),
+                          "%s prec %d y[%lld] = %g", qd_name(&vs[vi]), p,
+                          (long long)i, (double)y[i]);
+        }
         mf_weights_evict(c, &q.t);
         qd_free(&q);
     }
@@ -370,9 +410,10 @@ static double act_d(mf_glu_kind kind, double g, double alpha)
 }
 
 /* Row r of decoded weights dotted with x: value (with bias) and the bound
- * of one side (2^-22 K S + half an ulp of the bias add). */
+ * of one side (2^-22 K S + half an ulp of the bias add; INT8 adds
+ * q8_bound). */
 static void dot_bound(const float *w, const float *x, int64_t K, double bias,
-                      double *v, double *e)
+                      int int8, double *v, double *e)
 {
     double s = 0, mag = 0;
     for (int64_t i = 0; i < K; i++) {
@@ -380,7 +421,8 @@ static void dot_bound(const float *w, const float *x, int64_t K, double bias,
         mag += fabs((double)w[i] * x[i]);
     }
     *v = s + bias;
-    *e = 0x1p-22 * (double)K * mag + 0x1p-24 * fabs(*v);
+    *e = 0x1p-22 * (double)K * mag + 0x1p-24 * fabs(*v) +
+         (int8 ? q8_bound(w, x, K) : 0);
 }
 
 typedef struct gu_case {
@@ -438,7 +480,8 @@ static void gate_up_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
     float *hg = mft_alloc((size_t)(P * F) * 4, 4 * (size_t)mft_int(r, 1, 3));
     cr_assert_eq(mf_moe_gate_up(c, &d, T, gc->k, x, idx, hr), MF_OK);
     d.impl = MF_IMPL_GPU;
-    d.prec = (mf_precision)(gc->route); /* INT8 requested: EXACT result */
+    d.prec = (mf_precision)(gc->route); /* PILE cases: INT8 */
+    const int int8 = dev_int8(c, d.prec, v->type);
     mf_status st = mf_moe_gate_up(c, &d, T, gc->k, x, idx, hg);
     cr_assert_eq(st, MF_OK, "%s: gpu %s", what, mf_status_str(st));
     if (gc->modes) {
@@ -472,9 +515,11 @@ static void gate_up_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
                 ru = rg + 1;
             }
             double g, u, eg, eu;
-            dot_bound(Dg + rg * H, x + t * H, H, bg ? bg[rg] : 0, &g, &eg);
+            dot_bound(Dg + rg * H, x + t * H, H, bg ? bg[rg] : 0, int8, &g,
+                      &eg);
             dot_bound(Du + ru * H, x + t * H, H,
-                      sep ? (bu ? bu[ru] : 0) : (bg ? bg[ru] : 0), &u, &eu);
+                      sep ? (bu ? bu[ru] : 0) : (bg ? bg[ru] : 0), int8, &u,
+                      &eu);
             double up1 = u;
             if (gc->kind == MF_GLU_SWIGLU_OAI) {
                 g = fmin(g, limit);
@@ -596,6 +641,8 @@ static void down_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
     float *yg = mft_alloc((size_t)(T * H) * 4, 4);
     cr_assert_eq(mf_moe_down_combine(c, &d, T, k, h, idx, w, res, yr), MF_OK);
     d.impl = MF_IMPL_GPU;
+    d.prec = (mf_precision)(dc->route); /* PILE cases: INT8 */
+    const int int8 = dev_int8(c, d.prec, v->type);
     const float *rp = res;
     if (dc->res_mode == 2) {
         memcpy(yg, res, (size_t)(T * H) * 4);
@@ -624,8 +671,8 @@ static void down_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
             for (int32_t j = 0; j < k; j++) {
                 int64_t p = t * k + j, row = idx[p] * H + i;
                 double vv, ee;
-                dot_bound(D + row * F, h + p * F, F, bd ? bd[row] : 0, &vv,
-                          &ee);
+                dot_bound(D + row * F, h + p * F, F, bd ? bd[row] : 0, int8,
+                          &vv, &ee);
                 err += w[p] * ee;
                 mag += fabs(w[p] * vv);
             }
@@ -743,7 +790,8 @@ Test(gpu_quant, moe_nan_propagates)
         x[H + 17] = NAN;
         make_idx(&r, idx, T, k, E, SPREAD);
         mf_moe_gate_up_desc gd = {.impl = MF_IMPL_GPU, .w_gate = &wg.t,
-                                  .w_up = &wu.t};
+                                  .w_up = &wu.t,
+                                  .prec = (mf_precision)(fi % 2)};
         mf_status st = mf_moe_gate_up(c, &gd, T, k, x, idx, h);
         cr_assert_eq(st, MF_OK, "%s: %s", qd_name(&moe_fmts[fi]),
                      mf_status_str(st));
@@ -751,7 +799,8 @@ Test(gpu_quant, moe_nan_propagates)
             cr_expect((i / (k * F) == 1) == (isnan(h[i]) != 0),
                       "%s h[%lld] = %g", qd_name(&moe_fmts[fi]), (long long)i,
                       (double)h[i]);
-        mf_moe_down_desc dd = {.impl = MF_IMPL_GPU, .w_down = &wd.t};
+        mf_moe_down_desc dd = {.impl = MF_IMPL_GPU, .w_down = &wd.t,
+                               .prec = (mf_precision)(fi % 2)};
         cr_assert_eq(mf_moe_down_combine(c, &dd, T, k, h, idx, w, NULL, y),
                      MF_OK);
         for (int64_t i = 0; i < T * H; i++)
@@ -763,6 +812,77 @@ Test(gpu_quant, moe_nan_propagates)
         qd_free(&wd);
     }
     mft_gpu_ctx_done(c);
+}
+
+/* The INT8 shaders run where the device has integer dot products: for
+ * every quantized format their results differ from the EXACT ones (and are
+ * within the bound, qmv_every_format), and with MOEFUSE_GPU_NO_INT8=1 the
+ * context reports no int8_dot and INT8 calls give the EXACT bits. */
+Test(gpu_quant, int8_path)
+{
+    for (int off = 0; off < 2; off++) {
+        if (off)
+            setenv("MOEFUSE_GPU_NO_INT8", "1", 1);
+        mf_ctx *c = mft_gpu_ctx(0);
+        unsetenv("MOEFUSE_GPU_NO_INT8");
+        if (!c)
+            return;
+        mf_gpu_info info;
+        cr_assert_eq(mf_ctx_gpu_info(c, &info), MF_OK);
+        if (off)
+            cr_expect_eq(info.int8_dot, 0, "MOEFUSE_GPU_NO_INT8 ignored");
+        else if (!info.int8_dot)
+            cr_log_warn("%s has no integer dot products: INT8 runs as EXACT",
+                        info.name);
+        mft_rng r = mft_rng_make(__LINE__);
+        const int64_t M = 3, N = 64, K = 256, E = 4, H = 128, F = 128, T = 2;
+        const int32_t k = 2;
+        for (int fi = 0; fi < N_MOE_FMTS; fi++) {
+            const qd_variant *v = &moe_fmts[fi];
+            if (v->type < MF_TYPE_Q4_0)
+                continue;
+            const char *nm = qd_name(v);
+            qd_tensor q = qd_make(&r, v, 1, N, K, 0, 0);
+            float x[3 * 256], ye[3 * 64], yi[3 * 64];
+            mft_fill_normal(&r, x, (size_t)(M * K), 1.0f);
+            mf_qmv_desc d = {.impl = MF_IMPL_GPU};
+            cr_assert_eq(mf_qmv(c, &d, &q.t, x, M, ye), MF_OK);
+            d.prec = MF_PREC_INT8;
+            cr_assert_eq(mf_qmv(c, &d, &q.t, x, M, yi), MF_OK);
+            int same = memcmp(ye, yi, sizeof ye) == 0;
+            cr_expect(same == !info.int8_dot, "qmv %s: INT8 %s EXACT", nm,
+                      same ? "equals" : "differs from");
+            /* the expert ops */
+            qd_tensor wg = qd_make(&r, v, E, 2 * F, H, 0, 0);
+            qd_tensor wd = qd_make(&r, v, E, H, F, 0, 0);
+            float xg[2 * 128], he[4 * 128], hi[4 * 128], w[4] = {.5f, .25f, 1, 2};
+            float oe[2 * 128], oi[2 * 128];
+            int32_t idx[4] = {1, 3, 0, 1};
+            mft_fill_normal(&r, xg, (size_t)(T * H), 1.0f);
+            mf_moe_gate_up_desc gd = {.impl = MF_IMPL_GPU, .w_gate = &wg.t,
+                                      .layout = MF_GLU_CONCAT};
+            cr_assert_eq(mf_moe_gate_up(c, &gd, T, k, xg, idx, he), MF_OK);
+            gd.prec = MF_PREC_INT8;
+            cr_assert_eq(mf_moe_gate_up(c, &gd, T, k, xg, idx, hi), MF_OK);
+            same = memcmp(he, hi, sizeof he) == 0;
+            cr_expect(same == !info.int8_dot, "gate_up %s: INT8 %s EXACT", nm,
+                      same ? "equals" : "differs from");
+            mf_moe_down_desc dd = {.impl = MF_IMPL_GPU, .w_down = &wd.t};
+            cr_assert_eq(mf_moe_down_combine(c, &dd, T, k, he, idx, w, NULL, oe),
+                         MF_OK);
+            dd.prec = MF_PREC_INT8;
+            cr_assert_eq(mf_moe_down_combine(c, &dd, T, k, he, idx, w, NULL, oi),
+                         MF_OK);
+            same = memcmp(oe, oi, sizeof oe) == 0;
+            cr_expect(same == !info.int8_dot, "down %s: INT8 %s EXACT", nm,
+                      same ? "equals" : "differs from");
+            mf_weights_evict(c, NULL);
+            qd_free(&q);
+            qd_free(&wg);
+            qd_free(&wd);
+        }
+        mft_gpu_ctx_done(c);
+    }
 }
 
 /* -------------------------------------------------------------- chain -- */

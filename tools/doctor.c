@@ -223,10 +223,13 @@ static void print_text(const report *r)
         printf(" device-local, %s, %u B shared per workgroup\n",
                g->zero_copy ? "zero-copy inputs" : "staging copies",
                (unsigned)g->shared_memory_bytes);
-        printf("  gpu compute   subgroup %d (%s), %s\n", g->subgroup_size,
+        printf("  gpu compute   subgroup %d (%s), %s, %s\n", g->subgroup_size,
                g->subgroup_arithmetic ? "subgroup reductions"
                                       : "shared-memory reductions",
-               g->timestamps ? "timestamps" : "no timestamps");
+               g->timestamps ? "timestamps" : "no timestamps",
+               !g->int8_dot ? "no int8 dot products (INT8 runs as EXACT)"
+               : g->int8_dot_accelerated ? "int8 dot products (accelerated)"
+                                         : "int8 dot products (not accelerated)");
     }
 
     printf("\nVulkan devices\n");
@@ -364,12 +367,15 @@ static void print_json(const report *r)
         printf(", \"vendor_id\": %u, \"device_id\": %u, "
                "\"driver_version\": %u, \"zero_copy\": %s, "
                "\"subgroup_size\": %d, \"subgroup_arithmetic\": %s, "
-               "\"timestamps\": %s, \"shared_memory_bytes\": %u, "
+               "\"timestamps\": %s, \"int8_dot\": %s, "
+               "\"int8_dot_accelerated\": %s, \"shared_memory_bytes\": %u, "
                "\"device_local_bytes\": %llu}",
                (unsigned)g->vendor_id, (unsigned)g->device_id,
                (unsigned)g->driver_version, g->zero_copy ? "true" : "false",
                g->subgroup_size, g->subgroup_arithmetic ? "true" : "false",
                g->timestamps ? "true" : "false",
+               g->int8_dot ? "true" : "false",
+               g->int8_dot_accelerated ? "true" : "false",
                (unsigned)g->shared_memory_bytes,
                (unsigned long long)g->device_local_bytes);
     } else {

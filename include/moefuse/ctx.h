@@ -108,6 +108,12 @@ typedef struct mf_gpu_info {
     int subgroup_arithmetic; /* 1: reductions use subgroup operations,
                                 0: shared-memory trees */
     int timestamps;          /* 1: the compute queue writes timestamps */
+    int int8_dot;            /* 1: MF_PREC_INT8 runs on the device (packed
+                                4x8 integer dot products,
+                                VK_KHR_shader_integer_dot_product); 0: GPU
+                                calls with MF_PREC_INT8 compute EXACT */
+    int int8_dot_accelerated; /* 1: the driver reports the signed and
+                                 mixed-sign packed forms accelerated */
     uint32_t shared_memory_bytes; /* per workgroup */
     uint64_t device_local_bytes;  /* sum of the device-local heaps */
 } mf_gpu_info;

@@ -225,9 +225,15 @@ typedef enum mf_precision {
      * weight: the integer path does not round the dequantized weight).
      * A block of x holding Inf or NaN makes every output of that row NaN.
      * Applies to quantized weight types only: with F32/F16/BF16 weights,
-     * and for M > 32, the EXACT path runs. The GPU does not implement it:
-     * calls run there (MF_IMPL_GPU, or AUTO placed on the GPU) compute the
-     * EXACT result, which also meets this bound. */
+     * and for M > 32, the EXACT path runs. On the GPU (MF_IMPL_GPU, or AUTO
+     * placed there) it runs where the device has packed integer dot
+     * products (mf_gpu_info.int8_dot: VK_KHR_shader_integer_dot_product):
+     * the same quantization and per-block terms, the blocks summed in
+     * another order, the same bound. (A block whose absmax is below
+     * 127 * 2^-126, so that d_x is subnormal, may see its d_x rounded
+     * twice on the device: the bound then holds with d_x one subnormal ulp
+     * larger.) Without them the GPU computes the EXACT result, which also
+     * meets this bound. */
     MF_PREC_INT8 = 1,
     MF_PREC_COUNT_
 } mf_precision;
@@ -254,8 +260,8 @@ typedef struct mf_qmv_desc {
  * 8 ulp + 1e-30. NaN/Inf in x or w propagate as IEEE arithmetic (EXACT).
  * MF_IMPL_GPU: w is resident on the device (weights.h); per call x and the
  * bias go up and y comes back; every M streams the weights from memory
- * once per 32 rows of x; EXACT math (prec ignored) with the tolerance
- * above. (Ggml d scales are factored out of each block's sum, which rounds
+ * once per 32 rows of x; EXACT math with the tolerance above, or INT8
+ * (M <= 32, quantized w, mf_gpu_info.int8_dot) with INT8's bound. (Ggml d scales are factored out of each block's sum, which rounds
  * within the same bound since d (q - 8) is exact in f32; with an infinite
  * d a block whose codes are all 8 gives NaN as the reference does, one
  * with other codes may give Inf where the reference gives NaN.)
@@ -296,8 +302,9 @@ typedef struct mf_moe_gate_up_desc {
  * read for SWIGLU_OAI only: limit finite and >= 0 (0 = 7.0), alpha finite
  * (0 = 1.702). h must not overlap any input.
  * MF_IMPL_GPU: the weights and b_gate / b_up are resident on the device
- * (weights.h); per call x and idx go up and h comes back; EXACT math (prec
- * ignored), the tolerance below.
+ * (weights.h); per call x and idx go up and h comes back; EXACT math, or
+ * INT8 for quantized weights where mf_gpu_info.int8_dot (else EXACT); the
+ * tolerance below.
  * INT8 quantizes each x row once per call; float weight types (F32, F16,
  * BF16) ignore prec and give the EXACT result. MF_IMPL_UNFUSED always gives
  * the EXACT result.
@@ -335,7 +342,8 @@ typedef struct mf_moe_down_desc {
  * (per-thread result blocks of T * k rows count too).
  * MF_IMPL_GPU: the weights and b_down are resident on the device
  * (weights.h); the down projections and the combine (in the order above)
- * run in one dispatch; EXACT math (prec ignored), the tolerance below.
+ * run in one dispatch; EXACT math, or INT8 for quantized weights where
+ * mf_gpu_info.int8_dot (else EXACT); the tolerance below.
  * Tolerance, per output: sum_j |w_j| e_j + (k + 1) * 2^-24 *
  * (sum_j |w_j v_j| + |residual|), e_j being qmv's bound for slot j's row
  * (INT8 with h's block scales) plus half an ulp for the bias add.

@@ -42,6 +42,7 @@ typedef struct chain_key {
     int32_t has_res, has_router;
     uint32_t scale_bits, limit_bits, alpha_bits;
     uint32_t gu_group, dn_group; /* the expert ops' modes (mf_qgroup) */
+    int32_t gu_int8, dn_int8;    /* and their INT8 shaders (mf_qint8) */
 } chain_key;
 
 typedef struct chain_plan {
@@ -186,7 +187,7 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
     uint32_t rwg = 0, rrows = 0;
     mf_status st = MF_OK;
     if (a->router)
-        st = mf_gpu_qmv_pipe(vk, d->router, mf_qmv_rows_per_pass(T), &rpipe,
+        st = mf_gpu_qmv_pipe(vk, d->router, mf_qmv_rows_per_pass(T), 0, &rpipe,
                              &rwg, &rrows);
     if (st == MF_OK)
         st = mf_vk_io_create(vk, p->in_bytes, MF_VK_IN, &p->in);
@@ -383,6 +384,8 @@ static chain_key key_of(const chain_args *a)
     k.has_router = d->router != NULL;
     k.gu_group = a->gu.group;
     k.dn_group = a->dn.group;
+    k.gu_int8 = a->gu.int8;
+    k.dn_int8 = a->dn.int8;
     return k;
 }
 

@@ -139,6 +139,8 @@ mf_status mf_gpu_info_get(const mf_gpu *g, mf_gpu_info *out)
     i.subgroup_size = (int)vk->subgroup_size;
     i.subgroup_arithmetic = vk->subgroup_arith;
     i.timestamps = vk->timestamps;
+    i.int8_dot = vk->int_dot;
+    i.int8_dot_accelerated = vk->int_dot_accel;
     i.shared_memory_bytes = vk->shared_bytes;
     for (uint32_t h = 0; h < vk->mem.memoryHeapCount; h++)
         if (vk->mem.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)

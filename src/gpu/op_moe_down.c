@@ -4,8 +4,9 @@
  * and the weighted combine in one dispatch per token; grouped (mf_qgroup):
  * the projections per expert into a device buffer v, then the combine. The
  * combine in slot order with every operation rounded (ops.h), the same
- * bits either way; EXACT math (INT8 is not implemented on the device: prec
- * is ignored). */
+ * bits either way. EXACT math; MF_PREC_INT8 with quantized weights runs
+ * the INT8 shaders where the device has integer dot products (mf_qint8),
+ * else the EXACT ones (ops.h). */
 #include <string.h>
 
 #include "quant.h"
@@ -18,7 +19,8 @@ typedef struct dn_key {
     uint32_t wid[4]; /* weights, bias */
     int64_t T;
     int32_t k, has_res;
-    uint32_t group, pad; /* mf_dn_res.group */
+    uint32_t group;      /* mf_dn_res.group */
+    int32_t int8;        /* mf_dn_res.int8 */
 } dn_key;
 
 typedef struct dn_push {
@@ -51,7 +53,8 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         .push_bytes = sizeof(dn_push),
         .n_spec = 8,
     };
-    uint32_t rpw;
+    uint32_t rpw, staged;
+    size_t other;
     if (m) {
         /* grouped: at most min(E, P) experts' workgroups have work */
         rpw = mf_qrpw((uint64_t)d->w_down->n, wg / tpr, P < E ? P : E);
@@ -60,6 +63,8 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
             return MF_ERR_UNSUPPORTED;
         uint32_t spec[8] = {wg, tpr, mf_wfmt(d->w_down), 1, flags, rpw, 1, m};
         memcpy(pd.spec, spec, sizeof spec);
+        staged = m;
+        other = 4 * ((sg ? 0 : (size_t)wg * m * rpw) + 2 * (size_t)wg + 1);
     } else {
         uint32_t kc = k < DOWN_KC ? (uint32_t)k : DOWN_KC;
         rpw = mf_qrpw((uint64_t)d->w_down->n, wg / tpr, (uint64_t)T);
@@ -68,14 +73,28 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
             return MF_ERR_UNSUPPORTED;
         uint32_t spec[8] = {wg, tpr, mf_wfmt(d->w_down), kc, flags, rpw, 0, 1};
         memcpy(pd.spec, spec, sizeof spec);
+        staged = kc;
+        other = 4 * ((sg ? 0 : (size_t)wg * kc * rpw) + 2 * (size_t)wg + 1);
+    }
+    /* INT8: the staged h blocks of the pass's pairs (slots) */
+    uint32_t kb = 0;
+    if (mf_qint8(vk, d->prec, &d->w_down, 1))
+        kb = mf_qkb(vk, out->wd->lay.nb, staged, other);
+    if (kb) {
+        pd.shader = sg ? &mf_shader_moe_down_i8_sg : &mf_shader_moe_down_i8_sh;
+        pd.n_spec = 9;
+        pd.spec[8] = kb;
     }
     out->rows = wg / tpr * rpw;
     out->group = m;
+    out->int8 = kb != 0;
     st = mf_vk_pipe_get(vk, &pd, &out->pipe);
     if (st != MF_OK || !m)
         return st;
-    /* the combine: one output per invocation step */
+    /* the combine (phase 2 reads no weights: the f32 shader) */
     uint32_t spec[8] = {wg, 1, mf_wfmt(d->w_down), 1, flags, 1, 2, 1};
+    pd.shader = sg ? &mf_shader_moe_down_sg : &mf_shader_moe_down_sh;
+    pd.n_spec = 8;
     memcpy(pd.spec, spec, sizeof spec);
     return mf_vk_pipe_get(vk, &pd, &out->comb);
 }
@@ -155,6 +174,7 @@ mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
     key.k = k;
     key.has_res = has_res;
     key.group = r.group;
+    key.int8 = r.int8;
     mf_vk_plans *c = &g->plans[MF_GPU_OP_MOE_DOWN];
     mf_vk_plan *pl = mf_vk_plans_get(vk, c, &key, sizeof key);
     if (!pl->ready) {

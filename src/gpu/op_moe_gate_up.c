@@ -1,8 +1,9 @@
 /* mf_moe_gate_up on the device (shaders/moe_gate_up.comp): the expert
  * weights and biases resident, per call x and idx up and h back. Every
  * layout, GLU kind and bias combination; per pair or grouped by expert
- * (mf_qgroup), the same bits either way; EXACT math (INT8 is not
- * implemented on the device: prec is ignored, ops.h). */
+ * (mf_qgroup), the same bits either way. EXACT math; MF_PREC_INT8
+ * with quantized weights runs the INT8 shader where the device has integer
+ * dot products (mf_qint8), else the EXACT one (ops.h). */
 #include <string.h>
 
 #include "quant.h"
@@ -12,6 +13,7 @@ typedef struct gu_key {
     uint32_t wid[4]; /* gate, up, gate bias, up bias */
     int64_t T;
     int32_t k, glu, layout, group; /* group: mf_gu_res.group */
+    int32_t int8;                  /* mf_gu_res.int8 */
     uint32_t limit_bits, alpha_bits;
 } gu_key;
 
@@ -66,17 +68,30 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
     uint32_t mode = (uint32_t)d->glu | (uint32_t)d->layout << 4 |
                     (uint32_t)(out->bg != NULL) << 8 |
                     (uint32_t)(out->bu != NULL) << 9;
+    /* INT8: the staged activation blocks of M pairs beside the reduction
+     * and the pair list */
+    const mf_tensor *ws[2] = {d->w_gate, sep ? d->w_up : d->w_gate};
+    uint32_t kb = 0;
+    if (mf_qint8(vk, d->prec, ws, 2)) {
+        size_t other = 4 * ((sg ? 0 : (size_t)2 * (m ? m : 1) * rpw * wg) +
+                            2 * (size_t)wg + 1);
+        kb = mf_qkb(vk, out->wg->lay.nb, m ? m : 1, other);
+    }
     mf_vk_pipe_desc pd = {
-        .shader = sg ? &mf_shader_moe_gate_up_sg : &mf_shader_moe_gate_up_sh,
+        .shader = kb ? (sg ? &mf_shader_moe_gate_up_i8_sg
+                           : &mf_shader_moe_gate_up_i8_sh)
+                     : (sg ? &mf_shader_moe_gate_up_sg
+                           : &mf_shader_moe_gate_up_sh),
         .n_bindings = 7,
         .push_bytes = sizeof(gu_push),
-        .n_spec = 8,
+        .n_spec = kb ? 9 : 8,
         .spec = {wg, tpr, mf_wfmt(d->w_gate),
                  mf_wfmt(sep ? d->w_up : d->w_gate), mode, rpw, m != 0,
-                 m ? m : 1},
+                 m ? m : 1, kb},
     };
     out->rows = wg / tpr * rpw;
     out->group = m;
+    out->int8 = kb != 0;
     return mf_vk_pipe_get(vk, &pd, &out->pipe);
 }
 
@@ -150,6 +165,7 @@ mf_status mf_gpu_moe_gate_up(mf_gpu *g, const mf_moe_gate_up_desc *d,
     key.glu = (int32_t)d->glu;
     key.layout = (int32_t)d->layout;
     key.group = (int32_t)r.group;
+    key.int8 = r.int8;
     float lim = d->limit != 0.0f ? d->limit : 7.0f;
     float alp = d->alpha != 0.0f ? d->alpha : 1.702f;
     memcpy(&key.limit_bits, &lim, 4);

@@ -1,8 +1,8 @@
 /* mf_qmv on the device (shaders/qmv.comp) with the weights resident. Per
  * call only x (and the bias) go up and y comes back. Any M: chunks of up to
- * 32 activation rows, each streaming the weights once. INT8 is not
- * implemented on the device: prec is ignored and the result is the EXACT
- * one (ops.h). */
+ * 32 activation rows, each streaming the weights once. MF_PREC_INT8 with
+ * quantized weights and M <= 32 runs the INT8 shader where the device has
+ * integer dot products (mf_qint8), else the EXACT one (ops.h). */
 #include <string.h>
 
 #include "quant.h"
@@ -11,7 +11,7 @@
 typedef struct qmv_key {
     uint32_t wid[4];
     int64_t M;
-    int32_t act, has_bias;
+    int32_t act, has_bias, int8;
 } qmv_key;
 
 typedef struct qmv_push {
@@ -31,7 +31,7 @@ uint32_t mf_qmv_rows_per_pass(int64_t M)
 }
 
 mf_status mf_gpu_qmv_pipe(mf_vk *vk, const mf_tensor *w, uint32_t mb,
-                          const mf_vk_pipe **pipe, uint32_t *wg_out,
+                          int int8, const mf_vk_pipe **pipe, uint32_t *wg_out,
                           uint32_t *rows_out)
 {
     mf_wlayout l;
@@ -40,14 +40,18 @@ mf_status mf_gpu_qmv_pipe(mf_vk *vk, const mf_tensor *w, uint32_t mb,
     uint32_t wg = mf_qwg(vk), tpr = mf_qlanes(vk, l.nb);
     /* rows per lane group with one activation row per pass */
     uint32_t rpw = mb == 1 ? mf_qrpw((uint64_t)w->n, wg / tpr, 1) : 1;
-    if ((size_t)wg * mb * rpw * 4 > vk->shared_bytes)
+    const int sg = mf_quse_subgroup(vk);
+    const size_t red = sg ? 0 : (size_t)wg * mb * rpw * 4;
+    if (red > vk->shared_bytes)
         return MF_ERR_UNSUPPORTED;
+    uint32_t kb = int8 ? mf_qkb(vk, l.nb, mb, red) : 0;
     mf_vk_pipe_desc pd = {
-        .shader = mf_quse_subgroup(vk) ? &mf_shader_qmv_sg : &mf_shader_qmv_sh,
+        .shader = kb ? (sg ? &mf_shader_qmv_i8_sg : &mf_shader_qmv_i8_sh)
+                     : (sg ? &mf_shader_qmv_sg : &mf_shader_qmv_sh),
         .n_bindings = 4,
         .push_bytes = sizeof(qmv_push),
-        .n_spec = 5,
-        .spec = {wg, tpr, mb, mf_wfmt(w), rpw},
+        .n_spec = kb ? 6 : 5,
+        .spec = {wg, tpr, mb, mf_wfmt(w), rpw, kb},
     };
     *wg_out = wg;
     *rows_out = wg / tpr * rpw;
@@ -105,13 +109,14 @@ mf_status mf_gpu_qmv(mf_gpu *g, const mf_qmv_desc *d, const mf_tensor *w,
     key.M = M;
     key.act = (int32_t)d->act;
     key.has_bias = d->bias != NULL;
+    key.int8 = M <= 32 && mf_qint8(vk, d->prec, &w, 1);
     mf_vk_plans *c = &g->plans[MF_GPU_OP_QMV];
     mf_vk_plan *pl = mf_vk_plans_get(vk, c, &key, sizeof key);
     if (!pl->ready) {
         const mf_vk_pipe *pipe;
         uint32_t wg, rows;
-        st = mf_gpu_qmv_pipe(vk, w, mf_qmv_rows_per_pass(M), &pipe, &wg,
-                             &rows);
+        st = mf_gpu_qmv_pipe(vk, w, mf_qmv_rows_per_pass(M), key.int8,
+                             &pipe, &wg, &rows);
         int in = -1, out = -1;
         if (st == MF_OK)
             in = mf_vk_plan_io(vk, pl, (size_t)in_bytes, MF_VK_IN, &st);

@@ -89,6 +89,35 @@ void mf_qgroup_fit(const mf_vk *vk, int subgroup, uint32_t wg, uint32_t per,
     }
 }
 
+int mf_qint8(const mf_vk *vk, mf_precision prec, const mf_tensor *const *w,
+             int n)
+{
+    if (prec != MF_PREC_INT8 || !vk->int_dot)
+        return 0;
+    for (int i = 0; i < n; i++) {
+        int t = w[i]->type;
+        if (t != MF_TYPE_Q4_0 && t != MF_TYPE_Q8_0 && t != MF_TYPE_MLX_Q4 &&
+            t != MF_TYPE_MLX_Q8)
+            return 0;
+    }
+    return 1;
+}
+
+uint32_t mf_qkb(const mf_vk *vk, uint32_t nb, uint32_t rows, size_t other)
+{
+    if (other >= vk->shared_bytes || rows == 0)
+        return 0;
+    size_t cap = vk->shared_bytes - other;
+    if (cap > 16384)
+        cap = 16384;
+    size_t fit = cap / ((size_t)MF_QI8_BLOCK_BYTES * rows);
+    if (fit >= nb)
+        return nb;
+    if (fit >= 32)
+        fit &= ~(size_t)31;
+    return (uint32_t)fit;
+}
+
 uint32_t mf_qwg(const mf_vk *vk)
 {
     uint32_t wg = mf_gpu_env_pow2("MOEFUSE_GPU_QWG", 32, 1024);

@@ -172,6 +172,24 @@ uint32_t mf_qgroup(uint64_t pairs, uint64_t experts, uint64_t min_mean);
 void mf_qgroup_fit(const mf_vk *vk, int subgroup, uint32_t wg, uint32_t per,
                    size_t words, uint32_t *m, uint32_t *rpw);
 
+/* MF_PREC_INT8 on the device (shaders/qint8.glsl): 1 when prec asks for
+ * it, every tensor in w[0..n) is quantized (Q4_0, Q8_0, MLX) and the device
+ * enabled packed integer dot products (vk->int_dot); else the EXACT
+ * shaders run (ops.h). */
+int mf_qint8(const mf_vk *vk, mf_precision prec, const mf_tensor *const *w,
+             int n);
+/* Bytes of shared memory per staged activation block of the INT8 shaders:
+ * 32 codes, d and s, the code sum. */
+#define MF_QI8_BLOCK_BYTES 44
+/* Staged blocks per row and chunk of the INT8 shaders for rows of nb
+ * blocks, `rows` activation rows staged at once, beside `other` bytes of
+ * the shader's own shared memory: all nb when their staging takes at most
+ * 16 KiB (a workgroup that takes more costs occupancy) and fits the device
+ * beside `other`, else the most that do, in multiples of 32 from 32 up.
+ * 0 when not even one block fits (the EXACT shader runs then: no device
+ * in use comes near). */
+uint32_t mf_qkb(const mf_vk *vk, uint32_t nb, uint32_t rows, size_t other);
+
 /* Workgroup size: 128 threads, or the device's maximum when smaller. */
 uint32_t mf_qwg(const mf_vk *vk);
 /* These read tuning overrides when a plan is recorded (benchmarks):
@@ -189,9 +207,11 @@ static inline size_t mf_qalign(size_t b) { return (b + 255) & ~(size_t)255; }
 
 /* Activation rows per pass of the qmv shader for M rows (op_qmv.c). */
 uint32_t mf_qmv_rows_per_pass(int64_t M);
-/* The qmv pipeline for w with mb activation rows per pass; *wg_out its
- * workgroup size, *rows_out the output rows per workgroup. */
+/* The qmv pipeline for w with mb activation rows per pass, the INT8
+ * variant when int8 (mf_qint8 must have said yes); *wg_out its workgroup
+ * size, *rows_out the output rows per workgroup. */
 mf_status mf_gpu_qmv_pipe(mf_vk *vk, const mf_tensor *w, uint32_t mb,
+                          int int8,
                           const mf_vk_pipe **pipe, uint32_t *wg_out,
                           uint32_t *rows_out);
 /* Records y[y_off + m ys + n] = act(x[m] . w[n] + bias[b_off + n]) for the
@@ -209,6 +229,7 @@ typedef struct mf_gu_res {
     const mf_vk_pipe *pipe;
     uint32_t rows;                    /* outputs per workgroup */
     uint32_t group;                   /* mf_qgroup's M; 0: per pair */
+    int int8;                         /* the INT8 shader (mf_qint8) */
 } mf_gu_res;
 
 /* Makes d's tensors resident and gets the pipeline (op_moe_gate_up.c). */
@@ -230,6 +251,7 @@ typedef struct mf_dn_res {
     const mf_vk_pipe *pipe, *comb;
     uint32_t rows;
     uint32_t group;                   /* mf_qgroup's M; 0: per pair */
+    int int8;                         /* the INT8 shaders (mf_qint8) */
 } mf_dn_res;
 
 mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,

@@ -69,3 +69,33 @@ static const uint32_t spv_mf_shader_moe_down_sh[] =
 #include "src/gpu/shaders/moe_down_sh.spv.inc"
     ;
 MF_SHADER(mf_shader_moe_down_sh, "moe_down_sh");
+
+static const uint32_t spv_mf_shader_qmv_i8_sg[] =
+#include "src/gpu/shaders/qmv_i8_sg.spv.inc"
+    ;
+MF_SHADER(mf_shader_qmv_i8_sg, "qmv_i8_sg");
+
+static const uint32_t spv_mf_shader_qmv_i8_sh[] =
+#include "src/gpu/shaders/qmv_i8_sh.spv.inc"
+    ;
+MF_SHADER(mf_shader_qmv_i8_sh, "qmv_i8_sh");
+
+static const uint32_t spv_mf_shader_moe_gate_up_i8_sg[] =
+#include "src/gpu/shaders/moe_gate_up_i8_sg.spv.inc"
+    ;
+MF_SHADER(mf_shader_moe_gate_up_i8_sg, "moe_gate_up_i8_sg");
+
+static const uint32_t spv_mf_shader_moe_gate_up_i8_sh[] =
+#include "src/gpu/shaders/moe_gate_up_i8_sh.spv.inc"
+    ;
+MF_SHADER(mf_shader_moe_gate_up_i8_sh, "moe_gate_up_i8_sh");
+
+static const uint32_t spv_mf_shader_moe_down_i8_sg[] =
+#include "src/gpu/shaders/moe_down_i8_sg.spv.inc"
+    ;
+MF_SHADER(mf_shader_moe_down_i8_sg, "moe_down_i8_sg");
+
+static const uint32_t spv_mf_shader_moe_down_i8_sh[] =
+#include "src/gpu/shaders/moe_down_i8_sh.spv.inc"
+    ;
+MF_SHADER(mf_shader_moe_down_i8_sh, "moe_down_i8_sh");

@@ -17,5 +17,13 @@ extern const mf_vk_shader mf_shader_moe_gate_up_sg;
 extern const mf_vk_shader mf_shader_moe_gate_up_sh;
 extern const mf_vk_shader mf_shader_moe_down_sg;
 extern const mf_vk_shader mf_shader_moe_down_sh;
+/* MF_PREC_INT8 variants (-DINT8: packed 4x8 integer dot products; only on
+ * devices with vk->int_dot) */
+extern const mf_vk_shader mf_shader_qmv_i8_sg;
+extern const mf_vk_shader mf_shader_qmv_i8_sh;
+extern const mf_vk_shader mf_shader_moe_gate_up_i8_sg;
+extern const mf_vk_shader mf_shader_moe_gate_up_i8_sh;
+extern const mf_vk_shader mf_shader_moe_down_i8_sg;
+extern const mf_vk_shader mf_shader_moe_down_i8_sh;
 
 #endif

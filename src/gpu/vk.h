@@ -58,6 +58,12 @@ typedef struct mf_vk {
     uint32_t subgroup_ops;     /* VkSubgroupFeatureFlags in compute */
     int subgroup_arith;        /* arithmetic and shuffle ops usable in compute
                                   shaders, power-of-two subgroup size */
+    int int_dot;               /* packed 4x8 integer dot products enabled
+                                  (VK_KHR_shader_integer_dot_product): the
+                                  INT8 precision runs on the device;
+                                  MOEFUSE_GPU_NO_INT8=1 turns it off */
+    int int_dot_accel;         /* the driver calls the signed and mixed
+                                  4x8 packed forms accelerated */
     uint32_t shared_bytes;     /* maxComputeSharedMemorySize */
     uint32_t max_wg_size;      /* maxComputeWorkGroupSize[0] and invocations */
     uint32_t max_groups_x;     /* maxComputeWorkGroupCount[0] */
@@ -190,7 +196,7 @@ typedef struct mf_vk_shader {
 } mf_vk_shader;
 
 #define MF_VK_MAX_BINDINGS 8
-#define MF_VK_MAX_SPEC 8
+#define MF_VK_MAX_SPEC 9
 #define MF_VK_MAX_PUSH 128
 
 typedef struct mf_vk_pipe_desc {

@@ -372,6 +372,48 @@ static void read_caps(mf_vk *vk, uint32_t ts_bits)
         vk->spin_ns = 0;
 }
 
+/* VK_KHR_shader_integer_dot_product with shaderIntegerDotProduct: the INT8
+ * matvec shaders (packed 4x8 dot products) can run. Enabled through the
+ * extension, which every 1.3 driver that has the feature also lists. */
+static int has_int_dot(mf_vk *vk)
+{
+    uint32_t n = 0;
+    if (vkEnumerateDeviceExtensionProperties(vk->pdev, NULL, &n, NULL) !=
+            VK_SUCCESS ||
+        n == 0)
+        return 0;
+    VkExtensionProperties *e = calloc(n, sizeof *e);
+    if (!e)
+        return 0;
+    int found = 0;
+    if (vkEnumerateDeviceExtensionProperties(vk->pdev, NULL, &n, e) ==
+        VK_SUCCESS)
+        for (uint32_t i = 0; i < n && !found; i++)
+            found = strcmp(e[i].extensionName,
+                           VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME) == 0;
+    free(e);
+    if (!found)
+        return 0;
+    VkPhysicalDeviceShaderIntegerDotProductFeaturesKHR f = {
+        .sType =
+            VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES_KHR};
+    VkPhysicalDeviceFeatures2 f2 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f};
+    vkGetPhysicalDeviceFeatures2(vk->pdev, &f2);
+    if (!f.shaderIntegerDotProduct)
+        return 0;
+    VkPhysicalDeviceShaderIntegerDotProductPropertiesKHR p = {
+        .sType =
+            VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_PROPERTIES_KHR};
+    VkPhysicalDeviceProperties2 p2 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &p};
+    vkGetPhysicalDeviceProperties2(vk->pdev, &p2);
+    vk->int_dot_accel =
+        p.integerDotProduct4x8BitPackedSignedAccelerated &&
+        p.integerDotProduct4x8BitPackedMixedSignednessAccelerated;
+    return 1;
+}
+
 static mf_status make_device(mf_vk *vk)
 {
     uint32_t ts_bits = 0;
@@ -389,10 +431,21 @@ static mf_status make_device(mf_vk *vk)
         .queueCount = 1,
         .pQueuePriorities = &prio,
     };
+    vk->int_dot = !env_flag("MOEFUSE_GPU_NO_INT8") && has_int_dot(vk);
+    if (!vk->int_dot)
+        vk->int_dot_accel = 0;
+    VkPhysicalDeviceShaderIntegerDotProductFeaturesKHR idf = {
+        .sType =
+            VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES_KHR,
+        .shaderIntegerDotProduct = VK_TRUE};
+    const char *ext = VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME;
     VkDeviceCreateInfo di = {
         .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+        .pNext = vk->int_dot ? &idf : NULL,
         .queueCreateInfoCount = 1,
         .pQueueCreateInfos = &qi,
+        .enabledExtensionCount = vk->int_dot ? 1 : 0,
+        .ppEnabledExtensionNames = vk->int_dot ? &ext : NULL,
     };
     VkResult r = vkCreateDevice(vk->pdev, &di, NULL, &vk->dev);
     if (r != VK_SUCCESS) {

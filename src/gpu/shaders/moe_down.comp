@@ -43,6 +43,13 @@ layout(constant_id = 5) const uint RPW = 1;     // rows per lane group
 layout(constant_id = 6) const uint PHASE = 0;
 layout(constant_id = 7) const uint M = 1;       // pairs per pass (phase 1)
 
+#ifdef INT8
+layout(constant_id = 8) const uint KB = 32;     // staged h blocks a pair
+                                                // and chunk
+const uint I8_ROWS = PHASE == 1u ? M : KC;
+const uint I8_KB = KB;
+#endif
+
 const uint R = WG / TPR * RPW;                  // rows per workgroup
 const bool HAS_BIAS = (FLAGS & 1u) != 0u;
 const bool HAS_RES = (FLAGS & 2u) != 0u;
@@ -80,6 +87,9 @@ uint w_nb(uint which) { return pc.nb; }
 uint w_gpr(uint which) { return pc.gpr; }
 
 #include "qload.glsl"
+#ifdef INT8
+#include "qint8.glsl"
+#endif
 
 #ifndef USE_SUBGROUP
 shared float red[WG * NA];
@@ -155,6 +165,34 @@ void fused()
                     for (uint q = 0u; q < RPW; q++)
                         acc[jj * RPW + q] = 0.0;
                 }
+#ifdef INT8
+                // the slots' h blocks quantized into shared memory, KB
+                // blocks at a time
+                uint nj = min(KC, k - j0);
+                for (uint c0 = 0u; c0 < pc.nb; c0 += KB) {
+                    uint kbn = min(KB, pc.nb - c0);
+                    barrier();
+                    for (uint s = tid; s < nj * kbn; s += WG) {
+                        uint jj = s / kbn, bl = s - jj * kbn;
+                        vec4 xv[8];
+                        load_h(t * k + j0 + jj, c0 + bl, xv);
+                        i8_stage(jj * KB + bl, xv);
+                    }
+                    barrier();
+                    for (uint b = c0 + lane; b < c0 + kbn; b += TPR)
+                        for (uint jj = 0u; jj < KC; jj++)
+                            if (jj < nj)
+                                for (uint q = 0u; q < RPW; q++) {
+                                    uvec4 raw[8];
+                                    float d, sc, bi;
+                                    w_load(0u, base_row[jj] + min(i0 + q, H - 1u), b,
+                                           raw, d, sc, bi);
+                                    uint a = jj * RPW + q;
+                                    acc[a] = i8_block(FMT & 255u, raw[0], raw[1], d, sc,
+                                                      bi, jj * KB + b - c0, acc[a]);
+                                }
+                }
+#else
                 for (uint b = lane; b < pc.nb; b += TPR) {
                     for (uint jj = 0u; jj < KC; jj++) {
                         if (j0 + jj < k) {
@@ -173,6 +211,7 @@ void fused()
                         }
                     }
                 }
+#endif
                 reduce(acc, NA);
                 if (lane == 0u) {
                     for (uint jj = 0u; jj < KC; jj++) {
@@ -216,6 +255,38 @@ void row_block(uint e, uint rb, uint pr[M], uint n)
     float acc[NA];
     [[unroll]] for (uint a = 0u; a < NA; a++)
         acc[a] = 0.0;
+#ifdef INT8
+    for (uint c0 = 0u; c0 < pc.nb; c0 += KB) {
+        uint kbn = min(KB, pc.nb - c0);
+        barrier();
+        for (uint s = tid; s < n * kbn; s += WG) {
+            uint m = s / kbn, bl = s - m * kbn;
+            vec4 xv[8];
+            load_h(pr[m], c0 + bl, xv);
+            i8_stage(m * KB + bl, xv);
+        }
+        barrier();
+        for (uint b = c0 + lane; b < c0 + kbn; b += TPR) {
+            uvec4 pw[2u * RPW];
+            float pf[3u * RPW];
+            [[unroll]] for (uint q = 0u; q < RPW; q++) {
+                uvec4 r[8];
+                w_load(0u, e * H + min(i0 + q, H - 1u), b, r, pf[3u * q],
+                       pf[3u * q + 1u], pf[3u * q + 2u]);
+                pw[2u * q] = r[0];
+                pw[2u * q + 1u] = r[1];
+            }
+            [[unroll]] for (uint m = 0u; m < M; m++)
+                if (m < n)
+                    [[unroll]] for (uint q = 0u; q < RPW; q++) {
+                        uint a = m * RPW + q;
+                        acc[a] = i8_block(FMT & 255u, pw[2u * q], pw[2u * q + 1u],
+                                          pf[3u * q], pf[3u * q + 1u], pf[3u * q + 2u],
+                                          m * KB + b - c0, acc[a]);
+                    }
+        }
+    }
+#else
     for (uint b = lane; b < pc.nb; b += TPR) {
         // the pairs' h blocks stay in registers for the RPW rows; each
         // weight block is decoded once for all the pairs
@@ -261,6 +332,7 @@ void row_block(uint e, uint rb, uint pr[M], uint n)
                 }
         }
     }
+#endif
     reduce(acc, n * RPW);
     if (lane == 0u)
         [[unroll]] for (uint m = 0u; m < M; m++)

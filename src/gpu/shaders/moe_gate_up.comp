@@ -41,6 +41,13 @@ layout(constant_id = 5) const uint RPW = 1;   // outputs per lane group
 layout(constant_id = 6) const uint GROUPED = 0;
 layout(constant_id = 7) const uint M = 1;     // pairs per pass (1 per pair)
 
+#ifdef INT8
+layout(constant_id = 8) const uint KB = 64;   // staged activation blocks a
+                                              // pair and chunk
+const uint I8_ROWS = M;
+const uint I8_KB = KB;
+#endif
+
 const uint R = WG / TPR * RPW;                // outputs per workgroup
 const uint KIND = MODE & 15u;
 const uint LAYOUT = (MODE >> 4u) & 15u;       // mf_glu_layout
@@ -85,6 +92,9 @@ uint w_nb(uint which) { return pc.nb; }
 uint w_gpr(uint which) { return which == 0u ? pc.gpr_g : pc.gpr_u; }
 
 #include "qload.glsl"
+#ifdef INT8
+#include "qint8.glsl"
+#endif
 
 #ifndef USE_SUBGROUP
 shared float red[2u * M * RPW * WG];
@@ -145,6 +155,50 @@ void row_block(uint e, uint rb, uint pr[M], uint n)
         ag[a] = 0.0;
         au[a] = 0.0;
     }
+#ifdef INT8
+    // INT8: per chunk of KB blocks the pairs' activation blocks are
+    // quantized into shared memory (one block per invocation), then every
+    // lane takes its blocks of the chunk as below, integer dot products
+    // replacing the decode and the multiply-adds
+    const uint tg = FMT_G & 255u, tu = FMT_U & 255u;
+    for (uint c0 = 0u; c0 < pc.nb; c0 += KB) {
+        uint kbn = min(KB, pc.nb - c0);
+        barrier();
+        for (uint i = tid; i < n * kbn; i += WG) {
+            uint m = i / kbn, bl = i - m * kbn;
+            uint base = (pr[m] / pc.k) * pc.xs + (c0 + bl) * 8u;
+            vec4 xv[8];
+            [[unroll]] for (uint c = 0u; c < 8u; c++)
+                xv[c] = xb[base + c];
+            i8_stage(m * KB + bl, xv);
+        }
+        barrier();
+        for (uint b = c0 + lane; b < c0 + kbn; b += TPR) {
+            uvec4 pw[4u * RPW];
+            float pf[6u * RPW];
+            [[unroll]] for (uint q = 0u; q < RPW; q++) {
+                uvec4 r[8];
+                w_load(0u, rg[q], b, r, pf[6u * q], pf[6u * q + 1u], pf[6u * q + 2u]);
+                pw[4u * q] = r[0];
+                pw[4u * q + 1u] = r[1];
+                w_load(1u, ru[q], b, r, pf[6u * q + 3u], pf[6u * q + 4u], pf[6u * q + 5u]);
+                pw[4u * q + 2u] = r[0];
+                pw[4u * q + 3u] = r[1];
+            }
+            uint bl = b - c0;
+            [[unroll]] for (uint m = 0u; m < M; m++)
+                if (m < n)
+                    [[unroll]] for (uint q = 0u; q < RPW; q++) {
+                        uint a = m * RPW + q;
+                        ag[a] = i8_block(tg, pw[4u * q], pw[4u * q + 1u], pf[6u * q],
+                                         pf[6u * q + 1u], pf[6u * q + 2u], m * KB + bl, ag[a]);
+                        au[a] = i8_block(tu, pw[4u * q + 2u], pw[4u * q + 3u],
+                                         pf[6u * q + 3u], pf[6u * q + 4u], pf[6u * q + 5u],
+                                         m * KB + bl, au[a]);
+                    }
+        }
+    }
+#else
     for (uint b = lane; b < pc.nb; b += TPR) {
         // the pairs' activation blocks stay in registers for the RPW
         // outputs; each weight block is decoded once for all the pairs
@@ -206,6 +260,7 @@ void row_block(uint e, uint rb, uint pr[M], uint n)
                 }
         }
     }
+#endif
 #ifdef USE_SUBGROUP
     // the host keeps TPR <= the subgroup size
     [[unroll]] for (uint a = 0u; a < M * RPW; a++)

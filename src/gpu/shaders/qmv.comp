@@ -29,6 +29,13 @@ layout(constant_id = 2) const uint MB = 1;       // activation rows per pass
 layout(constant_id = 3) const uint FMT = 3;      // type | group << 8 | st << 16
 layout(constant_id = 4) const uint RPW = 1;      // rows per lane group
 
+#ifdef INT8
+layout(constant_id = 5) const uint KB = 64;      // staged x blocks a row
+                                                 // and chunk
+const uint I8_ROWS = MB;
+const uint I8_KB = KB;
+#endif
+
 const uint R = WG / TPR * RPW;                   // rows per workgroup
 const uint CHUNK = 32u;
 
@@ -59,6 +66,9 @@ uint w_nb(uint which) { return pc.nb; }
 uint w_gpr(uint which) { return pc.gpr; }
 
 #include "qload.glsl"
+#ifdef INT8
+#include "qint8.glsl"
+#endif
 
 #ifndef USE_SUBGROUP
 shared float red[WG * MB * RPW];
@@ -94,6 +104,34 @@ void main()
                 float acc[RPW * MB];
                 for (uint a = 0u; a < RPW * MB; a++)
                     acc[a] = 0.0;
+#ifdef INT8
+                // the pass's activation rows quantized into shared memory,
+                // KB blocks at a time; each weight block's integer dot
+                // products with all of them
+                uint nm = min(MB, mend - m0);
+                for (uint c0 = 0u; c0 < pc.nb; c0 += KB) {
+                    uint kbn = min(KB, pc.nb - c0);
+                    barrier();
+                    for (uint s = tid; s < nm * kbn; s += WG) {
+                        uint m = s / kbn, bl = s - m * kbn;
+                        vec4 xv[8];
+                        load_x(m0 + m, c0 + bl, xv);
+                        i8_stage(m * KB + bl, xv);
+                    }
+                    barrier();
+                    for (uint b = c0 + lane; b < c0 + kbn; b += TPR)
+                        for (uint q = 0u; q < RPW; q++) {
+                            uvec4 raw[8];
+                            float d, sc, bi;
+                            w_load(0u, min(r0 + q, pc.N - 1u), b, raw, d, sc, bi);
+                            for (uint m = 0u; m < MB; m++)
+                                if (m < nm)
+                                    acc[q * MB + m] = i8_block(FMT & 255u, raw[0], raw[1],
+                                                               d, sc, bi, m * KB + b - c0,
+                                                               acc[q * MB + m]);
+                        }
+                }
+#else
                 for (uint b = lane; b < pc.nb; b += TPR) {
                     if (MB == 1u) {
                         // one activation row: its block stays in registers
@@ -127,6 +165,7 @@ void main()
                         }
                     }
                 }
+#endif
 #ifdef USE_SUBGROUP
                 for (uint a = 0u; a < RPW * MB; a++)
                     for (uint o = TPR / 2u; o > 0u; o >>= 1u)

@@ -1,0 +1,175 @@
+// MF_PREC_INT8 on the device (include/moefuse/ops.h): activation blocks
+// quantized to int8 in the workgroup's shared memory, and integer dot
+// products of the weight codes with them, four byte pairs per instruction
+// (OpSDotKHR / OpSUDotKHR, SPV_KHR_integer_dot_product, packed 4x8 form;
+// glslc has no GLSL built-in for them, so they are declared through
+// GL_EXT_spirv_intrinsics). Included after qload.glsl by the shaders built
+// with -DINT8; the host only creates those pipelines on devices that
+// enabled VK_KHR_shader_integer_dot_product (vk->int_dot).
+//
+// The math is the CPU reference's (src/cpu/ref/quant.c): per block of 32,
+// d = absmax / 127, q = x / d rounded to nearest even and clamped to +-127,
+// s = d sum(q); an all-zero block d = s = 0, a block holding Inf or NaN
+// d = s = NaN (every output it touches is NaN). Per block of a row:
+//   Q4_0 / Q8_0:  acc = acc + (d_w d_x) isum
+//   MLX:          acc = acc + ((scale d_x) isum + bias s_x)
+// with isum the exact integer dot product (Q4_0: codes - 8). The quotients
+// are refined to the correctly rounded ones (one Newton step on the
+// hardware reciprocal, exact but for a quotient within an ulp of a rounding
+// boundary), so the codes are the reference's in all but rare ties; the
+// blocks are summed in another order than the CPU's. Both differences are
+// within the documented INT8 bound.
+#extension GL_EXT_spirv_intrinsics : require
+
+spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"],
+                  capabilities = [6019, 6018], id = 4450)
+int i8_sdot(uint a, uint b, spirv_literal int packed);   // signed . signed
+
+spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"],
+                  capabilities = [6019, 6018], id = 4452)
+int i8_sudot(uint a, uint b, spirv_literal int packed);  // signed . unsigned
+
+// a / b correctly rounded but for quotients within an ulp of a tie; r is
+// the hardware's 1 / b.
+float i8_div(float a, float b, float r)
+{
+    precise float q = a * r;
+    precise float e = fma(-q, b, a);
+    precise float o = fma(e, r, q);
+    return o;
+}
+
+// Quantizes the 32 activations x: codes q0 (elements 0..15, byte j of word
+// i = element 4 i + j) and q1 (16..31), meta = (d, s), sum = sum(q).
+void i8_quantize(vec4 x[8], out uvec4 q0, out uvec4 q1, out vec2 meta,
+                 out int sum)
+{
+    uint amax = 0u;
+    for (uint i = 0u; i < 8u; i++) {
+        uvec4 a = floatBitsToUint(x[i]) & 0x7fffffffu;
+        amax = max(amax, max(max(a.x, a.y), max(a.z, a.w)));
+    }
+    q0 = uvec4(0u);
+    q1 = uvec4(0u);
+    sum = 0;
+    if (amax >= 0x7f800000u) {
+        meta = vec2(uintBitsToFloat(0x7fc00000u));
+        return;
+    }
+    // below 2^-64 the block is scaled by 2^64 (exact) so that 1 / d stays
+    // finite; q is unchanged, d is scaled back with one rounding
+    float sc = amax < 0x1f800000u ? 18446744073709551616.0 : 1.0;
+    precise float am = uintBitsToFloat(amax) * sc;
+    float d = i8_div(am, 127.0, 1.0 / 127.0);
+    if (d == 0.0) {
+        meta = vec2(0.0);
+        return;
+    }
+    float r = 1.0 / d;
+    uint w[8];
+    for (uint i = 0u; i < 8u; i++) {
+        uint word = 0u;
+        for (uint c = 0u; c < 4u; c++) {
+            precise float xs = x[i][c] * sc;
+            float v = clamp(roundEven(i8_div(xs, d, r)), -127.0, 127.0);
+            int q = int(v);
+            sum += q;
+            word |= uint(q & 255) << (8u * c);
+        }
+        w[i] = word;
+    }
+    q0 = uvec4(w[0], w[1], w[2], w[3]);
+    q1 = uvec4(w[4], w[5], w[6], w[7]);
+    precise float ds = d * (1.0 / sc);
+    precise float s = ds * float(sum);
+    meta = vec2(ds, s);
+}
+
+// Bits 0..15 of w (four 4-bit codes) as four bytes.
+uint i8_spread4(uint w)
+{
+    uint l = w & 0xffffu;
+    uint a = (l | (l << 8u)) & 0x00ff00ffu;
+    return (a | (a << 4u)) & 0x0f0f0f0fu;
+}
+
+// Integer dot product of a block's codes (raw uvec4s r0, r1 of format t)
+// with the quantized activations (x0, x1, their sum xsum).
+int i8_idot(uint t, uvec4 r0, uvec4 r1, uvec4 x0, uvec4 x1, int xsum)
+{
+    int s = 0;
+    if (t == QT_Q4_0) {
+        for (uint i = 0u; i < 4u; i++) {
+            s += i8_sdot(r0[i] & 0x0f0f0f0fu, x0[i], 0);
+            s += i8_sdot((r0[i] >> 4u) & 0x0f0f0f0fu, x1[i], 0);
+        }
+        s -= 8 * xsum;
+    } else if (t == QT_Q8_0) {
+        for (uint i = 0u; i < 4u; i++) {
+            s += i8_sdot(r0[i], x0[i], 0);
+            s += i8_sdot(r1[i], x1[i], 0);
+        }
+    } else if (t == QT_MLX_Q8) {
+        for (uint i = 0u; i < 4u; i++) {
+            s += i8_sudot(x0[i], r0[i], 0);
+            s += i8_sudot(x1[i], r1[i], 0);
+        }
+    } else {
+        // MLX_Q4: word i holds elements 8 i .. 8 i + 7, lowest bits first
+        uint xw[8] = uint[8](x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w);
+        for (uint i = 0u; i < 4u; i++) {
+            s += i8_sdot(i8_spread4(r0[i]), xw[2u * i], 0);
+            s += i8_sdot(i8_spread4(r0[i] >> 16u), xw[2u * i + 1u], 0);
+        }
+    }
+    return s;
+}
+
+// acc plus one block's term: d the block's d (Q4_0/Q8_0), sc and bi the
+// MLX group's scale and bias, meta the activation block's (d, s).
+float i8_acc(uint t, int isum, float d, float sc, float bi, vec2 meta,
+             float acc)
+{
+    float fi = float(isum);
+    if (qf_has_d(t)) {
+        precise float dd = d * meta.x;
+        precise float tt = dd * fi;
+        precise float o = acc + tt;
+        return o;
+    }
+    precise float sd = sc * meta.x;
+    precise float tt = sd * fi;
+    precise float u = bi * meta.y;
+    precise float o = acc + (tt + u);
+    return o;
+}
+
+// The staged activation blocks of a workgroup (the including shader
+// declares I8_ROWS, the rows staged at once, and I8_KB, blocks per row
+// and chunk): codes, (d, s) and code sums.
+shared uvec4 i8_q[2u * I8_ROWS * I8_KB];
+shared vec2 i8_m[I8_ROWS * I8_KB];
+shared int i8_s[I8_ROWS * I8_KB];
+
+// Quantizes the 32 activations x into staged slot `slot`.
+void i8_stage(uint slot, vec4 x[8])
+{
+    uvec4 q0, q1;
+    vec2 meta;
+    int sum;
+    i8_quantize(x, q0, q1, meta, sum);
+    i8_q[2u * slot] = q0;
+    i8_q[2u * slot + 1u] = q1;
+    i8_m[slot] = meta;
+    i8_s[slot] = sum;
+}
+
+// acc plus the product of a weight block (raw r0, r1; d, sc, bi as
+// w_load gives them) of format t with staged slot `slot`.
+float i8_block(uint t, uvec4 r0, uvec4 r1, float d, float sc, float bi,
+               uint slot, float acc)
+{
+    int isum = i8_idot(t, r0, r1, i8_q[2u * slot], i8_q[2u * slot + 1u],
+                       i8_s[slot]);
+    return i8_acc(t, isum, d, sc, bi, i8_m[slot], acc);
+}
