@@ -91,23 +91,6 @@ uint w_gpr(uint which) { return pc.gpr; }
 #include "qint8.glsl"
 #endif
 
-#ifdef INT8
-// Block B of row min(i0 + q, H - 1) of every slot jj < nj's expert
-// (base_row[jj]) and q < RPW into pw / pf (raw uvec4s; d, scale, bias),
-// index a = jj RPW + q.
-#define DN_LOAD(B)                                                          \
-    [[unroll]] for (uint jj = 0u; jj < KC; jj++)                            \
-        if (jj < nj)                                                        \
-            [[unroll]] for (uint q = 0u; q < RPW; q++) {                    \
-                uvec4 r_[8];                                                \
-                uint a_ = jj * RPW + q;                                     \
-                w_load(0u, base_row[jj] + min(i0 + q, H - 1u), B, r_,       \
-                       pf[3u * a_], pf[3u * a_ + 1u], pf[3u * a_ + 2u]);    \
-                pw[2u * a_] = r_[0];                                        \
-                pw[2u * a_ + 1u] = r_[1];                                   \
-            }
-#endif
-
 #ifndef USE_SUBGROUP
 shared float red[WG * NA];
 #endif
@@ -187,14 +170,8 @@ void fused()
                 // blocks at a time
                 uint nj = min(KC, k - j0);
                 for (uint c0 = 0u; c0 < pc.nb; c0 += KB) {
-                    uint end = min(c0 + KB, pc.nb);
-                    // every slot's and row's weight block of the lane in
-                    // flight together, the chunk's first during the staging
-                    uvec4 pw[2u * KC * RPW];
-                    float pf[3u * KC * RPW];
-                    DN_LOAD(min(c0 + lane, end - 1u));
+                    uint kbn = min(KB, pc.nb - c0);
                     barrier();
-                    uint kbn = end - c0;
                     for (uint s = tid; s < nj * kbn; s += WG) {
                         uint jj = s / kbn, bl = s - jj * kbn;
                         vec4 xv[8];
@@ -202,19 +179,18 @@ void fused()
                         i8_stage(jj * KB + bl, xv);
                     }
                     barrier();
-                    for (uint b = c0 + lane; b < end; b += TPR) {
-                        if (b != c0 + lane)
-                            DN_LOAD(b);
-                        [[unroll]] for (uint jj = 0u; jj < KC; jj++)
+                    for (uint b = c0 + lane; b < c0 + kbn; b += TPR)
+                        for (uint jj = 0u; jj < KC; jj++)
                             if (jj < nj)
-                                [[unroll]] for (uint q = 0u; q < RPW; q++) {
+                                for (uint q = 0u; q < RPW; q++) {
+                                    uvec4 raw[8];
+                                    float d, sc, bi;
+                                    w_load(0u, base_row[jj] + min(i0 + q, H - 1u), b,
+                                           raw, d, sc, bi);
                                     uint a = jj * RPW + q;
-                                    acc[a] = i8_block(FMT & 255u, pw[2u * a], pw[2u * a + 1u],
-                                                      pf[3u * a], pf[3u * a + 1u],
-                                                      pf[3u * a + 2u], jj * KB + b - c0,
-                                                      acc[a]);
+                                    acc[a] = i8_block(FMT & 255u, raw[0], raw[1], d, sc,
+                                                      bi, jj * KB + b - c0, acc[a]);
                                 }
-                    }
                 }
 #else
                 for (uint b = lane; b < pc.nb; b += TPR) {

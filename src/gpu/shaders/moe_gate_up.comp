@@ -96,21 +96,6 @@ uint w_gpr(uint which) { return which == 0u ? pc.gpr_g : pc.gpr_u; }
 #include "qint8.glsl"
 #endif
 
-#ifdef INT8
-// Block B of the gate and up rows rg[q], ru[q] of every q < RPW into
-// pw / pf (raw uvec4s; d, scale, bias).
-#define GU_LOAD(B)                                                          \
-    [[unroll]] for (uint q = 0u; q < RPW; q++) {                            \
-        uvec4 r_[8];                                                        \
-        w_load(0u, rg[q], B, r_, pf[6u * q], pf[6u * q + 1u], pf[6u * q + 2u]); \
-        pw[4u * q] = r_[0];                                                 \
-        pw[4u * q + 1u] = r_[1];                                            \
-        w_load(1u, ru[q], B, r_, pf[6u * q + 3u], pf[6u * q + 4u], pf[6u * q + 5u]); \
-        pw[4u * q + 2u] = r_[0];                                            \
-        pw[4u * q + 3u] = r_[1];                                            \
-    }
-#endif
-
 #ifndef USE_SUBGROUP
 shared float red[2u * M * RPW * WG];
 #endif
@@ -177,14 +162,8 @@ void row_block(uint e, uint rb, uint pr[M], uint n)
     // replacing the decode and the multiply-adds
     const uint tg = FMT_G & 255u, tu = FMT_U & 255u;
     for (uint c0 = 0u; c0 < pc.nb; c0 += KB) {
-        uint end = min(c0 + KB, pc.nb);
-        // the lane's first weight blocks of the chunk are in flight during
-        // the staging, and each next block's while the current one is used
-        uvec4 pw[4u * RPW];
-        float pf[6u * RPW];
-        GU_LOAD(min(c0 + lane, end - 1u));
+        uint kbn = min(KB, pc.nb - c0);
         barrier();
-        uint kbn = end - c0;
         for (uint i = tid; i < n * kbn; i += WG) {
             uint m = i / kbn, bl = i - m * kbn;
             uint base = (pr[m] / pc.k) * pc.xs + (c0 + bl) * 8u;
@@ -194,24 +173,27 @@ void row_block(uint e, uint rb, uint pr[M], uint n)
             i8_stage(m * KB + bl, xv);
         }
         barrier();
-        for (uint b = c0 + lane; b < end; b += TPR) {
-            uvec4 cw[4u * RPW];
-            float cf[6u * RPW];
-            [[unroll]] for (uint i = 0u; i < 4u * RPW; i++)
-                cw[i] = pw[i];
-            [[unroll]] for (uint i = 0u; i < 6u * RPW; i++)
-                cf[i] = pf[i];
-            if (b + TPR < end)
-                GU_LOAD(b + TPR);
+        for (uint b = c0 + lane; b < c0 + kbn; b += TPR) {
+            uvec4 pw[4u * RPW];
+            float pf[6u * RPW];
+            [[unroll]] for (uint q = 0u; q < RPW; q++) {
+                uvec4 r[8];
+                w_load(0u, rg[q], b, r, pf[6u * q], pf[6u * q + 1u], pf[6u * q + 2u]);
+                pw[4u * q] = r[0];
+                pw[4u * q + 1u] = r[1];
+                w_load(1u, ru[q], b, r, pf[6u * q + 3u], pf[6u * q + 4u], pf[6u * q + 5u]);
+                pw[4u * q + 2u] = r[0];
+                pw[4u * q + 3u] = r[1];
+            }
             uint bl = b - c0;
             [[unroll]] for (uint m = 0u; m < M; m++)
                 if (m < n)
                     [[unroll]] for (uint q = 0u; q < RPW; q++) {
                         uint a = m * RPW + q;
-                        ag[a] = i8_block(tg, cw[4u * q], cw[4u * q + 1u], cf[6u * q],
-                                         cf[6u * q + 1u], cf[6u * q + 2u], m * KB + bl, ag[a]);
-                        au[a] = i8_block(tu, cw[4u * q + 2u], cw[4u * q + 3u],
-                                         cf[6u * q + 3u], cf[6u * q + 4u], cf[6u * q + 5u],
+                        ag[a] = i8_block(tg, pw[4u * q], pw[4u * q + 1u], pf[6u * q],
+                                         pf[6u * q + 1u], pf[6u * q + 2u], m * KB + bl, ag[a]);
+                        au[a] = i8_block(tu, pw[4u * q + 2u], pw[4u * q + 3u],
+                                         pf[6u * q + 3u], pf[6u * q + 4u], pf[6u * q + 5u],
                                          m * KB + bl, au[a]);
                     }
         }
