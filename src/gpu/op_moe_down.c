@@ -41,7 +41,9 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         return st;
     mf_vk *vk = &g->vk;
     const int sg = mf_quse_subgroup(vk);
-    uint32_t wg = mf_qwg(vk), tpr = mf_qlanes(vk, out->wd->lay.nb);
+    const int want8 = mf_qint8(vk, d->prec, &d->w_down, 1);
+    uint32_t wg = want8 ? mf_qwg_i8(vk) : mf_qwg(vk);
+    uint32_t tpr = mf_qlanes(vk, out->wd->lay.nb);
     const uint64_t E = (uint64_t)d->w_down->e, P = (uint64_t)T * (uint64_t)k;
     const uint32_t flags = (uint32_t)(out->bd != NULL) | (uint32_t)has_res << 1;
     uint32_t m = mf_qgroup(P, E, 0); /* never faster measured (quant.h) */
@@ -78,7 +80,7 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     }
     /* INT8: the staged h blocks of the pass's pairs (slots) */
     uint32_t kb = 0;
-    if (mf_qint8(vk, d->prec, &d->w_down, 1))
+    if (want8)
         kb = mf_qkb(vk, out->wd->lay.nb, staged, other);
     if (kb) {
         pd.shader = sg ? &mf_shader_moe_down_i8_sg : &mf_shader_moe_down_i8_sh;

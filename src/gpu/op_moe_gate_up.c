@@ -49,7 +49,10 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
     if (st != MF_OK)
         return st;
     mf_vk *vk = &g->vk;
-    uint32_t wg = mf_qwg(vk), tpr = mf_qlanes(vk, out->wg->lay.nb);
+    const mf_tensor *ws[2] = {d->w_gate, sep ? d->w_up : d->w_gate};
+    const int want8 = mf_qint8(vk, d->prec, ws, 2);
+    uint32_t wg = want8 ? mf_qwg_i8(vk) : mf_qwg(vk);
+    uint32_t tpr = mf_qlanes(vk, out->wg->lay.nb);
     const uint64_t F = (uint64_t)(sep ? d->w_gate->n : d->w_gate->n / 2);
     const uint64_t E = (uint64_t)d->w_gate->e;
     uint32_t m = mf_qgroup((uint64_t)pairs, E, 16);
@@ -70,9 +73,8 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
                     (uint32_t)(out->bu != NULL) << 9;
     /* INT8: the staged activation blocks of M pairs beside the reduction
      * and the pair list */
-    const mf_tensor *ws[2] = {d->w_gate, sep ? d->w_up : d->w_gate};
     uint32_t kb = 0;
-    if (mf_qint8(vk, d->prec, ws, 2)) {
+    if (want8) {
         size_t other = 4 * ((sg ? 0 : (size_t)2 * (m ? m : 1) * rpw * wg) +
                             2 * (size_t)wg + 1);
         kb = mf_qkb(vk, out->wg->lay.nb, m ? m : 1, other);

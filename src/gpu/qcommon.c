@@ -118,6 +118,14 @@ uint32_t mf_qkb(const mf_vk *vk, uint32_t nb, uint32_t rows, size_t other)
     return (uint32_t)fit;
 }
 
+uint32_t mf_qwg_i8(const mf_vk *vk)
+{
+    uint32_t wg = mf_gpu_env_pow2("MOEFUSE_GPU_QWG", 32, 1024);
+    if (!wg)
+        wg = 256;
+    return vk->max_wg_size < wg ? vk->max_wg_size : wg;
+}
+
 uint32_t mf_qwg(const mf_vk *vk)
 {
     uint32_t wg = mf_gpu_env_pow2("MOEFUSE_GPU_QWG", 32, 1024);

@@ -192,6 +192,13 @@ uint32_t mf_qkb(const mf_vk *vk, uint32_t nb, uint32_t rows, size_t other);
 
 /* Workgroup size: 128 threads, or the device's maximum when smaller. */
 uint32_t mf_qwg(const mf_vk *vk);
+/* The INT8 expert shaders' workgroup size: 256 threads (or the device's
+ * maximum). Measured on the H200, Qwen3-30B-A3B Q4_0 chain, device time
+ * per step against 64 / 128 / 512: T = 1 gate_up 10.0 us (11.4 / 10.4 /
+ * 12.4), down 10.0 us (14.8 / 13.3 / 11.1); T = 32 gate_up 163 us (190 /
+ * 167 / 159), down 150 us (197 / 181 / 125). MOEFUSE_GPU_QWG overrides
+ * it as it does mf_qwg. */
+uint32_t mf_qwg_i8(const mf_vk *vk);
 /* These read tuning overrides when a plan is recorded (benchmarks):
  * MOEFUSE_GPU_QWG=32..1024 (workgroup size), MOEFUSE_GPU_QLANES=1..32
  * (lanes per row, still capped by the subgroup size), MOEFUSE_GPU_QRPW=1..8
