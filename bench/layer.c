@@ -86,7 +86,8 @@ int bench_suite_layer(mf_ctx *ctx, const bench_opts *o, bench_results *res)
     static const int64_t Ts[] = {1, 4, 32};
     static const mf_type fmts[] = {MF_TYPE_Q4_0, MF_TYPE_Q8_0, MF_TYPE_MLX_Q4};
     /* EXACT for every path; the fused CPU path also at INT8 (recorded with
-     * ",prec=int8" appended to the shape; the GPU computes EXACT only). */
+     * ",prec=int8" appended to the shape; the GPU path at EXACT: the gpu
+     * suite times its INT8 expert ops and chain). */
     struct {
         const char *name;
         mf_impl impl;

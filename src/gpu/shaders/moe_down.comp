@@ -26,6 +26,10 @@
 // Phases 1 + 2 give phase 0's bits: each v_j gets the same operations in
 // the same order (lanes, blocks, w_acc_fixed, reduction, bias add) and
 // the combine is the same rounded sequence.
+// Built with -DINT8 (MF_PREC_INT8, qint8.glsl), phases 0 and 1 quantize
+// the h blocks of their pass's slots / pairs into shared memory per chunk
+// of KB blocks and take integer dot products with them; phases 1 + 2
+// still give phase 0's bits.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #ifdef USE_SUBGROUP

@@ -23,6 +23,10 @@
 // Each output gets the same operations in the same order in both modes
 // (the same lanes and blocks, w_acc_fixed, the same reduction), so the
 // modes give identical bits.
+// Built with -DINT8 (MF_PREC_INT8, qint8.glsl): per chunk of KB blocks
+// the pairs' activation blocks are quantized into shared memory, then the
+// same lanes take the same blocks, integer dot products in place of the
+// decode and the multiply-adds; the modes still give identical bits.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #ifdef USE_SUBGROUP

@@ -16,6 +16,9 @@
 // one subgroup, so there is no barrier) or through shared memory (none
 // needed with one lane per row). Row blocks and chunks are strided over
 // the dispatched workgroups (x: row blocks, y: chunks).
+// Built with -DINT8 (MF_PREC_INT8, qint8.glsl): the pass's activation rows
+// are quantized into shared memory per chunk of KB blocks, and each weight
+// block's integer dot products with them replace the f32 ones.
 #extension GL_GOOGLE_include_directive : require
 #ifdef USE_SUBGROUP
 #extension GL_KHR_shader_subgroup_basic : require
