@@ -52,7 +52,8 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
     const mf_tensor *ws[2] = {d->w_gate, sep ? d->w_up : d->w_gate};
     const int want8 = mf_qint8(vk, d->prec, ws, 2);
     uint32_t wg = want8 ? mf_qwg_i8(vk) : mf_qwg(vk);
-    uint32_t tpr = mf_qlanes(vk, out->wg->lay.nb);
+    uint32_t tpr = want8 ? mf_qlanes_gu_i8(vk, out->wg->lay.nb)
+                         : mf_qlanes(vk, out->wg->lay.nb);
     const uint64_t F = (uint64_t)(sep ? d->w_gate->n : d->w_gate->n / 2);
     const uint64_t E = (uint64_t)d->w_gate->e;
     uint32_t m = mf_qgroup((uint64_t)pairs, E, 16);

@@ -39,6 +39,14 @@ uint32_t mf_qlanes(const mf_vk *vk, uint32_t nb)
     return l;
 }
 
+uint32_t mf_qlanes_gu_i8(const mf_vk *vk, uint32_t nb)
+{
+    uint32_t l = mf_qlanes(vk, nb);
+    if (!mf_gpu_env_pow2("MOEFUSE_GPU_QLANES", 1, 32) && l > 16)
+        l = 16;
+    return l;
+}
+
 uint32_t mf_qrpw(uint64_t rows, uint32_t groups_per_wg, uint64_t other)
 {
     uint32_t want = mf_gpu_env_pow2("MOEFUSE_GPU_QRPW", 1, 8);

@@ -121,6 +121,15 @@ uint32_t mf_wfmt(const mf_tensor *t);
  * shuffles, no barrier). */
 uint32_t mf_qlanes(const mf_vk *vk, uint32_t nb);
 
+/* Lanes per output row of the INT8 gate_up shader: mf_qlanes, at most 16
+ * unless MOEFUSE_GPU_QLANES says otherwise. Measured on the H200 (chain,
+ * Q4_0, 256-thread workgroups), 16 lanes against 32: Qwen3-30B-A3B
+ * gate_up 9.35 against 9.74 us at T = 1, 137 against 164 us at T = 32;
+ * Mixtral-8x7B 52.8 against 63.1 us and 1169 against 1340 us. The INT8
+ * down shader keeps mf_qlanes (16 lanes lost: 10.8 against 10.1 us,
+ * 163 against 151 us at Qwen3 T = 1 / 32). */
+uint32_t mf_qlanes_gu_i8(const mf_vk *vk, uint32_t nb);
+
 /* Workgroups a matvec dispatch should have at least (a large GPU keeps
  * hundreds in flight). */
 #define MF_QMIN_GROUPS 256
