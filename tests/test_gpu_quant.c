@@ -881,6 +881,52 @@ Test(gpu_quant, int8_path)
             qd_free(&wg);
             qd_free(&wd);
         }
+        /* the staged blocks in chunks (MOEFUSE_GPU_I8_KB=32, rows of 64
+         * blocks): the same lanes take the same blocks, the same bits */
+        if (!off && info.int8_dot) {
+            const qd_variant *v = &moe_fmts[0];
+            const int64_t K2 = 2048, N2 = 24, E2 = 2, F2 = 16;
+            qd_tensor q = qd_make(&r, v, 1, N2, K2, 0, 0);
+            qd_tensor wg = qd_make(&r, v, E2, 2 * F2, K2, 0, 0);
+            qd_tensor wd = qd_make(&r, v, E2, F2, K2, 0, 0);
+            float *x = mft_alloc((size_t)(2 * K2) * 4, 4);
+            float *ya = mft_alloc((size_t)(2 * K2) * 4, 4);
+            float *yb = mft_alloc((size_t)(2 * K2) * 4, 4);
+            mft_fill_normal(&r, x, (size_t)(2 * K2), 1.0f);
+            int32_t idx[2] = {1, 0};
+            float w[2] = {.75f, .25f};
+            mf_qmv_desc d = {.impl = MF_IMPL_GPU, .prec = MF_PREC_INT8};
+            mf_moe_gate_up_desc gd = {.impl = MF_IMPL_GPU, .prec = MF_PREC_INT8,
+                                      .w_gate = &wg.t, .layout = MF_GLU_CONCAT};
+            mf_moe_down_desc dd = {.impl = MF_IMPL_GPU, .prec = MF_PREC_INT8,
+                                   .w_down = &wd.t};
+            for (int op = 0; op < 3; op++) {
+                size_t nout = op == 0 ? 2 * N2 : op == 1 ? 2 * F2 : F2;
+                for (int chunked = 0; chunked < 2; chunked++) {
+                    float *y = chunked ? yb : ya;
+                    if (chunked)
+                        setenv("MOEFUSE_GPU_I8_KB", "32", 1);
+                    mf_weights_evict(c, NULL); /* plans recorded anew */
+                    mf_status st =
+                        op == 0   ? mf_qmv(c, &d, &q.t, x, 2, y)
+                        : op == 1 ? mf_moe_gate_up(c, &gd, 1, 2, x, idx, y)
+                                  : mf_moe_down_combine(c, &dd, 1, 2, x, idx, w,
+                                                        NULL, y);
+                    unsetenv("MOEFUSE_GPU_I8_KB");
+                    cr_assert_eq(st, MF_OK, "op %d chunked %d: %s", op, chunked,
+                                 mf_status_str(st));
+                }
+                cr_expect(memcmp(ya, yb, nout * 4) == 0,
+                          "op %d: chunked staging changed the bits", op);
+            }
+            mf_weights_evict(c, NULL);
+            mft_free(x);
+            mft_free(ya);
+            mft_free(yb);
+            qd_free(&q);
+            qd_free(&wg);
+            qd_free(&wd);
+        }
         mft_gpu_ctx_done(c);
     }
 }

@@ -119,6 +119,9 @@ uint32_t mf_qkb(const mf_vk *vk, uint32_t nb, uint32_t rows, size_t other)
     if (cap > 16384)
         cap = 16384;
     size_t fit = cap / ((size_t)MF_QI8_BLOCK_BYTES * rows);
+    uint32_t test_kb = mf_gpu_env_pow2("MOEFUSE_GPU_I8_KB", 32, 1024);
+    if (test_kb && test_kb < fit)
+        fit = test_kb;
     if (fit >= nb)
         return nb;
     if (fit >= 32)

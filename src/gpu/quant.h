@@ -196,7 +196,9 @@ int mf_qint8(const mf_vk *vk, mf_precision prec, const mf_tensor *const *w,
  * 16 KiB (a workgroup that takes more costs occupancy) and fits the device
  * beside `other`, else the most that do, in multiples of 32 from 32 up.
  * 0 when not even one block fits (the EXACT shader runs then: no device
- * in use comes near). */
+ * in use comes near). MOEFUSE_GPU_I8_KB=32..1024 (tests; a power of two,
+ * read when a plan is recorded) lowers the chunk to cover the chunked
+ * path: a multiple of the lanes per row, so the bits do not change. */
 uint32_t mf_qkb(const mf_vk *vk, uint32_t nb, uint32_t rows, size_t other);
 
 /* Workgroup size: 128 threads, or the device's maximum when smaller. */
