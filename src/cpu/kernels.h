@@ -14,6 +14,14 @@
 
 #include <moefuse/moefuse.h>
 
+/* The block-quantized weight types (Q4_0, Q8_0, MLX Q4/Q8): the ones
+ * MF_PREC_INT8 applies to, on the CPU and the GPU. */
+static inline int mf_type_quantized(mf_type t)
+{
+    return t == MF_TYPE_Q4_0 || t == MF_TYPE_Q8_0 || t == MF_TYPE_MLX_Q4 ||
+           t == MF_TYPE_MLX_Q8;
+}
+
 /* Activations quantized for the INT8 path: one block per 32 elements. */
 typedef struct mf_q8blk {
     float d;       /* scale: x ~= d * q; absmax / 127 (0 for an all-zero block) */

@@ -149,12 +149,6 @@ static void dn_task(void *arg, int i, int n)
     }
 }
 
-static int is_quantized(mf_type t)
-{
-    return t == MF_TYPE_Q4_0 || t == MF_TYPE_Q8_0 || t == MF_TYPE_MLX_Q4 ||
-           t == MF_TYPE_MLX_Q8;
-}
-
 static mf_status check(const mf_moe_down_desc *d, int64_t T, int32_t k,
                        const float *h, const int32_t *idx, const float *w,
                        const float *residual, const float *y)
@@ -196,7 +190,7 @@ static mf_status run_cpu(const mf_exec *ex, const mf_moe_down_desc *d,
 {
     const mf_tensor *wd = d->w_down;
     const int64_t E = wd->e, H = wd->n, F = wd->k, n_pairs = T * k;
-    const int int8 = d->prec == MF_PREC_INT8 && is_quantized(wd->type);
+    const int int8 = d->prec == MF_PREC_INT8 && mf_type_quantized(wd->type);
 
     /* Distinct experts bound the bytes streamed; decide the split first,
      * the block buffers are per task. */

@@ -232,12 +232,6 @@ static void gu_task(void *arg, int i, int n)
     }
 }
 
-static int is_quantized(mf_type t)
-{
-    return t == MF_TYPE_Q4_0 || t == MF_TYPE_Q8_0 || t == MF_TYPE_MLX_Q4 ||
-           t == MF_TYPE_MLX_Q8;
-}
-
 static mf_status check(const mf_moe_gate_up_desc *d, int64_t T, int32_t k,
                        const float *x, const int32_t *idx, const float *h,
                        int64_t *F_out)
@@ -298,7 +292,7 @@ static mf_status run_cpu(const mf_exec *ex, const mf_moe_gate_up_desc *d,
 {
     const mf_tensor *wg = d->w_gate;
     const int64_t E = wg->e, H = wg->k, n_pairs = T * k;
-    const int int8 = d->prec == MF_PREC_INT8 && is_quantized(wg->type);
+    const int int8 = d->prec == MF_PREC_INT8 && mf_type_quantized(wg->type);
 
     _Alignas(64) unsigned char stack[MF_MOE_STACK_BYTES];
     mf_moe_carve c = {0};

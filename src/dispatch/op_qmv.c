@@ -44,12 +44,6 @@ typedef struct qmv_job {
     mf_act act;
 } qmv_job;
 
-static int is_quantized(mf_type t)
-{
-    return t == MF_TYPE_Q4_0 || t == MF_TYPE_Q8_0 || t == MF_TYPE_MLX_Q4 ||
-           t == MF_TYPE_MLX_Q8;
-}
-
 /* Bias and activation of rows [r0, r0 + nr) of y's M rows. */
 static void epilogue(const mf_kernels *kern, const float *bias, mf_act act,
                      float *const *yp, int M, int64_t r0, int64_t nr)
@@ -270,7 +264,7 @@ mf_status mf_qmv(mf_ctx *ctx, const mf_qmv_desc *d, const mf_tensor *w,
         return MF_ERR_UNSUPPORTED;
     if (M > QMV_MAX_M && d->impl != MF_IMPL_REF)
         return run_gemm(&ex, d, w, x, M, y);
-    int int8 = d->prec == MF_PREC_INT8 && is_quantized(w->type) &&
+    int int8 = d->prec == MF_PREC_INT8 && mf_type_quantized(w->type) &&
                M <= QMV_MAX_M;
     return run_stream(&ex, d, w, x, M, y, int8);
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../cpu/kernels.h"
 #include "quant.h"
 
 uint32_t mf_wfmt(const mf_tensor *t)
@@ -102,12 +103,9 @@ int mf_qint8(const mf_vk *vk, mf_precision prec, const mf_tensor *const *w,
 {
     if (prec != MF_PREC_INT8 || !vk->int_dot)
         return 0;
-    for (int i = 0; i < n; i++) {
-        int t = w[i]->type;
-        if (t != MF_TYPE_Q4_0 && t != MF_TYPE_Q8_0 && t != MF_TYPE_MLX_Q4 &&
-            t != MF_TYPE_MLX_Q8)
+    for (int i = 0; i < n; i++)
+        if (!mf_type_quantized(w[i]->type))
             return 0;
-    }
     return 1;
 }
 
