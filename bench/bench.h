@@ -56,6 +56,7 @@ typedef struct bench_results {
     int triad_threads, triad_quick;
     double empty_dispatch_us, device_copy_gbps; /* GPU runs; < 0 if none */
     double device_read_gbps;                    /* GPU runs; < 0 if none */
+    double chain_step_us;                       /* GPU runs; < 0 if none */
 } bench_results;
 
 void bench_results_add(bench_results *r, const char *op, const char *shape,

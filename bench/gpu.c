@@ -280,6 +280,11 @@ static int bench_chain(gcase *c, const bench_opts *o, bench_results *res,
         if (same > 0)
             printf("           gate_up at %.0f%% of a read of its own size\n",
                    100 * gu / same);
+        same = measure_floor(c->gpu, o, res, MF_GPU_COPY_READ,
+                             ((size_t)bytes_dn + 15) & ~(size_t)15);
+        if (same > 0)
+            printf("           down_combine at %.0f%% of a read of its own size\n",
+                   100 * dn / same);
     }
     /* the three ops' own plans, submitted one by one (their last calls ran
      * in bench_op just before; skipped when the filter left them out) */
@@ -301,6 +306,23 @@ static int run_empty(void *a, int i)
     (void)i;
     mf_gpu_timing t;
     return mf_gpu_bench_empty(a, &t);
+}
+
+typedef struct steps_arg {
+    mf_gpu *g;
+    double gpu[1024]; /* device time per step of every run */
+    int gpu_n;
+} steps_arg;
+
+static int run_steps(void *a, int i)
+{
+    (void)i;
+    steps_arg *c = a;
+    mf_gpu_timing t;
+    mf_status st = mf_gpu_bench_steps(c->g, &t);
+    if (st == MF_OK && t.gpu_us > 0 && c->gpu_n < 1024)
+        c->gpu[c->gpu_n++] = t.gpu_us / MF_GPU_BENCH_STEPS;
+    return st;
 }
 
 typedef struct copy_arg {
@@ -387,6 +409,18 @@ int bench_suite_gpu(mf_ctx *ctx, const bench_opts *o, bench_results *res)
     printf("empty_dispatch  workgroups=1\n");
     bench_results_add(res, "empty_dispatch", "workgroups=1", "gpu", &st, 0);
     bench_print_record(stdout, &res->rec[res->n - 1], 0);
+    /* what one step of a chain costs the device with no work in it */
+    static steps_arg sa; /* 8 KiB: not on the stack */
+    sa = (steps_arg){.g = g};
+    if (bench_measure(run_steps, &sa, 5, 1, o->quick ? 20 : 101, 1000, o->budget_us, &st))
+        return 1;
+    if (sa.gpu_n) {
+        qsort(sa.gpu, (size_t)sa.gpu_n, sizeof sa.gpu[0], cmp_dbl);
+        res->chain_step_us = sa.gpu[sa.gpu_n / 2];
+        printf("chain_step  empty dispatches after a barrier, %d in one submit: "
+               "%.2f us device each (median)\n",
+               MF_GPU_BENCH_STEPS, res->chain_step_us);
+    }
     /* Floors over 256 MiB: the copy engine, a shader copy and a read-only
      * shader pass; device_copy_gbps is the faster copy. The read pass is
      * what the matvecs' weight streams are set against. */

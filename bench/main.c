@@ -128,7 +128,7 @@ int main(int argc, char **argv)
     }
     int threads = mf_ctx_threads(ctx);
     bench_results res = {.empty_dispatch_us = -1, .device_copy_gbps = -1,
-                         .device_read_gbps = -1};
+                         .device_read_gbps = -1, .chain_step_us = -1};
     if (o.progress)
         fprintf(stderr, "moefuse-bench: measuring the triad floor...\n");
     size_t n = (size_t)1 << 26; /* 3 arrays of 256 MiB */

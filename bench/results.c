@@ -90,6 +90,8 @@ int bench_results_write_json(const bench_results *r, const mf_ctx *ctx,
         fprintf(f, ", \"device_copy_gbps\": %.2f", r->device_copy_gbps);
     if (r->device_read_gbps > 0)
         fprintf(f, ", \"device_read_gbps\": %.2f", r->device_read_gbps);
+    if (r->chain_step_us > 0)
+        fprintf(f, ", \"chain_step_us\": %.3f", r->chain_step_us);
     fprintf(f, "},\n  \"results\": [\n");
     for (int i = 0; i < r->n; i++) {
         const bench_record *x = &r->rec[i];

@@ -42,6 +42,36 @@ mf_status mf_gpu_bench_empty(mf_gpu *g, mf_gpu_timing *t)
     return timed_run(vk, &g->empty, t);
 }
 
+mf_status mf_gpu_bench_steps(mf_gpu *g, mf_gpu_timing *t)
+{
+    if (!g || !t)
+        return MF_ERR_INVALID_ARG;
+    mf_status st = mf_gpu_ready(g);
+    if (st != MF_OK)
+        return st;
+    mf_vk *vk = &g->vk;
+    if (!g->steps.recorded) {
+        const mf_vk_pipe *pipe;
+        mf_vk_pipe_desc pd = {.shader = &mf_shader_empty};
+        st = mf_vk_pipe_get(vk, &pd, &pipe);
+        if (st == MF_OK && !g->steps.cb)
+            st = mf_vk_prog_init(vk, &g->steps, MF_GPU_BENCH_STEPS);
+        if (st == MF_OK)
+            st = mf_vk_prog_begin(vk, &g->steps);
+        if (st == MF_OK) {
+            for (int i = 0; i < MF_GPU_BENCH_STEPS; i++) {
+                if (i)
+                    mf_vk_cmd_barrier(&g->steps);
+                mf_vk_cmd_dispatch(vk, &g->steps, pipe, NULL, NULL, 1, 1, 1);
+            }
+            st = mf_vk_prog_end(vk, &g->steps);
+        }
+        if (st != MF_OK)
+            return st;
+    }
+    return timed_run(vk, &g->steps, t);
+}
+
 /* Records one floor program over the current copy buffers. */
 static mf_status record_copy(mf_gpu *g, mf_gpu_copy_kind kind)
 {

@@ -86,6 +86,7 @@ void mf_gpu_destroy(mf_gpu *g)
         for (int i = 0; i < MF_GPU_OP_COUNT_; i++)
             mf_vk_plans_free(&g->vk, &g->plans[i]);
         mf_vk_prog_free(&g->vk, &g->empty);
+        mf_vk_prog_free(&g->vk, &g->steps);
         for (int i = 0; i < MF_GPU_COPY_KINDS_; i++)
             mf_vk_prog_free(&g->vk, &g->copy[i]);
         mf_vk_buf_destroy(&g->vk, &g->copy_src);

@@ -113,6 +113,11 @@ typedef struct mf_gpu_timing {
 
 /* One empty one-workgroup dispatch, pre-recorded. */
 mf_status mf_gpu_bench_empty(mf_gpu *g, mf_gpu_timing *t);
+/* MF_GPU_BENCH_STEPS empty one-workgroup dispatches in one submit, with
+ * the barrier a chain puts between its steps: gpu_us / MF_GPU_BENCH_STEPS
+ * is what one step of a chain costs the device before any work. */
+#define MF_GPU_BENCH_STEPS 16
+mf_status mf_gpu_bench_steps(mf_gpu *g, mf_gpu_timing *t);
 /* Device bandwidth floors over `bytes` of device-local memory (buffers and
  * recordings kept while bytes repeats): */
 typedef enum mf_gpu_copy_kind {

@@ -16,6 +16,7 @@ struct mf_gpu {
     int64_t gating_device_rows, gating_host_rows;
     /* bench */
     mf_vk_prog empty;    /* one empty workgroup */
+    mf_vk_prog steps;    /* MF_GPU_BENCH_STEPS of them, barriers between */
     mf_vk_prog copy[MF_GPU_COPY_KINDS_]; /* floors over copy_bytes */
     mf_vk_buf copy_src, copy_dst;
     size_t copy_bytes;

@@ -84,6 +84,12 @@ mf_status mf_gpu_bench_empty(mf_gpu *g, mf_gpu_timing *t)
     return MF_ERR_UNSUPPORTED;
 }
 
+mf_status mf_gpu_bench_steps(mf_gpu *g, mf_gpu_timing *t)
+{
+    (void)g, (void)t;
+    return MF_ERR_UNSUPPORTED;
+}
+
 mf_status mf_gpu_bench_copy(mf_gpu *g, mf_gpu_copy_kind kind, size_t bytes,
                             mf_gpu_timing *t)
 {

@@ -7,6 +7,7 @@
  * bits either way. EXACT math; MF_PREC_INT8 with quantized weights runs
  * the INT8 shaders where the device has integer dot products (mf_qint8),
  * else the EXACT ones (ops.h). */
+#include <stdlib.h>
 #include <string.h>
 
 #include "quant.h"
@@ -27,6 +28,30 @@ typedef struct dn_push {
     uint32_t H, T, k, E, nb, soff, boff, gpr;
     uint32_t hs, idx_off, w_off, res_off, y_off;
 } dn_push;
+
+/* Phase 3 (slot groups) in place of phase 0: MOEFUSE_GPU_DN_SLOTS=1. */
+static int slots_mode(void)
+{
+    const char *e = getenv("MOEFUSE_GPU_DN_SLOTS");
+    return e && strcmp(e, "1") == 0;
+}
+
+/* Rows per lane group of phase 3: the most (8 at most, and at most the
+ * lanes, so that reduce_rows scatters) that keep MF_QMIN_GROUPS
+ * workgroups. */
+static uint32_t slots_rpw(uint64_t rows, uint32_t row_groups, uint64_t tokens,
+                          uint32_t tpr)
+{
+    uint32_t want = mf_gpu_env_pow2("MOEFUSE_GPU_QRPW", 1, 8);
+    if (want)
+        return want;
+    for (uint32_t rpw = 8; rpw > 1; rpw >>= 1) {
+        uint64_t per = (uint64_t)row_groups * rpw;
+        if (rpw <= tpr && (rows + per - 1) / per * tokens >= MF_QMIN_GROUPS)
+            return rpw;
+    }
+    return 1;
+}
 
 mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
                               int64_t T, int32_t k, int has_res,
@@ -55,7 +80,7 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         .push_bytes = sizeof(dn_push),
         .n_spec = 8,
     };
-    uint32_t rpw, staged;
+    uint32_t rpw, staged, slot_rows = 0;
     size_t other;
     if (m) {
         /* grouped: at most min(E, P) experts' workgroups have work */
@@ -67,6 +92,19 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         memcpy(pd.spec, spec, sizeof spec);
         staged = m;
         other = 4 * ((sg ? 0 : (size_t)wg * m * rpw) + 2 * (size_t)wg + 1);
+    } else if (slots_mode()) {
+        /* slot groups: a lane group per slot of the pass */
+        uint32_t ng = wg / tpr;
+        uint32_t kc = (uint32_t)k < ng ? (uint32_t)k : ng;
+        rpw = slots_rpw((uint64_t)d->w_down->n, ng / kc, (uint64_t)T, tpr);
+        if (((size_t)(sg ? 0 : wg * rpw) + ng * rpw + 2 * (size_t)wg + 1) * 4 >
+            vk->shared_bytes)
+            return MF_ERR_UNSUPPORTED;
+        uint32_t spec[8] = {wg, tpr, mf_wfmt(d->w_down), kc, flags, rpw, 3, 1};
+        memcpy(pd.spec, spec, sizeof spec);
+        staged = 1;
+        other = 4 * ((sg ? 0 : (size_t)wg * rpw) + ng * rpw + 2 * (size_t)wg + 1);
+        slot_rows = ng / kc * rpw;
     } else {
         uint32_t kc = k < DOWN_KC ? (uint32_t)k : DOWN_KC;
         rpw = mf_qrpw((uint64_t)d->w_down->n, wg / tpr, (uint64_t)T);
@@ -81,13 +119,13 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     /* INT8: the staged h blocks of the pass's pairs (slots) */
     uint32_t kb = 0;
     if (want8)
-        kb = mf_qkb(vk, out->wd->lay.nb, staged, other);
+        kb = slot_rows ? 1 : mf_qkb(vk, out->wd->lay.nb, staged, other);
     if (kb) {
         pd.shader = sg ? &mf_shader_moe_down_i8_sg : &mf_shader_moe_down_i8_sh;
         pd.n_spec = 9;
         pd.spec[8] = kb;
     }
-    out->rows = wg / tpr * rpw;
+    out->rows = slot_rows ? slot_rows : wg / tpr * rpw;
     out->group = m;
     out->int8 = kb != 0;
     st = mf_vk_pipe_get(vk, &pd, &out->pipe);

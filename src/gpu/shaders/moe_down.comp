@@ -60,7 +60,16 @@ const bool HAS_RES = (FLAGS & 2u) != 0u;
 const uint CAP = 2u * WG;                       // pair list entries
 // quantized weights (qf_vecs <= 2): a block's loads are issued early
 bool pre_loads() { return (FMT & 255u) >= 3u; }
-const uint NA = PHASE == 1u ? M * RPW : KC * RPW; // sums per lane
+const uint NA = PHASE == 1u ? M * RPW
+               : PHASE == 3u ? RPW : KC * RPW;  // sums per lane
+const uint NG = WG / TPR;                       // lane groups
+const uint NRG = NG / KC;                       // phase 3: row groups
+const uint RS = NRG * RPW;                      // phase 3: rows per workgroup
+#ifdef USE_SUBGROUP
+const bool SCATTER = RPW <= TPR;                // phase 3: reduce_rows scatters
+#else
+const bool SCATTER = false;
+#endif
 
 layout(push_constant) uniform PC {
     uint H, T, k, E, nb, soff, boff, gpr;
@@ -100,6 +109,7 @@ shared float red[WG * NA];
 #endif
 shared uint plist[CAP];
 shared uint pcount;
+shared float vs[NG * RPW];                      // phase 3: v of the pass
 
 uint expert_of(uint p) { return min(ib[pc.idx_off + p], pc.E - 1u); }
 
@@ -245,6 +255,152 @@ void fused()
                     }
                     yb[pc.y_off + t * H + i] = o;
                 }
+        }
+    }
+}
+
+// The sums acc[0..RPW) of a lane group added over its TPR lanes; returns
+// 1 in the lanes that hold a total, its row in `row`. The subgroup form
+// scatters the rows while it reduces: each step of the butterfly sends
+// half of the lane's sums to its partner, keeping the other half, while
+// rows remain to split (RPW <= TPR), so a row's total is the butterfly's
+// (the same pairs added in the same order) in fewer shuffles.
+bool reduce_rows(inout float acc[NA], out uint row)
+{
+    uint lane = gl_LocalInvocationID.x % TPR;
+    row = 0u;
+#ifdef USE_SUBGROUP
+    if (SCATTER) {
+        uint n = RPW;
+        [[unroll]] for (uint o = TPR / 2u; o > 0u; o >>= 1u) {
+            if (n > 1u) {
+                uint half_ = n / 2u;
+                bool up = (lane & o) != 0u;
+                [[unroll]] for (uint i = 0u; i < NA / 2u; i++)
+                    if (i < half_) {
+                        float send = up ? acc[i] : acc[i + half_];
+                        float keep = up ? acc[i + half_] : acc[i];
+                        float got = subgroupShuffleXor(send, o);
+                        acc[i] = keep + got;
+                    }
+                if (up)
+                    row += half_;
+                n = half_;
+            } else {
+                acc[0] += subgroupShuffleXor(acc[0], o);
+            }
+        }
+        // every lane holds its row's total; one lane a row stores it
+        return (lane & (TPR / RPW - 1u)) == 0u;
+    }
+#endif
+    reduce(acc, NA);
+    return lane == 0u;
+}
+
+// Phase 3, fused per token with slot groups: lane group g takes slot
+// s = g % KC of each pass and the RPW rows of row group g / KC; its
+// lane l quantizes (INT8) or loads the slot's h blocks l, l + TPR, ...
+// itself, in registers, while the weight loads of its RPW rows are in
+// flight. The slots' v meet in shared memory, where RS threads fold them
+// into y in slot order: phase 0's operations for every v and y.
+void fused_slots()
+{
+    uint tid = gl_LocalInvocationID.x;
+    uint lane = tid % TPR, g = tid / TPR;
+    uint s = g % KC, rg = g / KC;
+    uint H = pc.H, k = pc.k;
+    uint nrb = (H + RS - 1u) / RS;
+    const uint t8 = FMT & 255u;
+    for (uint t = gl_WorkGroupID.y; t < pc.T; t += gl_NumWorkGroups.y) {
+        for (uint rb = gl_WorkGroupID.x; rb < nrb; rb += gl_NumWorkGroups.x) {
+            uint i0 = rb * RS + rg * RPW;
+            float y = 0.0;
+            for (uint j0 = 0u; j0 < k; j0 += KC) {
+                bool live = rg < NRG && j0 + s < k;
+                uint p = t * k + min(j0 + s, k - 1u);
+                uint base_row = expert_of(p) * H;
+                float acc[NA];
+                [[unroll]] for (uint q = 0u; q < NA; q++)
+                    acc[q] = 0.0;
+                if (live) {
+                    for (uint b = lane; b < pc.nb; b += TPR) {
+                        uvec4 pw[2u * RPW];
+                        float pf[3u * RPW];
+                        if (pre_loads())
+                            [[unroll]] for (uint q = 0u; q < RPW; q++) {
+                                uvec4 r[8];
+                                w_load(0u, base_row + min(i0 + q, H - 1u), b, r,
+                                       pf[3u * q], pf[3u * q + 1u], pf[3u * q + 2u]);
+                                pw[2u * q] = r[0];
+                                pw[2u * q + 1u] = r[1];
+                            }
+                        vec4 xv[8];
+                        load_h(p, b, xv);
+#ifdef INT8
+                        uvec4 x0, x1;
+                        vec2 meta;
+                        int xsum;
+                        i8_quantize(xv, x0, x1, meta, xsum);
+                        [[unroll]] for (uint q = 0u; q < RPW; q++) {
+                            int isum = i8_idot(t8, pw[2u * q], pw[2u * q + 1u], x0, x1, xsum);
+                            acc[q] = i8_acc(t8, isum, pf[3u * q], pf[3u * q + 1u],
+                                            pf[3u * q + 2u], meta, acc[q]);
+                        }
+#else
+                        [[unroll]] for (uint q = 0u; q < RPW; q++) {
+                            uvec4 raw[8];
+                            float d, sc, bi;
+                            if (pre_loads()) {
+                                [[unroll]] for (uint c = 0u; c < 8u; c++)
+                                    raw[c] = c < 2u ? pw[2u * q + c] : uvec4(0u);
+                                d = pf[3u * q];
+                                sc = pf[3u * q + 1u];
+                                bi = pf[3u * q + 2u];
+                            } else {
+                                w_load(0u, base_row + min(i0 + q, H - 1u), b, raw, d,
+                                       sc, bi);
+                            }
+                            vec4 w[8];
+                            w_decode(0u, raw, sc, bi, w);
+                            acc[q] = w_acc_fixed(0u, w, d, xv, acc[q]);
+                        }
+#endif
+                    }
+                }
+                uint row;
+                bool holds = reduce_rows(acc, row);
+                barrier(); // the previous pass's vs read
+                if (live && holds) {
+                    if (SCATTER)
+                        vs[s * RS + rg * RPW + row] =
+                            with_bias(acc[0], base_row + min(i0 + row, H - 1u));
+                    else
+                        [[unroll]] for (uint q = 0u; q < RPW; q++)
+                            vs[s * RS + rg * RPW + q] =
+                                with_bias(acc[q], base_row + min(i0 + q, H - 1u));
+                }
+                barrier();
+                if (tid < RS)
+                    for (uint ss = 0u; ss < KC; ss++) {
+                        uint j = j0 + ss;
+                        if (j >= k)
+                            break;
+                        float wj = rw[pc.w_off + t * k + j];
+                        precise float pr = wj * vs[ss * RS + tid];
+                        precise float sum = y + pr;
+                        y = j == 0u ? pr : sum;
+                    }
+            }
+            uint i = rb * RS + tid;
+            if (tid < RS && i < H) {
+                float o = y;
+                if (HAS_RES) {
+                    precise float r = o + rs[pc.res_off + t * H + i];
+                    o = r;
+                }
+                yb[pc.y_off + t * H + i] = o;
+            }
         }
     }
 }
@@ -415,6 +571,8 @@ void main()
 {
     if (PHASE == 0u)
         fused();
+    else if (PHASE == 3u)
+        fused_slots();
     else if (PHASE == 1u)
         per_expert();
     else
