@@ -265,9 +265,10 @@ static int bench_chain(gcase *c, const bench_opts *o, bench_results *res,
     bench_print_record(stdout, r, res->device_copy_gbps);
     if (k.n) {
         double gu = bytes_gu / (k.steps[2] / k.n * 1e3), dn = bytes_dn / (k.steps[3] / k.n * 1e3);
-        printf("           device per step (means): gating %.2f us, gate_up %.2f us "
-               "(%.0f GB/s), down_combine %.2f us (%.0f GB/s)\n",
-               k.steps[1] / k.n, k.steps[2] / k.n, gu, k.steps[3] / k.n, dn);
+        printf("           device per step (means): router %.2f us, gating %.2f us, "
+               "gate_up %.2f us (%.0f GB/s), down_combine %.2f us (%.0f GB/s)\n",
+               k.steps[0] / k.n, k.steps[1] / k.n, k.steps[2] / k.n, gu,
+               k.steps[3] / k.n, dn);
         printf("           weights vs floors: device copy %.0f GB/s (gate_up %.0f%%, "
                "down %.0f%%), device read %.0f GB/s (%.0f%%, %.0f%%)\n",
                res->device_copy_gbps, 100 * gu / res->device_copy_gbps,

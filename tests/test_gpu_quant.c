@@ -75,6 +75,39 @@ static void rpw_env(int i)
 static const char *const group_modes[] = {"0", "1", "2", "4", "16"};
 #define N_GROUP_MODES ((int)(sizeof group_modes / sizeof group_modes[0]))
 
+/* The down shader's per-pair forms (MOEFUSE_GPU_DN_SLOTS, read when a plan
+ * is recorded): slot groups (phase 3) and one lane group for all the slots
+ * (phase 0), each forced with MOEFUSE_GPU_MOE_GROUP=0. Lavapipe's 8-lane
+ * subgroups give more lane groups than the test shapes have slots, where
+ * the automatic choice is phase 0; the H200 takes phase 3 for k = 8. */
+static const char *const slot_modes[] = {"1", "1", "0"};
+#define N_SLOT_MODES 3
+
+/* The second slot-group run takes 8 rows per lane group (reduce_rows
+ * scattering them over 8 or more lanes). */
+static char slot_rpw_saved[8];
+
+static void slot_env(int si)
+{
+    setenv("MOEFUSE_GPU_MOE_GROUP", "0", 1);
+    setenv("MOEFUSE_GPU_DN_SLOTS", slot_modes[si], 1);
+    const char *r = getenv("MOEFUSE_GPU_QRPW");
+    snprintf(slot_rpw_saved, sizeof slot_rpw_saved, "%s", r ? r : "");
+    if (si == 1)
+        setenv("MOEFUSE_GPU_QRPW", "8", 1);
+}
+
+/* Back to the automatic forms, the case's rows per lane group kept. */
+static void slot_env_clear(void)
+{
+    unsetenv("MOEFUSE_GPU_MOE_GROUP");
+    unsetenv("MOEFUSE_GPU_DN_SLOTS");
+    if (slot_rpw_saved[0])
+        setenv("MOEFUSE_GPU_QRPW", slot_rpw_saved, 1);
+    else
+        unsetenv("MOEFUSE_GPU_QRPW");
+}
+
 /* Every stored row of t decoded by the reference: [rows, K] f32 (exact
  * format values). */
 static float *ref_rows(const mf_tensor *t)
@@ -662,6 +695,16 @@ static void down_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
                       "%s: mode %s differs from the automatic mode", what,
                       group_modes[mi]);
         }
+        for (int si = 0; si < N_SLOT_MODES; si++) {
+            slot_env(si);
+            st = mf_moe_down_combine(c, &d, T, k, h, idx, w, res, ym);
+            slot_env_clear();
+            cr_assert_eq(st, MF_OK, "%s slots %s: gpu %s", what, slot_modes[si],
+                         mf_status_str(st));
+            cr_expect(memcmp(ym, yg, (size_t)(T * H) * 4) == 0,
+                      "%s: slots %s differs from the automatic mode", what,
+                      slot_modes[si]);
+        }
         mft_free(ym);
     }
     int bad = 0;
@@ -1109,6 +1152,17 @@ static void chain_logits_case(mf_ctx *c, const char *preset, int32_t E,
         cr_expect_eq(memcmp(y0, y1, TH * 4), 0,
                      "%s mode %s: y differs from the automatic mode", preset,
                      group_modes[mi]);
+    }
+    for (int si = 0; modes && si < N_SLOT_MODES; si++) {
+        slot_env(si);
+        mf_status st = mf_gpu_moe_chain(g, &cd, x, logits, T, res, y1, i1, w1,
+                                        NULL);
+        slot_env_clear();
+        cr_assert_eq(st, MF_OK, "%s slots %s: %s", preset, slot_modes[si],
+                     mf_status_str(st));
+        cr_expect_eq(memcmp(y0, y1, TH * 4), 0,
+                     "%s slots %s: y differs from the automatic mode", preset,
+                     slot_modes[si]);
     }
     mf_weights_evict(c, NULL);
     /* evicting the weights drops the recorded chain */

@@ -43,6 +43,7 @@ typedef struct chain_key {
     uint32_t scale_bits, limit_bits, alpha_bits;
     uint32_t gu_group, dn_group; /* the expert ops' modes (mf_qgroup) */
     int32_t gu_int8, dn_int8;    /* and their INT8 shaders (mf_qint8) */
+    uint32_t dn_rows;            /* mf_dn_res.rows, slots in bit 31 */
 } chain_key;
 
 typedef struct chain_plan {
@@ -386,6 +387,7 @@ static chain_key key_of(const chain_args *a)
     k.dn_group = a->dn.group;
     k.gu_int8 = a->gu.int8;
     k.dn_int8 = a->dn.int8;
+    k.dn_rows = a->dn.rows | (uint32_t)a->dn.slots << 31;
     return k;
 }
 

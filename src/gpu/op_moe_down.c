@@ -22,6 +22,7 @@ typedef struct dn_key {
     int32_t k, has_res;
     uint32_t group;      /* mf_dn_res.group */
     int32_t int8;        /* mf_dn_res.int8 */
+    uint32_t rows;       /* mf_dn_res.rows (the phase and its rows) */
 } dn_key;
 
 typedef struct dn_push {
@@ -29,23 +30,36 @@ typedef struct dn_push {
     uint32_t hs, idx_off, w_off, res_off, y_off;
 } dn_push;
 
-/* Phase 3 (slot groups) in place of phase 0: MOEFUSE_GPU_DN_SLOTS=1. */
-static int slots_mode(void)
+/* The fused mode's form: phase 3 (slot groups, moe_down.comp) where every
+ * lane group of a pass takes its own slot (k >= WG / TPR), else phase 0;
+ * MOEFUSE_GPU_DN_SLOTS=1 / 0 forces phase 3 / phase 0 (tests: both give
+ * the same bits). On the H200 phase 3 took Qwen3-30B-A3B's T = 1 down
+ * from 10.0 to 9.6 us (INT8) and 18.5 to 12.4 us (EXACT), DeepSeek-V3's
+ * from 62.0 to 43.7 us (INT8); with k = 2 or 4 (Mixtral, GPT-OSS: its
+ * row groups quantize each h block again) it lost at T = 1
+ * (gpu-h200-dn-slots-gu-unroll-sweep.txt). */
+static int slots_mode(int32_t k, uint32_t groups)
 {
     const char *e = getenv("MOEFUSE_GPU_DN_SLOTS");
-    return e && strcmp(e, "1") == 0;
+    if (e && strcmp(e, "1") == 0)
+        return 1;
+    if (e && strcmp(e, "0") == 0)
+        return 0;
+    return (uint32_t)k >= groups;
 }
 
-/* Rows per lane group of phase 3: the most (8 at most, and at most the
- * lanes, so that reduce_rows scatters) that keep MF_QMIN_GROUPS
- * workgroups. */
+/* Rows per lane group of phase 3: the most, up to `cap` and the lanes (so
+ * that reduce_rows scatters), that keep MF_QMIN_GROUPS workgroups. INT8
+ * takes up to 8 (each workgroup quantizes the pass's h blocks once: fewer
+ * workgroups quantize less; 4 rows 10.8 us, 8 rows 9.6 us), EXACT up to 4
+ * (12.4 us, 8 rows 16.4 us): Qwen3-30B-A3B T = 1 on the H200. */
 static uint32_t slots_rpw(uint64_t rows, uint32_t row_groups, uint64_t tokens,
-                          uint32_t tpr)
+                          uint32_t tpr, uint32_t cap)
 {
-    uint32_t want = mf_gpu_env_pow2("MOEFUSE_GPU_QRPW", 1, 8);
+    uint32_t want = mf_gpu_env_pow2("MOEFUSE_GPU_QRPW", 1, 16);
     if (want)
         return want;
-    for (uint32_t rpw = 8; rpw > 1; rpw >>= 1) {
+    for (uint32_t rpw = cap; rpw > 1; rpw >>= 1) {
         uint64_t per = (uint64_t)row_groups * rpw;
         if (rpw <= tpr && (rows + per - 1) / per * tokens >= MF_QMIN_GROUPS)
             return rpw;
@@ -92,11 +106,12 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         memcpy(pd.spec, spec, sizeof spec);
         staged = m;
         other = 4 * ((sg ? 0 : (size_t)wg * m * rpw) + 2 * (size_t)wg + 1);
-    } else if (slots_mode()) {
+    } else if (slots_mode(k, wg / tpr)) {
         /* slot groups: a lane group per slot of the pass */
         uint32_t ng = wg / tpr;
         uint32_t kc = (uint32_t)k < ng ? (uint32_t)k : ng;
-        rpw = slots_rpw((uint64_t)d->w_down->n, ng / kc, (uint64_t)T, tpr);
+        rpw = slots_rpw((uint64_t)d->w_down->n, ng / kc, (uint64_t)T, tpr,
+                        want8 ? 8 : 4);
         if (((size_t)(sg ? 0 : wg * rpw) + ng * rpw + 2 * (size_t)wg + 1) * 4 >
             vk->shared_bytes)
             return MF_ERR_UNSUPPORTED;
@@ -128,6 +143,7 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     out->rows = slot_rows ? slot_rows : wg / tpr * rpw;
     out->group = m;
     out->int8 = kb != 0;
+    out->slots = slot_rows != 0;
     st = mf_vk_pipe_get(vk, &pd, &out->pipe);
     if (st != MF_OK || !m)
         return st;
@@ -215,6 +231,7 @@ mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
     key.has_res = has_res;
     key.group = r.group;
     key.int8 = r.int8;
+    key.rows = r.rows | (uint32_t)r.slots << 31;
     mf_vk_plans *c = &g->plans[MF_GPU_OP_MOE_DOWN];
     mf_vk_plan *pl = mf_vk_plans_get(vk, c, &key, sizeof key);
     if (!pl->ready) {

@@ -29,13 +29,6 @@ static uint32_t gpr_of(const mf_wres *r)
     return r->key.group_size ? (uint32_t)(r->key.k / r->key.group_size) : 0;
 }
 
-/* Blocks per load batch of the INT8 shader: MOEFUSE_GPU_GU_UNROLL. */
-static uint32_t gu_unroll(void)
-{
-    uint32_t u = mf_gpu_env_pow2("MOEFUSE_GPU_GU_UNROLL", 1, 8);
-    return u ? u : 1;
-}
-
 mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
                                  int64_t pairs, mf_gu_res *out)
 {
@@ -94,10 +87,10 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
                            : &mf_shader_moe_gate_up_sh),
         .n_bindings = 7,
         .push_bytes = sizeof(gu_push),
-        .n_spec = kb ? 10 : 8,
+        .n_spec = kb ? 9 : 8,
         .spec = {wg, tpr, mf_wfmt(d->w_gate),
                  mf_wfmt(sep ? d->w_up : d->w_gate), mode, rpw, m != 0,
-                 m ? m : 1, kb, gu_unroll()},
+                 m ? m : 1, kb},
     };
     out->rows = wg / tpr * rpw;
     out->group = m;

@@ -270,6 +270,7 @@ typedef struct mf_dn_res {
     uint32_t rows;
     uint32_t group;                   /* mf_qgroup's M; 0: per pair */
     int int8;                         /* the INT8 shaders (mf_qint8) */
+    int slots;                        /* per pair: phase 3 (slot groups) */
 } mf_dn_res;
 
 mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,

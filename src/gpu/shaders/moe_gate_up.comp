@@ -48,8 +48,6 @@ layout(constant_id = 7) const uint M = 1;     // pairs per pass (1 per pair)
 #ifdef INT8
 layout(constant_id = 8) const uint KB = 64;   // staged activation blocks a
                                               // pair and chunk
-layout(constant_id = 9) const uint UNR = 1;   // a lane's blocks per load
-                                              // batch
 const uint I8_ROWS = M;
 const uint I8_KB = KB;
 #endif
@@ -179,41 +177,29 @@ void row_block(uint e, uint rb, uint pr[M], uint n)
             i8_stage(m * KB + bl, xv);
         }
         barrier();
-        // UNR blocks of the lane at a time: all their weight loads in
-        // flight before the first is used (a tail block past the chunk
-        // loads the chunk's last block again and is not used)
-        for (uint b0 = c0 + lane; b0 < c0 + kbn; b0 += UNR * TPR) {
-            uvec4 pw[4u * RPW * UNR];
-            float pf[6u * RPW * UNR];
-            [[unroll]] for (uint u = 0u; u < UNR; u++) {
-                uint b = min(b0 + u * TPR, c0 + kbn - 1u);
-                [[unroll]] for (uint q = 0u; q < RPW; q++) {
-                    uint v = u * RPW + q;
-                    uvec4 r[8];
-                    w_load(0u, rg[q], b, r, pf[6u * v], pf[6u * v + 1u], pf[6u * v + 2u]);
-                    pw[4u * v] = r[0];
-                    pw[4u * v + 1u] = r[1];
-                    w_load(1u, ru[q], b, r, pf[6u * v + 3u], pf[6u * v + 4u],
-                           pf[6u * v + 5u]);
-                    pw[4u * v + 2u] = r[0];
-                    pw[4u * v + 3u] = r[1];
-                }
+        for (uint b = c0 + lane; b < c0 + kbn; b += TPR) {
+            uvec4 pw[4u * RPW];
+            float pf[6u * RPW];
+            [[unroll]] for (uint q = 0u; q < RPW; q++) {
+                uvec4 r[8];
+                w_load(0u, rg[q], b, r, pf[6u * q], pf[6u * q + 1u], pf[6u * q + 2u]);
+                pw[4u * q] = r[0];
+                pw[4u * q + 1u] = r[1];
+                w_load(1u, ru[q], b, r, pf[6u * q + 3u], pf[6u * q + 4u], pf[6u * q + 5u]);
+                pw[4u * q + 2u] = r[0];
+                pw[4u * q + 3u] = r[1];
             }
-            [[unroll]] for (uint u = 0u; u < UNR; u++) {
-                uint bl = b0 + u * TPR - c0;
-                if (bl < kbn)
-                    [[unroll]] for (uint m = 0u; m < M; m++)
-                        if (m < n)
-                            [[unroll]] for (uint q = 0u; q < RPW; q++) {
-                                uint a = m * RPW + q, v = u * RPW + q;
-                                ag[a] = i8_block(tg, pw[4u * v], pw[4u * v + 1u], pf[6u * v],
-                                                 pf[6u * v + 1u], pf[6u * v + 2u], m * KB + bl,
-                                                 ag[a]);
-                                au[a] = i8_block(tu, pw[4u * v + 2u], pw[4u * v + 3u],
-                                                 pf[6u * v + 3u], pf[6u * v + 4u],
-                                                 pf[6u * v + 5u], m * KB + bl, au[a]);
-                            }
-            }
+            uint bl = b - c0;
+            [[unroll]] for (uint m = 0u; m < M; m++)
+                if (m < n)
+                    [[unroll]] for (uint q = 0u; q < RPW; q++) {
+                        uint a = m * RPW + q;
+                        ag[a] = i8_block(tg, pw[4u * q], pw[4u * q + 1u], pf[6u * q],
+                                         pf[6u * q + 1u], pf[6u * q + 2u], m * KB + bl, ag[a]);
+                        au[a] = i8_block(tu, pw[4u * q + 2u], pw[4u * q + 3u],
+                                         pf[6u * q + 3u], pf[6u * q + 4u], pf[6u * q + 5u],
+                                         m * KB + bl, au[a]);
+                    }
         }
     }
 #else
