@@ -228,16 +228,23 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
     /* inputs: x and residual to the device; the gating input's host part
      * (bias, given logits) into g */
     mf_vk_cmd_upload(vk, pr, &p->in);
-    VkBufferCopy gc = {
-        .srcOffset = 0, .dstOffset = p->gin_at,
-        .size = (VkDeviceSize)(E + (a->router ? 0 : T * E)) * 4};
-    vkCmdCopyBuffer(pr->cb, p->in.host.buf ? p->in.host.buf : p->in.dev.buf,
-                    p->g.buf, 1, &gc);
     if (a->F32 != (d->gate_up->layout == MF_GLU_SEPARATE
                        ? d->gate_up->w_gate->n
-                       : d->gate_up->w_gate->n / 2))
+                       : d->gate_up->w_gate->n / 2)) {
         vkCmdFillBuffer(pr->cb, p->h.buf, 0, VK_WHOLE_SIZE, 0);
-    pr->uploaded = 1;
+        pr->uploaded = 1;
+    }
+    /* the gating input's host part (bias, given logits) into g, by the
+     * copy shader in whole 16-byte words: x's region starts at an aligned
+     * offset after it in `in`, and g ends on a whole word; the words past
+     * the bias are the router's logits, which it writes after this */
+    const size_t gc_bytes = (size_t)(E + (a->router ? 0 : T * E)) * 4;
+    mf_vk_bind gcb[2] = {
+        {.buf = &p->in.dev, .offset = 0, .range = (gc_bytes + 15) & ~(size_t)15},
+        {.buf = &p->g, .offset = p->gin_at,
+         .range = (gc_bytes + 15) & ~(size_t)15}};
+    mf_gpu_cmd_copy_words(vk, pr, cpipe, gcb, (uint32_t)((gc_bytes + 15) / 16), 0);
+    mf_vk_cmd_barrier(pr);
     stamp(pr, p->ts, 0);
 
     const mf_vk_buf *ib = &p->in.dev, *ob = &p->out.dev;
