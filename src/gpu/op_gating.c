@@ -4,6 +4,7 @@
  * against bounds on the reference's libm scores and flags the rows it
  * cannot prove, which are recomputed here with the reference kernel. With
  * more than GATING_MAX_GROUPS groups every row takes that host path. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "../cpu/kernels.h"
@@ -11,12 +12,13 @@
 #include "shaders.h"
 
 #define GATING_MAX_GROUPS 1024
-/* Above this k the shader ranks every expert at once instead of running k
- * workgroup arg-max rounds. */
+/* Above this k the selection is kept in the output buffer (SELG), not in
+ * the shader's 32-entry shared arrays. */
 #define GATING_ROUNDS_MAX 32
 
 typedef struct gating_key {
     int32_t mode, E, k, renorm, has_bias, G, topk_group;
+    int32_t rank; /* rank_on() when recorded */
     uint32_t scale_bits;
     int64_t T;
 } gating_key;
@@ -48,6 +50,16 @@ static void host_rows(mf_gpu *g, const mf_gating_desc *d, const float *logits,
         }
 }
 
+/* Selection by rank (one pass over the keys in shared memory in place of
+ * k arg-max rounds, each a workgroup barrier) wherever the keys fit:
+ * MOEFUSE_GPU_GATING_RANK=0 turns it off, for every k (the rounds are
+ * what a device with too little shared memory runs; tests compare both). */
+static int rank_on(void)
+{
+    const char *e = getenv("MOEFUSE_GPU_GATING_RANK");
+    return !(e && strcmp(e, "0") == 0);
+}
+
 /* The pipeline for a call's push constants and mode. */
 static mf_status gating_pipe(mf_vk *vk, const gating_push *pc, int mode,
                              const mf_vk_pipe **pipe)
@@ -77,8 +89,6 @@ static mf_status gating_pipe(mf_vk *vk, const gating_push *pc, int mode,
         shared += 24 * (size_t)wg;
     if (shared > vk->shared_bytes)
         return MF_ERR_UNSUPPORTED;
-    /* Large k selects by rank (all keys in shared memory, one pass)
-     * instead of k arg-max rounds. */
     /* Sigmoid mode caches every expert's score and bounds where they fit
      * (else the shader computes them again where it needs them). */
     uint32_t scap = 1;
@@ -88,7 +98,7 @@ static mf_status gating_pipe(mf_vk *vk, const gating_push *pc, int mode,
         shared += 12 * (size_t)scap;
     }
     uint32_t rankn = 1;
-    if (pc->k > GATING_ROUNDS_MAX &&
+    if (rank_on() &&
         shared + 4 * (size_t)wg * per <= vk->shared_bytes) {
         rankn = wg * per;
         shared += 4 * (size_t)rankn;
@@ -102,8 +112,9 @@ static mf_status gating_pipe(mf_vk *vk, const gating_push *pc, int mode,
                                      : &mf_shader_gating_sh,
         .n_bindings = 2,
         .push_bytes = sizeof *pc,
-        .n_spec = 7,
-        .spec = {wg, per, (uint32_t)mode, gmax, rankn, scap, lcap},
+        .n_spec = 8,
+        .spec = {wg, per, (uint32_t)mode, gmax, rankn, scap, lcap,
+                 pc->k > GATING_ROUNDS_MAX},
     };
     return mf_vk_pipe_get(vk, &pd, pipe);
 }
@@ -180,6 +191,7 @@ mf_status mf_gpu_gating(mf_gpu *g, const mf_gating_desc *d,
     key.topk_group = (int32_t)pc.topk_group;
     memcpy(&key.scale_bits, &d->scale, 4);
     key.T = T;
+    key.rank = rank_on();
 
     mf_vk_plans *c = &g->plans[MF_GPU_OP_GATING];
     mf_vk_plan *pl = mf_vk_plans_get(vk, c, &key, sizeof key);

@@ -35,6 +35,10 @@ layout(constant_id = 5) const uint SCAP = 1;   // WG * PER in sigmoid mode
 layout(constant_id = 6) const uint LCAP = 1;   // WG * PER where the row's
                                                // logits fit in shared
                                                // memory, else 1
+layout(constant_id = 7) const uint SELG = 0;   // 1 (k > 32): the selection
+                                               // is kept in the output
+                                               // buffer, else in shared
+                                               // memory
 
 layout(push_constant) uniform PC {
     uint T, E, k, renorm, has_bias, G, topk_group;
@@ -392,10 +396,10 @@ bool select_groups(uint row)
 // Weight j of the row being formed: shared memory for small k, else the
 // output words at wbase (large k: written and read by the same invocation
 // in every loop below, so no barrier is needed between them).
-uint w_get(uint wbase, uint j) { return RANKN == 1u ? s_w[j] : v_out[wbase + j]; }
+uint w_get(uint wbase, uint j) { return SELG == 0u ? s_w[j] : v_out[wbase + j]; }
 void w_set(uint wbase, uint j, uint v)
 {
-    if (RANKN == 1u)
+    if (SELG == 0u)
         s_w[j] = v;
     else
         v_out[wbase + j] = v;
@@ -404,12 +408,12 @@ void w_set(uint wbase, uint j, uint v)
 // The j-th selected expert, and its selection value (softmax modes).
 uint sel_idx(uint ibase, uint j)
 {
-    return RANKN == 1u ? s_sel[j] : v_out[ibase + j];
+    return SELG == 0u ? s_sel[j] : v_out[ibase + j];
 }
 
 float sel_x(uint row, uint ibase, uint j)
 {
-    return RANKN == 1u ? s_selx[j] : xval(row, v_out[ibase + j]);
+    return SELG == 0u ? s_selx[j] : xval(row, v_out[ibase + j]);
 }
 
 void finish(uint row, uint k, bool renorm)
@@ -492,9 +496,11 @@ void main()
 
         uint first = 0u;
         if (RANKN > 1u) {
-            // large k: each eligible expert counts the experts ranked ahead
-            // of it (larger key, or equal key and lower index) and writes
-            // itself at that rank when it is below k.
+            // rank selection: each eligible expert counts the experts
+            // ranked ahead of it (larger key, or equal key and lower index)
+            // and writes itself at that rank when it is below k: one pass
+            // and one barrier for any k (into the output buffer for
+            // k > 32, SELG; else into shared memory, as the rounds do).
             for (uint j = 0u; j < PER; j++)
                 s_keys[tid + j * WG] = key[j];
             barrier();
@@ -511,7 +517,12 @@ void main()
                     }
                 }
                 if (rank < k) {
-                    v_out[row * k + rank] = i;
+                    if (SELG != 0u) {
+                        v_out[row * k + rank] = i;
+                    } else {
+                        s_sel[rank] = i;
+                        s_selx[rank] = key_float(kk);
+                    }
                     key[j] = 0u;
                 }
             }
@@ -520,7 +531,8 @@ void main()
                 bk = max(bk, s_keys[o]);
             first = wg_argmax(bk, 0u).x;
         } else {
-            // small k: k rounds of a workgroup arg-max; the winner's owner
+            // k rounds of a workgroup arg-max (where the keys do not fit
+            // in shared memory for the rank pass); the winner's owner
             // clears its key (0 is below every real key: -Inf maps to
             // 0x007fffff).
             for (uint r = 0u; r < k; r++) {
@@ -534,8 +546,12 @@ void main()
                 if (r == 0u)
                     first = win.x;
                 if (tid == 0u) {
-                    s_sel[r] = win.y;
-                    s_selx[r] = key_float(win.x);
+                    if (SELG != 0u) {
+                        v_out[row * k + r] = win.y;
+                    } else {
+                        s_sel[r] = win.y;
+                        s_selx[r] = key_float(win.x);
+                    }
                 }
                 // (no dynamic index into key: it stays in registers)
                 for (uint j = 0u; j < PER; j++)
@@ -543,10 +559,10 @@ void main()
                         key[j] = 0u;
             }
         }
-        // Large k reads back the indices it wrote; small k keeps them in
-        // shared memory and writes them out with the weights (the output
-        // may be host memory: no barrier waits for those stores).
-        if (RANKN > 1u)
+        // SELG reads back the indices it wrote; otherwise they stay in
+        // shared memory and go out with the weights (the output may be
+        // host memory: no barrier waits for those stores).
+        if (SELG != 0u)
             memoryBarrierBuffer();
         barrier();
 
@@ -625,7 +641,7 @@ void main()
             }
             finish(row, k, all && pc.renorm != 0u);
         }
-        if (RANKN == 1u)  // each weight by the invocation that formed it
+        if (SELG == 0u)  // each weight by the invocation that formed it
             for (uint j = tid; j < k; j += WG) {
                 v_out[row * k + j] = s_sel[j];
                 v_out[wbase + j] = s_w[j];
