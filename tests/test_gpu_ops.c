@@ -46,20 +46,27 @@ static void gating_check(mf_ctx *c, const mf_gating_desc *d0,
                   what, d.n_experts, d.k, d.mode, i, (double)wg[i],
                   (double)wr[i], mft_ulp_diff(wg[i], wr[i]));
     }
-    /* the k arg-max rounds (MOEFUSE_GPU_GATING_RANK=0, read when a plan is
-     * recorded; what a device runs where the keys do not fit in shared
-     * memory, k > 32 too) select the same experts as the rank pass and
-     * give the same weights, bit for bit */
+    /* both selections, forced (MOEFUSE_GPU_GATING_RANK, read when a plan
+     * is recorded): the k arg-max rounds (=0; what a device runs where the
+     * keys do not fit in shared memory, k > 32 too) and the rank pass (=1)
+     * select the automatic choice's experts and give its weights, bit for
+     * bit */
     int32_t *i2 = mft_alloc(n * 4, 0);
     float *w2 = mft_alloc(n * 4, 0);
-    setenv("MOEFUSE_GPU_GATING_RANK", "0", 1);
-    st = mf_gating(c, &d, logits, T, i2, w2);
-    unsetenv("MOEFUSE_GPU_GATING_RANK");
-    cr_assert_eq(st, MF_OK, "%s rounds: gpu status %s", what, mf_status_str(st));
-    cr_assert_eq(memcmp(i2, ig, n * 4), 0, "%s E=%d k=%d mode=%d: rounds' indices differ",
-                 what, d.n_experts, d.k, d.mode);
-    cr_assert_eq(memcmp(w2, wg, n * 4), 0, "%s E=%d k=%d mode=%d: rounds' weights differ",
-                 what, d.n_experts, d.k, d.mode);
+    static const char *const forced[] = {"0", "1"};
+    for (int f = 0; f < 2; f++) {
+        setenv("MOEFUSE_GPU_GATING_RANK", forced[f], 1);
+        st = mf_gating(c, &d, logits, T, i2, w2);
+        unsetenv("MOEFUSE_GPU_GATING_RANK");
+        cr_assert_eq(st, MF_OK, "%s RANK=%s: gpu status %s", what, forced[f],
+                     mf_status_str(st));
+        cr_assert_eq(memcmp(i2, ig, n * 4), 0,
+                     "%s E=%d k=%d mode=%d RANK=%s: indices differ", what,
+                     d.n_experts, d.k, d.mode, forced[f]);
+        cr_assert_eq(memcmp(w2, wg, n * 4), 0,
+                     "%s E=%d k=%d mode=%d RANK=%s: weights differ", what,
+                     d.n_experts, d.k, d.mode, forced[f]);
+    }
     mft_free(i2);
     mft_free(w2);
     mft_free(ir);
