@@ -46,26 +46,25 @@ static void gating_check(mf_ctx *c, const mf_gating_desc *d0,
                   what, d.n_experts, d.k, d.mode, i, (double)wg[i],
                   (double)wr[i], mft_ulp_diff(wg[i], wr[i]));
     }
-    /* every selection, forced (MOEFUSE_GPU_GATING_SELECT, read when a plan
-     * is recorded): the k arg-max rounds (what a device runs where the
-     * keys do not fit in shared memory, k > 32 too), the rank pass and the
-     * two-level subgroup selection (where the device has subgroup
-     * arithmetic and k <= 32) select the automatic choice's experts and
-     * give its weights, bit for bit */
+    /* both selections, forced (MOEFUSE_GPU_GATING_RANK, read when a plan
+     * is recorded): the k arg-max rounds (=0; what a device runs where the
+     * keys do not fit in shared memory, k > 32 too) and the rank pass (=1)
+     * select the automatic choice's experts and give its weights, bit for
+     * bit */
     int32_t *i2 = mft_alloc(n * 4, 0);
     float *w2 = mft_alloc(n * 4, 0);
-    static const char *const forced[] = {"rounds", "rank", "subgroup"};
-    for (int f = 0; f < 3; f++) {
-        setenv("MOEFUSE_GPU_GATING_SELECT", forced[f], 1);
+    static const char *const forced[] = {"0", "1"};
+    for (int f = 0; f < 2; f++) {
+        setenv("MOEFUSE_GPU_GATING_RANK", forced[f], 1);
         st = mf_gating(c, &d, logits, T, i2, w2);
-        unsetenv("MOEFUSE_GPU_GATING_SELECT");
-        cr_assert_eq(st, MF_OK, "%s SELECT=%s: gpu status %s", what, forced[f],
+        unsetenv("MOEFUSE_GPU_GATING_RANK");
+        cr_assert_eq(st, MF_OK, "%s RANK=%s: gpu status %s", what, forced[f],
                      mf_status_str(st));
         cr_assert_eq(memcmp(i2, ig, n * 4), 0,
-                     "%s E=%d k=%d mode=%d SELECT=%s: indices differ", what,
+                     "%s E=%d k=%d mode=%d RANK=%s: indices differ", what,
                      d.n_experts, d.k, d.mode, forced[f]);
         cr_assert_eq(memcmp(w2, wg, n * 4), 0,
-                     "%s E=%d k=%d mode=%d SELECT=%s: weights differ", what,
+                     "%s E=%d k=%d mode=%d RANK=%s: weights differ", what,
                      d.n_experts, d.k, d.mode, forced[f]);
     }
     mft_free(i2);

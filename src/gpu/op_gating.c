@@ -18,7 +18,7 @@
 
 typedef struct gating_key {
     int32_t mode, E, k, renorm, has_bias, G, topk_group;
-    int32_t sel; /* sel_forced() when recorded */
+    int32_t rank; /* rank_mode() when recorded */
     uint32_t scale_bits;
     int64_t T;
 } gating_key;
@@ -50,31 +50,22 @@ static void host_rows(mf_gpu *g, const mf_gating_desc *d, const float *logits,
         }
 }
 
-/* How the shader selects the top k. Rounds: k workgroup arg-max rounds,
- * each a barrier. Rank: one pass in which every expert counts the experts
- * ahead of it (all keys in shared memory). Subgroup: each subgroup's own
- * top k by subgroup rounds, then one rank pass over those candidates.
- * Default: subgroup where the device has subgroup arithmetic and k <= 32,
- * rank for k > 32 where the keys fit, else rounds. On the H200 rank was
- * slower than the rounds at small k (device time, same run: Qwen3 E=128
- * k=8 8.90 vs 8.22 us, DeepSeek-V3 E=256 k=8 17.28 vs 11.17 us:
- * gpu-h200-gating-rank.txt). MOEFUSE_GPU_GATING_SELECT=rounds|rank|subgroup
- * forces one where it can run (read when a plan is recorded); the tests
- * require every one to give the automatic choice's bits. */
-enum { SEL_AUTO, SEL_ROUNDS, SEL_RANK, SEL_SUBGROUP };
-
-static int sel_forced(void)
+/* Selection by rank (one pass over the keys in shared memory) for
+ * k > GATING_ROUNDS_MAX where the keys fit, else k workgroup arg-max
+ * rounds. Rounds are faster at small k on the H200 (device time, same run:
+ * Qwen3 E=128 k=8 8.22 vs 8.90 us, DeepSeek-V3 E=256 k=8 11.17 vs
+ * 17.28 us, Mixtral E=8 k=2 6.21 vs 6.88 us: gpu-h200-gating-rank.txt).
+ * MOEFUSE_GPU_GATING_RANK=1 ranks at every k, =0 runs the rounds at every
+ * k (what a device with too little shared memory runs); the tests compare
+ * both. Read when a plan is recorded. */
+static int rank_mode(uint32_t k)
 {
-    const char *e = getenv("MOEFUSE_GPU_GATING_SELECT");
-    if (!e)
-        return SEL_AUTO;
-    if (strcmp(e, "rounds") == 0)
-        return SEL_ROUNDS;
-    if (strcmp(e, "rank") == 0)
-        return SEL_RANK;
-    if (strcmp(e, "subgroup") == 0)
-        return SEL_SUBGROUP;
-    return SEL_AUTO;
+    const char *e = getenv("MOEFUSE_GPU_GATING_RANK");
+    if (e && strcmp(e, "0") == 0)
+        return 0;
+    if (e && strcmp(e, "1") == 0)
+        return 1;
+    return k > GATING_ROUNDS_MAX;
 }
 
 /* The pipeline for a call's push constants and mode. */
@@ -114,20 +105,8 @@ static mf_status gating_pipe(mf_vk *vk, const gating_push *pc, int mode,
         scap = wg * per;
         shared += 12 * (size_t)scap;
     }
-    int sel = sel_forced();
-    uint32_t rankn = 1, cand = 1;
-    if (vk->subgroup_arith && pc->k <= GATING_ROUNDS_MAX &&
-        (sel == SEL_AUTO || sel == SEL_SUBGROUP)) {
-        /* the shader checks its own subgroup count against the room */
-        uint32_t ns = wg / (vk->subgroup_size ? vk->subgroup_size : 1);
-        uint32_t n = (ns ? ns : 1) * pc->k;
-        if (n <= wg && shared + 8 * (size_t)n <= vk->shared_bytes) {
-            cand = n < 2 ? 2 : n;
-            shared += 8 * (size_t)cand;
-        }
-    }
-    if (cand == 1 &&
-        (sel == SEL_RANK || (sel == SEL_AUTO && pc->k > GATING_ROUNDS_MAX)) &&
+    uint32_t rankn = 1;
+    if (rank_mode(pc->k) &&
         shared + 4 * (size_t)wg * per <= vk->shared_bytes) {
         rankn = wg * per;
         shared += 4 * (size_t)rankn;
@@ -141,9 +120,9 @@ static mf_status gating_pipe(mf_vk *vk, const gating_push *pc, int mode,
                                      : &mf_shader_gating_sh,
         .n_bindings = 2,
         .push_bytes = sizeof *pc,
-        .n_spec = 9,
+        .n_spec = 8,
         .spec = {wg, per, (uint32_t)mode, gmax, rankn, scap, lcap,
-                 pc->k > GATING_ROUNDS_MAX, cand},
+                 pc->k > GATING_ROUNDS_MAX},
     };
     return mf_vk_pipe_get(vk, &pd, pipe);
 }
@@ -220,7 +199,7 @@ mf_status mf_gpu_gating(mf_gpu *g, const mf_gating_desc *d,
     key.topk_group = (int32_t)pc.topk_group;
     memcpy(&key.scale_bits, &d->scale, 4);
     key.T = T;
-    key.sel = sel_forced();
+    key.rank = rank_mode((uint32_t)k);
 
     mf_vk_plans *c = &g->plans[MF_GPU_OP_GATING];
     mf_vk_plan *pl = mf_vk_plans_get(vk, c, &key, sizeof key);

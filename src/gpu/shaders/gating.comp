@@ -13,8 +13,8 @@
 //    prove gets flag 1 and the host recomputes it with the reference.
 // Weights follow the reference's formulas with compensated sums.
 //
-// Built twice: USE_SUBGROUP (subgroup max/min for the arg-max, and the
-// two-level selection) and without (shared-memory tree).
+// Built twice: USE_SUBGROUP (subgroup max/min for the arg-max) and without
+// (shared-memory tree).
 #extension GL_GOOGLE_include_directive : require
 #ifdef USE_SUBGROUP
 #extension GL_KHR_shader_subgroup_basic : require
@@ -39,10 +39,6 @@ layout(constant_id = 7) const uint SELG = 0;   // 1 (k > 32): the selection
                                                // is kept in the output
                                                // buffer, else in shared
                                                // memory
-layout(constant_id = 8) const uint CAND = 1;   // > 1 (USE_SUBGROUP, k <= 32):
-                                               // two-level selection with
-                                               // room for CAND candidates
-                                               // (subgroups x k), else 1
 
 layout(push_constant) uniform PC {
     uint T, E, k, renorm, has_bias, G, topk_group;
@@ -89,9 +85,6 @@ const uint TG = GMAX > 1u ? TG_ : 1u;   // only with groups
 shared uint s_top2[TG > 1u ? 6u * WG : 1u];
 shared uint s_flag;
 shared uint s_ninf;
-// Two-level selection: each subgroup's top k (key, index), in rank order.
-shared uint c_key[CAND];
-shared uint c_idx[CAND];
 
 uint tid;
 uint par;
@@ -502,58 +495,7 @@ void main()
         }
 
         uint first = 0u;
-        bool two = false;
-#ifdef USE_SUBGROUP
-        // two levels: each subgroup picks its own top k by k subgroup
-        // arg-max rounds (no workgroup barrier), then one pass ranks the
-        // subgroups' candidates (the row's top k is among them; ties to the
-        // lower index as everywhere). Keys are cleared in the sigmoid
-        // check below, once the selection is known.
-        uint ncand = gl_NumSubgroups * k;
-        if (CAND > 1u && ncand <= CAND && ncand <= WG) {
-            two = true;
-            uint kk0[PER];
-            for (uint j = 0u; j < PER; j++)
-                kk0[j] = key[j];
-            uint cb = gl_SubgroupID * k;
-            for (uint r = 0u; r < k; r++) {
-                uint bk = 0u, bi = NONE;
-                for (uint j = 0u; j < PER; j++)
-                    if (key[j] > bk) {
-                        bk = key[j];
-                        bi = tid + j * WG;
-                    }
-                uint mk = subgroupMax(bk);
-                uint mi = subgroupMin(bk == mk ? bi : NONE);
-                if (subgroupElect()) {
-                    c_key[cb + r] = mk;
-                    c_idx[cb + r] = mi;
-                }
-                for (uint j = 0u; j < PER; j++)
-                    if (mi == tid + j * WG)
-                        key[j] = 0u;
-            }
-            for (uint j = 0u; j < PER; j++)
-                key[j] = kk0[j];
-            barrier();
-            if (tid < ncand) {
-                uint kc = c_key[tid], ic = c_idx[tid], rank = 0u;
-                for (uint o = 0u; o < ncand; o++) {
-                    uint ko = c_key[o], io = c_idx[o];
-                    rank += ko > kc || (ko == kc && (io < ic || (io == ic && o < tid)))
-                                ? 1u : 0u;
-                }
-                if (rank < k) {
-                    s_sel[rank] = ic;
-                    s_selx[rank] = key_float(kc);
-                }
-            }
-            for (uint sg = 0u; sg < gl_NumSubgroups; sg++)
-                first = max(first, c_key[sg * k]);
-        }
-#endif
-        if (two) {
-        } else if (RANKN > 1u) {
+        if (RANKN > 1u) {
             // rank selection: each eligible expert counts the experts
             // ranked ahead of it (larger key, or equal key and lower index)
             // and writes itself at that rank when it is below k: one pass
@@ -626,13 +568,6 @@ void main()
 
         uint ibase = row * k, wbase = pc.T * k + row * k;
         if (MODE == SIGMOID) {
-            if (two)  // the selected experts' keys, cleared as the rounds do
-                for (uint j = 0u; j < k; j++) {
-                    uint e = s_sel[j];
-                    for (uint q = 0u; q < PER; q++)
-                        if (e == tid + q * WG)
-                            key[q] = 0u;
-                }
             for (uint j = tid; j + 1u < k; j += WG)
                 if (!surely_ahead(row, sel_idx(ibase, j), sel_idx(ibase, j + 1u)))
                     bad = true;
