@@ -183,6 +183,16 @@ Test(gpu, gating_ties)
                                             .bias = b ? bias : NULL};
                         gating_check(c, &d, x, T, "ties");
                     }
+            /* groups (DeepSeek-V3 style) over tied scores */
+            if (E % 8 == 0)
+                for (int b = 0; b < 2; b++) {
+                    mf_gating_desc d = {.mode = MF_GATING_SIGMOID_GROUPED,
+                                        .n_experts = E, .k = E < 16 ? 2 : 8,
+                                        .n_group = 8, .topk_group = 4,
+                                        .renormalize = 1, .scale = 2.5f,
+                                        .bias = b ? bias : NULL};
+                    gating_check(c, &d, x, T, "grouped ties");
+                }
             /* sigmoid saturation: every score exactly 1 */
             for (int64_t i = 0; i < T * E; i++)
                 x[i] = mft_uniform(&r, 20.0f, 40.0f);
