@@ -286,6 +286,16 @@ static int bench_chain(gcase *c, const bench_opts *o, bench_results *res,
         if (same > 0)
             printf("           down_combine at %.0f%% of a read of its own size\n",
                    100 * dn / same);
+        /* both matvecs against the copy floor, and what one pass over both
+         * weight sets costs the device (the floor of two passes fused) */
+        double both = (bytes_gu + bytes_dn) / ((k.steps[2] + k.steps[3]) / k.n * 1e3);
+        printf("           matvecs together %.0f GB/s: %.0f%% of device copy\n",
+               both, 100 * both / res->device_copy_gbps);
+        same = measure_floor(c->gpu, o, res, MF_GPU_COPY_READ,
+                             ((size_t)(bytes_gu + bytes_dn) + 15) & ~(size_t)15);
+        if (same > 0)
+            printf("           one read of both sizes %.0f GB/s: %.0f%% of device copy\n",
+                   same, 100 * same / res->device_copy_gbps);
     }
     /* the three ops' own plans, submitted one by one (their last calls ran
      * in bench_op just before; skipped when the filter left them out) */
