@@ -80,8 +80,13 @@ static const char *const group_modes[] = {"0", "1", "2", "4", "16"};
  * (phase 0), each forced with MOEFUSE_GPU_MOE_GROUP=0. Lavapipe's 8-lane
  * subgroups give more lane groups than the test shapes have slots, where
  * the automatic choice is phase 0; the H200 takes phase 3 for k = 8. */
-static const char *const slot_modes[] = {"1", "1", "0"};
-#define N_SLOT_MODES 3
+static const char *const slot_modes[] = {"1", "1", "0", "1", "0"};
+#define N_SLOT_MODES 5
+/* INT8: the first three quantize h in the down workgroups themselves
+ * (MOEFUSE_GPU_DN_PREQ=0), the last two once, in a dispatch of its own
+ * (=1; the automatic choice takes it from DOWN_PREQ_BLOCKS h blocks on):
+ * the same bits. */
+#define SLOT_PREQ 3
 
 /* The second slot-group run takes 8 rows per lane group (reduce_rows
  * scattering them over 8 or more lanes). */
@@ -95,6 +100,7 @@ static void slot_env(int si)
     snprintf(slot_rpw_saved, sizeof slot_rpw_saved, "%s", r ? r : "");
     if (si == 1)
         setenv("MOEFUSE_GPU_QRPW", "8", 1);
+    setenv("MOEFUSE_GPU_DN_PREQ", si >= SLOT_PREQ ? "1" : "0", 1);
 }
 
 /* Back to the automatic forms, the case's rows per lane group kept. */
@@ -102,6 +108,7 @@ static void slot_env_clear(void)
 {
     unsetenv("MOEFUSE_GPU_MOE_GROUP");
     unsetenv("MOEFUSE_GPU_DN_SLOTS");
+    unsetenv("MOEFUSE_GPU_DN_PREQ");
     if (slot_rpw_saved[0])
         setenv("MOEFUSE_GPU_QRPW", slot_rpw_saved, 1);
     else
@@ -687,8 +694,11 @@ static void down_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
         float *ym = mft_alloc((size_t)(T * H) * 4, 0);
         for (int mi = 0; mi < N_GROUP_MODES; mi++) {
             setenv("MOEFUSE_GPU_MOE_GROUP", group_modes[mi], 1);
+            /* INT8: h quantized once (odd) or by the workgroups */
+            setenv("MOEFUSE_GPU_DN_PREQ", mi % 2 ? "1" : "0", 1);
             st = mf_moe_down_combine(c, &d, T, k, h, idx, w, res, ym);
             unsetenv("MOEFUSE_GPU_MOE_GROUP");
+            unsetenv("MOEFUSE_GPU_DN_PREQ");
             cr_assert_eq(st, MF_OK, "%s mode %s: gpu %s", what,
                          group_modes[mi], mf_status_str(st));
             cr_expect(memcmp(ym, yg, (size_t)(T * H) * 4) == 0,
@@ -752,6 +762,8 @@ Test(gpu_quant, moe_down_combine)
         /* k > 8: two slot passes per token; every mode */
         {16, 33, 128, 2, 11, 0.5f, SPREAD, 1, 1},
         {8, 17, 256, 7, 8, 0, SPREAD, 2, 0},
+        /* INT8 (PILE) in every mode: h quantized once or per workgroup */
+        {16, 40, 128, 2, 9, 0.5f, PILE, 1, 1},
     };
     for (int var = 0; var < 2; var++) {
         mf_ctx *c = mft_gpu_ctx(var);
@@ -1090,7 +1102,7 @@ Test(gpu_quant, chain_layer_presets)
  * pair, grouped by expert): the same y, bit for bit. */
 static void chain_logits_case(mf_ctx *c, const char *preset, int32_t E,
                               int32_t k, int64_t T, mf_type fmt, int modes,
-                              uint64_t seed)
+                              mf_precision prec, uint64_t seed)
 {
     mf_moe_config cfg = small(preset, 128, 64, E, k);
     synth_layer L;
@@ -1110,10 +1122,11 @@ static void chain_logits_case(mf_ctx *c, const char *preset, int32_t E,
     mf_gating_desc gd = {.impl = MF_IMPL_GPU, .mode = cfg.router,
                          .n_experts = E, .k = k,
                          .renormalize = cfg.renormalize};
-    mf_moe_gate_up_desc gu = {.impl = MF_IMPL_GPU, .glu = cfg.glu,
+    mf_moe_gate_up_desc gu = {.impl = MF_IMPL_GPU, .prec = prec, .glu = cfg.glu,
                               .layout = cfg.gate_up_layout,
                               .w_gate = &L.w.gate, .w_up = &L.w.up};
-    mf_moe_down_desc dd = {.impl = MF_IMPL_GPU, .w_down = &L.w.down};
+    mf_moe_down_desc dd = {.impl = MF_IMPL_GPU, .prec = prec,
+                           .w_down = &L.w.down};
     cr_assert_eq(mf_gating(c, &gd, logits, T, i0, w0), MF_OK);
     cr_assert_eq(mf_moe_gate_up(c, &gu, T, k, x, i0, h), MF_OK);
     cr_assert_eq(mf_moe_down_combine(c, &dd, T, k, h, i0, w0, res, y0),
@@ -1142,9 +1155,12 @@ static void chain_logits_case(mf_ctx *c, const char *preset, int32_t E,
     cr_expect_gt(rt.host_us, 0.0);
     for (int mi = 0; modes && mi < N_GROUP_MODES; mi++) {
         setenv("MOEFUSE_GPU_MOE_GROUP", group_modes[mi], 1);
+        /* INT8: h quantized once (odd) or by the down workgroups */
+        setenv("MOEFUSE_GPU_DN_PREQ", mi % 2 ? "1" : "0", 1);
         mf_status st = mf_gpu_moe_chain(g, &cd, x, logits, T, res, y1, i1, w1,
                                         NULL);
         unsetenv("MOEFUSE_GPU_MOE_GROUP");
+        unsetenv("MOEFUSE_GPU_DN_PREQ");
         cr_assert_eq(st, MF_OK, "%s mode %s: %s", preset, group_modes[mi],
                      mf_status_str(st));
         cr_expect_eq(memcmp(i0, i1, Tk * 4), 0, "%s mode %s: indices differ",
@@ -1183,14 +1199,23 @@ static void chain_logits_case(mf_ctx *c, const char *preset, int32_t E,
 Test(gpu_quant, chain_from_logits)
 {
     mf_ctx *c = mft_gpu_ctx(0);
-    chain_logits_case(c, "qwen3-30b-a3b", 12, 3, 3, MF_TYPE_MLX_Q8, 0, 21);
+    chain_logits_case(c, "qwen3-30b-a3b", 12, 3, 3, MF_TYPE_MLX_Q8, 0,
+                      MF_PREC_EXACT, 21);
     /* many pairs per expert: 64 pairs over 4 experts */
-    chain_logits_case(c, "mixtral-8x7b", 4, 2, 32, MF_TYPE_Q4_0, 1, 22);
+    chain_logits_case(c, "mixtral-8x7b", 4, 2, 32, MF_TYPE_Q4_0, 1,
+                      MF_PREC_EXACT, 22);
+    /* INT8: the down step's h quantized by a dispatch of its own or by
+     * the down workgroups (forced forms: the same bits) */
+    chain_logits_case(c, "qwen3-30b-a3b", 16, 8, 2, MF_TYPE_Q4_0, 1,
+                      MF_PREC_INT8, 24);
     mft_gpu_ctx_done(c);
     /* the shared-memory reductions */
     c = mft_gpu_ctx(1);
     if (c) {
-        chain_logits_case(c, "mixtral-8x7b", 4, 2, 32, MF_TYPE_Q8_0, 1, 23);
+        chain_logits_case(c, "mixtral-8x7b", 4, 2, 32, MF_TYPE_Q8_0, 1,
+                          MF_PREC_EXACT, 23);
+        chain_logits_case(c, "mixtral-8x7b", 4, 2, 32, MF_TYPE_Q4_0, 1,
+                          MF_PREC_INT8, 25);
         mft_gpu_ctx_done(c);
     }
 }

@@ -201,12 +201,15 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
         st = mf_vk_buf_create(vk, p->out_bytes, MF_VK_MEM_DEVICE, &p->g);
     if (st == MF_OK)
         st = mf_vk_buf_create(vk, h_bytes, MF_VK_MEM_DEVICE, &p->h);
-    if (st == MF_OK && a->dn.group)
-        st = mf_vk_buf_create(vk, (size_t)P * (size_t)H * 4, MF_VK_MEM_DEVICE,
-                              &p->v);
-    /* the grouped down is two dispatches */
+    /* v: the grouped down's [P, H], then the quantized h (INT8) */
+    const size_t v_bytes = a->dn.group ? mf_qalign((size_t)P * (size_t)H * 4) : 0;
+    if (st == MF_OK && (a->dn.group || a->dn.quant))
+        st = mf_vk_buf_create(vk, v_bytes + (size_t)a->dn.hq_bytes,
+                              MF_VK_MEM_DEVICE, &p->v);
+    /* dispatches: two copies, router, gating, gate_up, and the down
+     * step's up to MF_DN_DISPATCHES */
     if (st == MF_OK)
-        st = mf_vk_prog_init(vk, &p->prog, CHAIN_STEPS + 2);
+        st = mf_vk_prog_init(vk, &p->prog, CHAIN_STEPS + 1 + MF_DN_DISPATCHES);
     if (st == MF_OK && vk->timestamps) {
         VkQueryPoolCreateInfo qi = {
             .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
@@ -275,10 +278,11 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
     stamp(pr, p->ts, 3);
     mf_vk_bind yb = {.buf = ob, .range = (VkDeviceSize)(T * H) * 4};
     mf_vk_bind rs = {.buf = ib, .offset = p->res_at};
-    mf_vk_bind vb = {.buf = &p->v};
+    mf_vk_bind vb = {.buf = &p->v, .range = a->dn.group ? v_bytes : VK_WHOLE_SIZE};
+    mf_vk_bind qb = {.buf = &p->v, .offset = v_bytes, .range = a->dn.hq_bytes};
     mf_gpu_down_record(vk, pr, &a->dn, T, (int32_t)k, &hb,
                        (uint32_t)(a->F32 / 4), &gout, 0, &gout, (uint32_t)P,
-                       a->has_res ? &rs : NULL, 0, &yb, 0, &vb);
+                       a->has_res ? &rs : NULL, 0, &yb, 0, &vb, &qb);
     stamp(pr, p->ts, 4);
     /* the routing (and the sigmoid mode's logits) back: g -> out */
     mf_vk_cmd_barrier(pr);

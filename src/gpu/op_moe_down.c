@@ -15,6 +15,8 @@
 
 /* Slots per pass of the shader: their loads are in flight together. */
 #define DOWN_KC 8
+/* Workgroup size of the h quantize dispatch (one block an invocation). */
+#define DOWN_QWG 64
 
 typedef struct dn_key {
     uint32_t wid[4]; /* weights, bias */
@@ -23,6 +25,7 @@ typedef struct dn_key {
     uint32_t group;      /* mf_dn_res.group */
     int32_t int8;        /* mf_dn_res.int8 */
     uint32_t rows;       /* mf_dn_res.rows (the phase and its rows) */
+    int32_t preq;        /* mf_dn_res.quant set */
 } dn_key;
 
 typedef struct dn_push {
@@ -53,6 +56,28 @@ static int slots_mode(int32_t k, uint32_t groups)
  * takes up to 8 (each workgroup quantizes the pass's h blocks once: fewer
  * workgroups quantize less; 4 rows 10.8 us, 8 rows 9.6 us), EXACT up to 4
  * (12.4 us, 8 rows 16.4 us): Qwen3-30B-A3B T = 1 on the H200. */
+/* INT8: h quantized once by its own dispatch (i8quant.comp) rather than by
+ * every workgroup of the down dispatch for each block it uses, from
+ * DOWN_PREQ_BLOCKS h blocks (pairs x blocks a row) on. The extra dispatch
+ * costs about a chain step (1.4 us on the H200), which the small shapes do
+ * not win back. H200, INT8 Q4_0, chain step of down_combine, off -> on:
+ * Qwen3-30B-A3B T = 1 (192 blocks) 9.64 -> 11.04 us, GPT-OSS-20B T = 1
+ * (360) 18.2 -> 26.6 us, DeepSeek-V3 T = 1 (512) 44.0 -> 40.7 us,
+ * Mixtral-8x7B T = 1 (896) 48.8 -> 44.4 us, Qwen3-30B-A3B T = 32 (6144)
+ * 138.7 -> 107.5 us, Mixtral-8x7B T = 32 940 -> 792 us
+ * (gpu-h200-dn-preq.txt). MOEFUSE_GPU_DN_PREQ=1 / 0 forces it on / off
+ * (tests: the same bits either way). */
+#define DOWN_PREQ_BLOCKS 512
+static int preq_mode(uint64_t blocks)
+{
+    const char *e = getenv("MOEFUSE_GPU_DN_PREQ");
+    if (e && strcmp(e, "1") == 0)
+        return 1;
+    if (e && strcmp(e, "0") == 0)
+        return 0;
+    return blocks >= DOWN_PREQ_BLOCKS;
+}
+
 static uint32_t slots_rpw(uint64_t rows, uint32_t row_groups, uint64_t tokens,
                           uint32_t tpr, uint32_t cap)
 {
@@ -112,6 +137,10 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         uint32_t kc = (uint32_t)k < ng ? (uint32_t)k : ng;
         rpw = slots_rpw((uint64_t)d->w_down->n, ng / kc, (uint64_t)T, tpr,
                         want8 ? 8 : 4);
+        /* fewer rows per lane group where the shared memory is small */
+        while (rpw > 1 && ((size_t)(sg ? 0 : wg * rpw) + ng * rpw +
+                           2 * (size_t)wg + 1) * 4 > vk->shared_bytes)
+            rpw >>= 1;
         if (((size_t)(sg ? 0 : wg * rpw) + ng * rpw + 2 * (size_t)wg + 1) * 4 >
             vk->shared_bytes)
             return MF_ERR_UNSUPPORTED;
@@ -123,22 +152,42 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     } else {
         uint32_t kc = k < DOWN_KC ? (uint32_t)k : DOWN_KC;
         rpw = mf_qrpw((uint64_t)d->w_down->n, wg / tpr, (uint64_t)T);
-        /* red: KC RPW floats per thread; the pair list (unused here) */
-        if (((size_t)wg * kc * rpw + 2 * (size_t)wg + 1) * 4 > vk->shared_bytes)
+        /* red (shared-memory reductions only): KC RPW floats per thread;
+         * the pair list (unused here). Where the shared memory is small,
+         * fewer rows per lane group, then fewer slots per pass. */
+        const size_t red = sg ? 0 : (size_t)wg;
+        while (rpw > 1 && (red * kc * rpw + 2 * (size_t)wg + 1) * 4 > vk->shared_bytes)
+            rpw >>= 1;
+        while (kc > 1 && (red * kc * rpw + 2 * (size_t)wg + 1) * 4 > vk->shared_bytes)
+            kc >>= 1;
+        if ((red * kc * rpw + 2 * (size_t)wg + 1) * 4 > vk->shared_bytes)
             return MF_ERR_UNSUPPORTED;
         uint32_t spec[8] = {wg, tpr, mf_wfmt(d->w_down), kc, flags, rpw, 0, 1};
         memcpy(pd.spec, spec, sizeof spec);
         staged = kc;
-        other = 4 * ((sg ? 0 : (size_t)wg * kc * rpw) + 2 * (size_t)wg + 1);
+        other = 4 * (red * kc * rpw + 2 * (size_t)wg + 1);
     }
     /* INT8: the staged h blocks of the pass's pairs (slots) */
     uint32_t kb = 0;
     if (want8)
         kb = slot_rows ? 1 : mf_qkb(vk, out->wd->lay.nb, staged, other);
+    const int preq = kb && preq_mode(P * out->wd->lay.nb);
     if (kb) {
         pd.shader = sg ? &mf_shader_moe_down_i8_sg : &mf_shader_moe_down_i8_sh;
-        pd.n_spec = 9;
+        pd.n_spec = 10;
         pd.spec[8] = kb;
+        pd.spec[9] = (uint32_t)preq;
+    }
+    if (preq) {
+        out->hq_bytes = P * out->wd->lay.nb * 48;
+        if (out->hq_bytes > vk->max_binding)
+            return MF_ERR_DEVICE_OOM;
+        mf_vk_pipe_desc qd = {.shader = &mf_shader_i8quant, .n_bindings = 2,
+                              .push_bytes = 3 * sizeof(uint32_t), .n_spec = 1,
+                              .spec = {DOWN_QWG}};
+        st = mf_vk_pipe_get(vk, &qd, &out->quant);
+        if (st != MF_OK)
+            return st;
     }
     out->rows = slot_rows ? slot_rows : wg / tpr * rpw;
     out->group = m;
@@ -161,7 +210,7 @@ void mf_gpu_down_record(mf_vk *vk, mf_vk_prog *p, const mf_dn_res *r,
                         const mf_vk_bind *w, uint32_t w_off,
                         const mf_vk_bind *res, uint32_t res_off,
                         const mf_vk_bind *y, uint32_t y_off,
-                        const mf_vk_bind *v)
+                        const mf_vk_bind *v, const mf_vk_bind *hq)
 {
     const mf_wkey *wk = &r->wd->key;
     dn_push pc = {
@@ -172,6 +221,16 @@ void mf_gpu_down_record(mf_vk *vk, mf_vk_prog *p, const mf_dn_res *r,
         .gpr = wk->group_size ? (uint32_t)(wk->k / wk->group_size) : 0,
         .hs = hs, .idx_off = idx_off, .w_off = w_off, .res_off = res_off,
         .y_off = y_off};
+    if (r->quant) {
+        uint32_t qpc[3] = {(uint32_t)(T * k) * pc.nb, pc.nb, hs};
+        mf_vk_bind qb[2] = {*h, *hq};
+        uint64_t qx = ((uint64_t)qpc[0] + DOWN_QWG - 1) / DOWN_QWG;
+        if (qx > vk->max_groups_x)
+            qx = vk->max_groups_x;
+        mf_vk_cmd_dispatch(vk, p, r->quant, qb, qpc, (uint32_t)qx, 1, 1);
+        mf_vk_cmd_barrier(p);
+        h = hq;
+    }
     mf_vk_bind b[8] = {{.buf = &r->wd->buf}, *h, *idx, *w,
                        r->bd ? (mf_vk_bind){.buf = &r->bd->buf} : *h,
                        res ? *res : *h, *y, r->group ? *v : *y};
@@ -232,6 +291,7 @@ mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
     key.group = r.group;
     key.int8 = r.int8;
     key.rows = r.rows | (uint32_t)r.slots << 31;
+    key.preq = r.quant != NULL;
     mf_vk_plans *c = &g->plans[MF_GPU_OP_MOE_DOWN];
     mf_vk_plan *pl = mf_vk_plans_get(vk, c, &key, sizeof key);
     if (!pl->ready) {
@@ -239,11 +299,12 @@ mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
         int out = -1;
         if (in >= 0)
             out = mf_vk_plan_io(vk, pl, (size_t)out_bytes, MF_VK_OUT, &st);
-        /* the grouped mode's v [P, H] */
-        if (out >= 0 && r.group)
-            st = mf_vk_plan_scratch(vk, pl, (size_t)(P * (uint64_t)H) * 4);
+        /* the grouped mode's v [P, H], then the quantized h */
+        const size_t v_bytes = r.group ? mf_qalign((size_t)(P * (uint64_t)H) * 4) : 0;
+        if (out >= 0 && (r.group || r.quant))
+            st = mf_vk_plan_scratch(vk, pl, v_bytes + (size_t)r.hq_bytes);
         if (out >= 0 && st == MF_OK)
-            st = mf_vk_prog_init(vk, &pl->prog, 2);
+            st = mf_vk_prog_init(vk, &pl->prog, MF_DN_DISPATCHES);
         if (out >= 0 && st == MF_OK)
             st = mf_vk_prog_begin(vk, &pl->prog);
         if (out >= 0 && st == MF_OK) {
@@ -254,11 +315,15 @@ mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
             mf_vk_bind wbnd = {.buf = ib, .offset = w_at};
             mf_vk_bind rbnd = {.buf = ib, .offset = res_at};
             mf_vk_bind ybnd = {.buf = &pl->io[out].dev};
-            mf_vk_bind vbnd = {.buf = &pl->scratch};
+            mf_vk_bind vbnd = {.buf = &pl->scratch,
+                               .range = r.group ? v_bytes : VK_WHOLE_SIZE};
+            mf_vk_bind qbnd = {.buf = &pl->scratch, .offset = v_bytes,
+                               .range = r.hq_bytes};
             mf_vk_cmd_upload(vk, &pl->prog, &pl->io[in]);
             mf_gpu_down_record(vk, &pl->prog, &r, T, k, &hbnd,
                                (uint32_t)(F32 / 4), &ibnd, 0, &wbnd, 0,
-                               has_res ? &rbnd : NULL, 0, &ybnd, 0, &vbnd);
+                               has_res ? &rbnd : NULL, 0, &ybnd, 0, &vbnd,
+                               &qbnd);
             mf_vk_cmd_download(vk, &pl->prog, &pl->io[out]);
             st = mf_vk_prog_end(vk, &pl->prog);
         }

@@ -271,6 +271,9 @@ typedef struct mf_dn_res {
     uint32_t group;                   /* mf_qgroup's M; 0: per pair */
     int int8;                         /* the INT8 shaders (mf_qint8) */
     int slots;                        /* per pair: phase 3 (slot groups) */
+    const mf_vk_pipe *quant;          /* INT8: h quantized once first
+                                       * (i8quant.comp), else NULL */
+    uint64_t hq_bytes;                /* its records' bytes (quant) */
 } mf_dn_res;
 
 mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
@@ -280,14 +283,18 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
  * idx / routing weights / residual at the given element offsets of their
  * bindings (res NULL: none, as prepared). v: device memory of T k H
  * floats the grouped mode writes and reads (ignored per pair); grouped,
- * two dispatches with a barrier between. */
+ * two dispatches with a barrier between. hq: device memory of
+ * r->hq_bytes where r->quant (ignored otherwise): the quantize dispatch
+ * writes it and a barrier separates it from the down dispatch. At most
+ * MF_DN_DISPATCHES dispatches. */
+#define MF_DN_DISPATCHES 3
 void mf_gpu_down_record(mf_vk *vk, mf_vk_prog *p, const mf_dn_res *r,
                         int64_t T, int32_t k, const mf_vk_bind *h,
                         uint32_t hs, const mf_vk_bind *idx, uint32_t idx_off,
                         const mf_vk_bind *w, uint32_t w_off,
                         const mf_vk_bind *res, uint32_t res_off,
                         const mf_vk_bind *y, uint32_t y_off,
-                        const mf_vk_bind *v);
+                        const mf_vk_bind *v, const mf_vk_bind *hq);
 
 /* Drops every recorded plan (ops and chains) that binds resident tensor id. */
 void mf_quant_drop_plans(mf_gpu *g, uint32_t id);

@@ -99,3 +99,8 @@ static const uint32_t spv_mf_shader_moe_down_i8_sh[] =
 #include "src/gpu/shaders/moe_down_i8_sh.spv.inc"
     ;
 MF_SHADER(mf_shader_moe_down_i8_sh, "moe_down_i8_sh");
+
+static const uint32_t spv_mf_shader_i8quant[] =
+#include "src/gpu/shaders/i8quant.spv.inc"
+    ;
+MF_SHADER(mf_shader_i8quant, "i8quant");

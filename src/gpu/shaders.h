@@ -25,5 +25,6 @@ extern const mf_vk_shader mf_shader_moe_gate_up_i8_sg;
 extern const mf_vk_shader mf_shader_moe_gate_up_i8_sh;
 extern const mf_vk_shader mf_shader_moe_down_i8_sg;
 extern const mf_vk_shader mf_shader_moe_down_i8_sh;
+extern const mf_vk_shader mf_shader_i8quant;
 
 #endif

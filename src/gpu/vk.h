@@ -196,7 +196,7 @@ typedef struct mf_vk_shader {
 } mf_vk_shader;
 
 #define MF_VK_MAX_BINDINGS 8
-#define MF_VK_MAX_SPEC 9
+#define MF_VK_MAX_SPEC 10
 #define MF_VK_MAX_PUSH 128
 
 typedef struct mf_vk_pipe_desc {

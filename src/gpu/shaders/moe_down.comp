@@ -28,8 +28,11 @@
 // the combine is the same rounded sequence.
 // Built with -DINT8 (MF_PREC_INT8, qint8.glsl), phases 0 and 1 quantize
 // the h blocks of their pass's slots / pairs into shared memory per chunk
-// of KB blocks and take integer dot products with them; phases 1 + 2
-// still give phase 0's bits.
+// of KB blocks and take integer dot products with them (phase 3: in
+// registers); phases 1 + 2 still give phase 0's bits. With PREQ the h
+// binding holds i8quant.comp's records of h instead (quantized once, by
+// the same function, before this dispatch): every workgroup loads the
+// codes rather than quantizing each block it uses again; the same bits.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #ifdef USE_SUBGROUP
@@ -50,6 +53,8 @@ layout(constant_id = 7) const uint M = 1;       // pairs per pass (phase 1)
 #ifdef INT8
 layout(constant_id = 8) const uint KB = 32;     // staged h blocks a pair
                                                 // and chunk
+layout(constant_id = 9) const uint PREQ = 0;    // 1: h is quantized
+                                                // (i8quant.comp)
 const uint I8_ROWS = PHASE == 1u ? M : KC;
 const uint I8_KB = KB;
 #endif
@@ -82,6 +87,10 @@ layout(push_constant) uniform PC {
 
 layout(std430, binding = 0) readonly buffer Wd { uvec4 wd[]; };
 layout(std430, binding = 1) readonly buffer Hb { vec4 hb[]; };
+#ifdef INT8
+// PREQ: the same binding as i8quant.comp's records, 3 uvec4 a block
+layout(std430, binding = 1) readonly buffer Hq { uvec4 hq[]; };
+#endif
 layout(std430, binding = 2) readonly buffer Ib { uint ib[]; };
 layout(std430, binding = 3) readonly buffer Rw { float rw[]; };
 layout(std430, binding = 4) readonly buffer Bd { float bd[]; };
@@ -119,6 +128,36 @@ void load_h(uint p, uint b, out vec4 xv[8])
     for (uint c = 0u; c < 8u; c++)
         xv[c] = hb[base + c];
 }
+
+#ifdef INT8
+// h block b of pair p quantized: its record (PREQ) or quantized here.
+void h_block_i8(uint p, uint b, out uvec4 x0, out uvec4 x1, out vec2 meta,
+                out int sum)
+{
+    if (PREQ != 0u) {
+        uint o = 3u * (p * pc.nb + b);
+        x0 = hq[o];
+        x1 = hq[o + 1u];
+        uvec4 m = hq[o + 2u];
+        meta = uintBitsToFloat(m.xy);
+        sum = int(m.z);
+    } else {
+        vec4 xv[8];
+        load_h(p, b, xv);
+        i8_quantize(xv, x0, x1, meta, sum);
+    }
+}
+
+// h block b of pair p into staged slot `slot`.
+void stage_h(uint slot, uint p, uint b)
+{
+    uvec4 x0, x1;
+    vec2 meta;
+    int sum;
+    h_block_i8(p, b, x0, x1, meta, sum);
+    i8_stage_q(slot, x0, x1, meta, sum);
+}
+#endif
 
 // Adds the lanes' partial sums acc[0..na) (na uniform over the workgroup);
 // lane 0 gets the totals.
@@ -188,9 +227,7 @@ void fused()
                     barrier();
                     for (uint s = tid; s < nj * kbn; s += WG) {
                         uint jj = s / kbn, bl = s - jj * kbn;
-                        vec4 xv[8];
-                        load_h(t * k + j0 + jj, c0 + bl, xv);
-                        i8_stage(jj * KB + bl, xv);
+                        stage_h(jj * KB + bl, t * k + j0 + jj, c0 + bl);
                     }
                     barrier();
                     for (uint b = c0 + lane; b < c0 + kbn; b += TPR)
@@ -335,19 +372,19 @@ void fused_slots()
                                 pw[2u * q] = r[0];
                                 pw[2u * q + 1u] = r[1];
                             }
-                        vec4 xv[8];
-                        load_h(p, b, xv);
 #ifdef INT8
                         uvec4 x0, x1;
                         vec2 meta;
                         int xsum;
-                        i8_quantize(xv, x0, x1, meta, xsum);
+                        h_block_i8(p, b, x0, x1, meta, xsum);
                         [[unroll]] for (uint q = 0u; q < RPW; q++) {
                             int isum = i8_idot(t8, pw[2u * q], pw[2u * q + 1u], x0, x1, xsum);
                             acc[q] = i8_acc(t8, isum, pf[3u * q], pf[3u * q + 1u],
                                             pf[3u * q + 2u], meta, acc[q]);
                         }
 #else
+                        vec4 xv[8];
+                        load_h(p, b, xv);
                         [[unroll]] for (uint q = 0u; q < RPW; q++) {
                             uvec4 raw[8];
                             float d, sc, bi;
@@ -421,9 +458,7 @@ void row_block(uint e, uint rb, uint pr[M], uint n)
         barrier();
         for (uint s = tid; s < n * kbn; s += WG) {
             uint m = s / kbn, bl = s - m * kbn;
-            vec4 xv[8];
-            load_h(pr[m], c0 + bl, xv);
-            i8_stage(m * KB + bl, xv);
+            stage_h(m * KB + bl, pr[m], c0 + bl);
         }
         barrier();
         for (uint b = c0 + lane; b < c0 + kbn; b += TPR) {
