@@ -51,33 +51,36 @@ static int slots_mode(int32_t k, uint32_t groups)
     return (uint32_t)k >= groups;
 }
 
-/* Rows per lane group of phase 3: the most, up to `cap` and the lanes (so
- * that reduce_rows scatters), that keep MF_QMIN_GROUPS workgroups. INT8
- * takes up to 8 (each workgroup quantizes the pass's h blocks once: fewer
- * workgroups quantize less; 4 rows 10.8 us, 8 rows 9.6 us), EXACT up to 4
- * (12.4 us, 8 rows 16.4 us): Qwen3-30B-A3B T = 1 on the H200. */
 /* INT8: h quantized once by its own dispatch (i8quant.comp) rather than by
  * every workgroup of the down dispatch for each block it uses, from
- * DOWN_PREQ_BLOCKS h blocks (pairs x blocks a row) on. The extra dispatch
- * costs about a chain step (1.4 us on the H200), which the small shapes do
- * not win back. H200, INT8 Q4_0, chain step of down_combine, off -> on:
- * Qwen3-30B-A3B T = 1 (192 blocks) 9.64 -> 11.04 us, GPT-OSS-20B T = 1
- * (360) 18.2 -> 26.6 us, DeepSeek-V3 T = 1 (512) 44.0 -> 40.7 us,
- * Mixtral-8x7B T = 1 (896) 48.8 -> 44.4 us, Qwen3-30B-A3B T = 32 (6144)
- * 138.7 -> 107.5 us, Mixtral-8x7B T = 32 940 -> 792 us
- * (gpu-h200-dn-preq.txt). MOEFUSE_GPU_DN_PREQ=1 / 0 forces it on / off
- * (tests: the same bits either way). */
+ * DOWN_PREQ_BLOCKS h blocks (pairs x blocks a row) on, except in slot
+ * groups with several row groups a slot (k below the lane groups). The
+ * extra dispatch costs about a chain step (1.4 us on the H200), which the
+ * small shapes do not win back. H200, INT8 Q4_0, chain step of
+ * down_combine, off -> on: Qwen3-30B-A3B T = 1 (192 blocks) 9.64 -> 11.04
+ * us, DeepSeek-V3 T = 1 (512) 44.0 -> 40.7 us, Mixtral-8x7B T = 1 (896)
+ * 48.8 -> 44.4 us, Qwen3-30B-A3B T = 32 (6144) 138.7 -> 107.5 us,
+ * DeepSeek-V3 T = 32 977 -> 698 us, Mixtral-8x7B T = 32 940 -> 792 us;
+ * GPT-OSS-20B (k = 4: two row groups a slot) lost at both T = 1 (360
+ * blocks) 18.2 -> 26.6 us and T = 32 315 -> 344 us, for reasons not
+ * established (gpu-h200-dn-preq.txt). MOEFUSE_GPU_DN_PREQ=1 / 0 forces it
+ * on / off (tests: the same bits either way). */
 #define DOWN_PREQ_BLOCKS 512
-static int preq_mode(uint64_t blocks)
+static int preq_mode(uint64_t blocks, int shared_slots)
 {
     const char *e = getenv("MOEFUSE_GPU_DN_PREQ");
     if (e && strcmp(e, "1") == 0)
         return 1;
     if (e && strcmp(e, "0") == 0)
         return 0;
-    return blocks >= DOWN_PREQ_BLOCKS;
+    return blocks >= DOWN_PREQ_BLOCKS && !shared_slots;
 }
 
+/* Rows per lane group of phase 3: the most, up to `cap` and the lanes (so
+ * that reduce_rows scatters), that keep MF_QMIN_GROUPS workgroups. INT8
+ * takes up to 8 (each workgroup quantizes the pass's h blocks once: fewer
+ * workgroups quantize less; 4 rows 10.8 us, 8 rows 9.6 us), EXACT up to 4
+ * (12.4 us, 8 rows 16.4 us): Qwen3-30B-A3B T = 1 on the H200. */
 static uint32_t slots_rpw(uint64_t rows, uint32_t row_groups, uint64_t tokens,
                           uint32_t tpr, uint32_t cap)
 {
@@ -120,6 +123,7 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         .n_spec = 8,
     };
     uint32_t rpw, staged, slot_rows = 0;
+    int shared_slots = 0; /* phase 3 with several row groups a slot */
     size_t other;
     if (m) {
         /* grouped: at most min(E, P) experts' workgroups have work */
@@ -149,6 +153,7 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         staged = 1;
         other = 4 * ((sg ? 0 : (size_t)wg * rpw) + ng * rpw + 2 * (size_t)wg + 1);
         slot_rows = ng / kc * rpw;
+        shared_slots = ng / kc > 1;
     } else {
         uint32_t kc = k < DOWN_KC ? (uint32_t)k : DOWN_KC;
         rpw = mf_qrpw((uint64_t)d->w_down->n, wg / tpr, (uint64_t)T);
@@ -171,7 +176,7 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     uint32_t kb = 0;
     if (want8)
         kb = slot_rows ? 1 : mf_qkb(vk, out->wd->lay.nb, staged, other);
-    const int preq = kb && preq_mode(P * out->wd->lay.nb);
+    const int preq = kb && preq_mode(P * out->wd->lay.nb, shared_slots);
     if (kb) {
         pd.shader = sg ? &mf_shader_moe_down_i8_sg : &mf_shader_moe_down_i8_sh;
         pd.n_spec = 10;
