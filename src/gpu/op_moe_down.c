@@ -61,10 +61,13 @@ static int slots_mode(int32_t k, uint32_t groups)
  * us, DeepSeek-V3 T = 1 (512) 44.0 -> 40.7 us, Mixtral-8x7B T = 1 (896)
  * 48.8 -> 44.4 us, Qwen3-30B-A3B T = 32 (6144) 138.7 -> 107.5 us,
  * DeepSeek-V3 T = 32 977 -> 698 us, Mixtral-8x7B T = 32 940 -> 792 us;
- * GPT-OSS-20B (k = 4: two row groups a slot) lost at both T = 1 (360
- * blocks) 18.2 -> 26.6 us and T = 32 315 -> 344 us, for reasons not
- * established (gpu-h200-dn-preq.txt). MOEFUSE_GPU_DN_PREQ=1 / 0 forces it
- * on / off (tests: the same bits either way). */
+ * GPT-OSS-20B lost at both T = 1 (360 blocks) 18.2 -> 26.6 us and T = 32
+ * 315 -> 344 us, for reasons not established: it is the one shape
+ * measured in slot groups with two row groups a slot (k = 4), which the
+ * rule leaves out, but with phase 0 forced it lost too (17.0 -> 19.9 us,
+ * 300 -> 330 us), so the row groups are not the cause
+ * (gpu-h200-dn-preq.txt). MOEFUSE_GPU_DN_PREQ=1 / 0 forces it on / off
+ * (tests: the same bits either way). */
 #define DOWN_PREQ_BLOCKS 512
 static int preq_mode(uint64_t blocks, int shared_slots)
 {
