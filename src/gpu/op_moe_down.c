@@ -52,31 +52,32 @@ static int slots_mode(int32_t k, uint32_t groups)
 }
 
 /* INT8: h quantized once by its own dispatch (i8quant.comp) rather than by
- * every workgroup of the down dispatch for each block it uses, from
- * DOWN_PREQ_BLOCKS h blocks (pairs x blocks a row) on, except in slot
- * groups with several row groups a slot (k below the lane groups). The
- * extra dispatch costs about a chain step (1.4 us on the H200), which the
- * small shapes do not win back. H200, INT8 Q4_0, chain step of
- * down_combine, off -> on: Qwen3-30B-A3B T = 1 (192 blocks) 9.64 -> 11.04
- * us, DeepSeek-V3 T = 1 (512) 44.0 -> 40.7 us, Mixtral-8x7B T = 1 (896)
- * 48.8 -> 44.4 us, Qwen3-30B-A3B T = 32 (6144) 138.7 -> 107.5 us,
- * DeepSeek-V3 T = 32 977 -> 698 us, Mixtral-8x7B T = 32 940 -> 792 us;
- * GPT-OSS-20B lost at both T = 1 (360 blocks) 18.2 -> 26.6 us and T = 32
- * 315 -> 344 us, for reasons not established: it is the one shape
- * measured in slot groups with two row groups a slot (k = 4), which the
- * rule leaves out, but with phase 0 forced it lost too (17.0 -> 19.9 us,
- * 300 -> 330 us), so the row groups are not the cause
- * (gpu-h200-dn-preq.txt). MOEFUSE_GPU_DN_PREQ=1 / 0 forces it on / off
- * (tests: the same bits either way). */
+ * every workgroup of the down dispatch for each block it uses. Taken where
+ * it was measured to win: from DOWN_PREQ_BLOCKS h blocks (pairs x blocks
+ * a row) on, in slot groups (phase 3) and, per token (phase 0), with at
+ * most 2 slots a pass. H200, INT8 Q4_0, chain step of down_combine, off ->
+ * on (gpu-h200-dn-preq.txt):
+ *   phase 3: Qwen3-30B-A3B T = 1 (192 blocks) 9.64 -> 11.04 us (the extra
+ *            dispatch, about a chain step, is not won back), DeepSeek-V3
+ *            T = 1 (512) 44.0 -> 40.7 us, Qwen3-30B-A3B T = 32 (6144)
+ *            138.7 -> 107.5 us, DeepSeek-V3 T = 32 977 -> 698 us;
+ *   phase 0: Mixtral-8x7B (k = 2) T = 1 (896) 48.8 -> 44.4 us, T = 32 940
+ *            -> 792 us; GPT-OSS-20B (k = 4) lost at T = 1 (360) 18.2 ->
+ *            26.6 us and T = 32 (11520) 315 -> 344 us.
+ * Why GPT-OSS-20B loses is not established (its slots per pass, 4, and
+ * its rows, 90 blocks, both differ from Mixtral's); the grouped form
+ * (phase 1) was not measured and keeps the workgroups' quantization.
+ * MOEFUSE_GPU_DN_PREQ=1 / 0 forces it on / off (tests: the same bits
+ * either way). */
 #define DOWN_PREQ_BLOCKS 512
-static int preq_mode(uint64_t blocks, int shared_slots)
+static int preq_mode(uint64_t blocks, int phase, uint32_t kc)
 {
     const char *e = getenv("MOEFUSE_GPU_DN_PREQ");
     if (e && strcmp(e, "1") == 0)
         return 1;
     if (e && strcmp(e, "0") == 0)
         return 0;
-    return blocks >= DOWN_PREQ_BLOCKS && !shared_slots;
+    return blocks >= DOWN_PREQ_BLOCKS && (phase == 3 || (phase == 0 && kc <= 2));
 }
 
 /* Rows per lane group of phase 3: the most, up to `cap` and the lanes (so
@@ -126,7 +127,8 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         .n_spec = 8,
     };
     uint32_t rpw, staged, slot_rows = 0;
-    int shared_slots = 0; /* phase 3 with several row groups a slot */
+    int phase = 1;        /* moe_down.comp's PHASE */
+    uint32_t kc_pass = 1; /* its KC */
     size_t other;
     if (m) {
         /* grouped: at most min(E, P) experts' workgroups have work */
@@ -156,7 +158,8 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         staged = 1;
         other = 4 * ((sg ? 0 : (size_t)wg * rpw) + ng * rpw + 2 * (size_t)wg + 1);
         slot_rows = ng / kc * rpw;
-        shared_slots = ng / kc > 1;
+        phase = 3;
+        kc_pass = kc;
     } else {
         uint32_t kc = k < DOWN_KC ? (uint32_t)k : DOWN_KC;
         rpw = mf_qrpw((uint64_t)d->w_down->n, wg / tpr, (uint64_t)T);
@@ -174,12 +177,14 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         memcpy(pd.spec, spec, sizeof spec);
         staged = kc;
         other = 4 * (red * kc * rpw + 2 * (size_t)wg + 1);
+        phase = 0;
+        kc_pass = kc;
     }
     /* INT8: the staged h blocks of the pass's pairs (slots) */
     uint32_t kb = 0;
     if (want8)
         kb = slot_rows ? 1 : mf_qkb(vk, out->wd->lay.nb, staged, other);
-    const int preq = kb && preq_mode(P * out->wd->lay.nb, shared_slots);
+    const int preq = kb && preq_mode(P * out->wd->lay.nb, phase, kc_pass);
     if (kb) {
         pd.shader = sg ? &mf_shader_moe_down_i8_sg : &mf_shader_moe_down_i8_sh;
         pd.n_spec = 10;
