@@ -136,6 +136,10 @@ static int bench_op(gcase *c, const bench_opts *o, bench_results *res,
         printf("  gpu      unsupported by this device or build\n");
         return 0;
     }
+    if (rc == MF_ERR_DEVICE_OOM) {
+        printf("  gpu      skipped: does not fit in device memory\n");
+        return 0;
+    }
     if (rc) {
         fprintf(stderr, "moefuse-bench: %s gpu: %s\n", name, mf_status_str((mf_status)rc));
         return 1;
@@ -176,8 +180,10 @@ static int run_chain_call(void *a, int i)
     chain_case *k = a;
     gcase *c = k->c;
     mf_gpu_chain_desc cd = {.gating = &k->gd, .gate_up = &k->gu, .down = &k->dd};
+    /* its routing into gating's output: the expert ops after it keep the
+     * synthetic routing their bytes are counted for */
     return mf_gpu_moe_chain(c->gpu, &cd, c->x, c->logits, c->T, NULL, c->y,
-                            c->idx, c->wout, NULL);
+                            c->gidx, c->wout, NULL);
 }
 
 static int run_chain_replay(void *a, int i)
@@ -226,7 +232,10 @@ static int bench_chain(gcase *c, const bench_opts *o, bench_results *res,
     chain_case k = {.c = c};
     /* the experts the weights hold (--mem-gb may cap them) */
     int32_t E = (int32_t)c->w->gate.e, topk = m->top_k < E ? m->top_k : E;
-    int32_t groups = m->n_group > 1 && E % m->n_group == 0 ? m->n_group : 0;
+    int32_t groups = m->n_group > 1 && E % m->n_group == 0 &&
+                             E / m->n_group * m->topk_group >= topk
+                         ? m->n_group
+                         : 0;
     k.gd = (mf_gating_desc){.impl = MF_IMPL_GPU, .mode = m->router,
                             .n_experts = E, .k = topk,
                             .renormalize = m->renormalize, .n_group = groups,
@@ -244,6 +253,10 @@ static int bench_chain(gcase *c, const bench_opts *o, bench_results *res,
                            o->budget_us, &call);
     if (rc == MF_ERR_UNSUPPORTED) {
         printf("  gpu-chain  unsupported for this shape\n");
+        return 0;
+    }
+    if (rc == MF_ERR_DEVICE_OOM) {
+        printf("  gpu-chain  skipped: does not fit in device memory\n");
         return 0;
     }
     if (rc) {
@@ -460,9 +473,20 @@ int bench_suite_gpu(mf_ctx *ctx, const bench_opts *o, bench_results *res)
         lc.n_shared = 0;
         double per_expert = synth_row_bytes(MF_TYPE_Q4_0, m.hidden) * (double)(2 * m.expert_ffn) +
                             synth_row_bytes(MF_TYPE_Q4_0, m.expert_ffn) * (double)m.hidden;
-        if (per_expert * lc.n_experts > o->mem_gb * 1e9)
-            lc.n_experts = (int32_t)(o->mem_gb * 1e9 / per_expert) < m.top_k
-                               ? m.top_k : (int32_t)(o->mem_gb * 1e9 / per_expert);
+        /* the experts --mem-gb allows: as the layer suite, a multiple of
+         * the groups and at least 2k, groups dropped where the kept ones
+         * could not fill k (the chain's gating runs over these experts) */
+        if (per_expert * lc.n_experts > o->mem_gb * 1e9) {
+            lc.n_experts = (int32_t)(o->mem_gb * 1e9 / per_expert);
+            if (lc.n_group > 1)
+                lc.n_experts -= lc.n_experts % lc.n_group;
+            if (lc.n_experts < 2 * lc.top_k)
+                lc.n_experts = 2 * lc.top_k;
+            if (lc.n_experts > m.n_experts)
+                lc.n_experts = m.n_experts;
+            if (lc.n_group > 1 && lc.n_experts / lc.n_group * lc.topk_group < lc.top_k)
+                lc.n_group = lc.topk_group = 1;
+        }
         synth_layer L;
         if (synth_layer_make(&L, &lc, MF_TYPE_Q4_0, 77))
             return 1;
@@ -521,9 +545,12 @@ int bench_suite_gpu(mf_ctx *ctx, const bench_opts *o, bench_results *res)
                 }
                 free(seen);
             }
-            snprintf(shape, sizeof shape, "H=%lld,F=%lld,E=%d,k=%d,T=%lld,fmt=q4_0",
-                     (long long)m.hidden, (long long)m.expert_ffn, m.n_experts,
-                     m.top_k, (long long)T);
+            int sl = snprintf(shape, sizeof shape, "H=%lld,F=%lld,E=%d,k=%d,T=%lld,fmt=q4_0",
+                              (long long)m.hidden, (long long)m.expert_ffn, m.n_experts,
+                              m.top_k, (long long)T);
+            if (lc.n_experts < m.n_experts && sl > 0 && (size_t)sl < sizeof shape)
+                snprintf(shape + sl, sizeof shape - (size_t)sl, ",E_alloc=%d",
+                         lc.n_experts);
             /* the expert ops and the chain in both precisions: INT8 (shape
              * ",prec=int8") where the device runs it (else it would time
              * the EXACT shaders again) */

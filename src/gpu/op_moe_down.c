@@ -184,7 +184,10 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     uint32_t kb = 0;
     if (want8)
         kb = slot_rows ? 1 : mf_qkb(vk, out->wd->lay.nb, staged, other);
-    const int preq = kb && preq_mode(P * out->wd->lay.nb, phase, kc_pass);
+    /* (48 bytes a block against h's 128: the records fit one binding
+     * wherever h does; the callers check h) */
+    const int preq = kb && preq_mode(P * out->wd->lay.nb, phase, kc_pass) &&
+                     P * out->wd->lay.nb * 48 <= vk->max_binding;
     if (kb) {
         pd.shader = sg ? &mf_shader_moe_down_i8_sg : &mf_shader_moe_down_i8_sh;
         pd.n_spec = 10;
@@ -193,8 +196,6 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     }
     if (preq) {
         out->hq_bytes = P * out->wd->lay.nb * 48;
-        if (out->hq_bytes > vk->max_binding)
-            return MF_ERR_DEVICE_OOM;
         mf_vk_pipe_desc qd = {.shader = &mf_shader_i8quant, .n_bindings = 2,
                               .push_bytes = 3 * sizeof(uint32_t), .n_spec = 1,
                               .spec = {DOWN_QWG}};
