@@ -202,7 +202,7 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
     if (st == MF_OK)
         st = mf_vk_buf_create(vk, h_bytes, MF_VK_MEM_DEVICE, &p->h);
     /* v: the grouped down's [P, H], then the quantized h (INT8) */
-    const size_t v_bytes = a->dn.group ? mf_qalign((size_t)P * (size_t)H * 4) : 0;
+    const size_t v_bytes = mf_dn_v_bytes(&a->dn, P, H);
     if (st == MF_OK && (a->dn.group || a->dn.quant))
         st = mf_vk_buf_create(vk, v_bytes + (size_t)a->dn.hq_bytes,
                               MF_VK_MEM_DEVICE, &p->v);

@@ -99,6 +99,21 @@ static uint32_t slots_rpw(uint64_t rows, uint32_t row_groups, uint64_t tokens,
     return 1;
 }
 
+/* Shared memory (bytes) of the slot-group form (phase 3): the reduction
+ * array (shared-memory reductions only), the pass's v, the pair list. */
+static size_t slots_shared(int sg, uint32_t wg, uint32_t ng, uint32_t rpw)
+{
+    return 4 * ((sg ? 0 : (size_t)wg * rpw) + (size_t)ng * rpw + 2 * (size_t)wg + 1);
+}
+
+/* Shared memory (bytes) of the per-token form (phase 0): KC RPW floats an
+ * invocation for the reduction (shared-memory reductions only), the pair
+ * list (unused there). */
+static size_t fused_shared(int sg, uint32_t wg, uint32_t kc, uint32_t rpw)
+{
+    return 4 * ((sg ? 0 : (size_t)wg * kc * rpw) + 2 * (size_t)wg + 1);
+}
+
 mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
                               int64_t T, int32_t k, int has_res,
                               mf_dn_res *out)
@@ -147,36 +162,32 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         rpw = slots_rpw((uint64_t)d->w_down->n, ng / kc, (uint64_t)T, tpr,
                         want8 ? 8 : 4);
         /* fewer rows per lane group where the shared memory is small */
-        while (rpw > 1 && ((size_t)(sg ? 0 : wg * rpw) + ng * rpw +
-                           2 * (size_t)wg + 1) * 4 > vk->shared_bytes)
+        while (rpw > 1 && slots_shared(sg, wg, ng, rpw) > vk->shared_bytes)
             rpw >>= 1;
-        if (((size_t)(sg ? 0 : wg * rpw) + ng * rpw + 2 * (size_t)wg + 1) * 4 >
-            vk->shared_bytes)
+        if (slots_shared(sg, wg, ng, rpw) > vk->shared_bytes)
             return MF_ERR_UNSUPPORTED;
         uint32_t spec[8] = {wg, tpr, mf_wfmt(d->w_down), kc, flags, rpw, 3, 1};
         memcpy(pd.spec, spec, sizeof spec);
         staged = 1;
-        other = 4 * ((sg ? 0 : (size_t)wg * rpw) + ng * rpw + 2 * (size_t)wg + 1);
+        other = slots_shared(sg, wg, ng, rpw);
         slot_rows = ng / kc * rpw;
         phase = 3;
         kc_pass = kc;
     } else {
         uint32_t kc = k < DOWN_KC ? (uint32_t)k : DOWN_KC;
         rpw = mf_qrpw((uint64_t)d->w_down->n, wg / tpr, (uint64_t)T);
-        /* red (shared-memory reductions only): KC RPW floats per thread;
-         * the pair list (unused here). Where the shared memory is small,
-         * fewer rows per lane group, then fewer slots per pass. */
-        const size_t red = sg ? 0 : (size_t)wg;
-        while (rpw > 1 && (red * kc * rpw + 2 * (size_t)wg + 1) * 4 > vk->shared_bytes)
+        /* where the shared memory is small, fewer rows per lane group,
+         * then fewer slots per pass */
+        while (rpw > 1 && fused_shared(sg, wg, kc, rpw) > vk->shared_bytes)
             rpw >>= 1;
-        while (kc > 1 && (red * kc * rpw + 2 * (size_t)wg + 1) * 4 > vk->shared_bytes)
+        while (kc > 1 && fused_shared(sg, wg, kc, rpw) > vk->shared_bytes)
             kc >>= 1;
-        if ((red * kc * rpw + 2 * (size_t)wg + 1) * 4 > vk->shared_bytes)
+        if (fused_shared(sg, wg, kc, rpw) > vk->shared_bytes)
             return MF_ERR_UNSUPPORTED;
         uint32_t spec[8] = {wg, tpr, mf_wfmt(d->w_down), kc, flags, rpw, 0, 1};
         memcpy(pd.spec, spec, sizeof spec);
         staged = kc;
-        other = 4 * (red * kc * rpw + 2 * (size_t)wg + 1);
+        other = fused_shared(sg, wg, kc, rpw);
         phase = 0;
         kc_pass = kc;
     }
@@ -186,8 +197,9 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         kb = slot_rows ? 1 : mf_qkb(vk, out->wd->lay.nb, staged, other);
     /* (48 bytes a block against h's 128: the records fit one binding
      * wherever h does; the callers check h) */
+    const uint64_t hq_bytes = P * out->wd->lay.nb * 48;
     const int preq = kb && preq_mode(P * out->wd->lay.nb, phase, kc_pass) &&
-                     P * out->wd->lay.nb * 48 <= vk->max_binding;
+                     hq_bytes <= vk->max_binding;
     if (kb) {
         pd.shader = sg ? &mf_shader_moe_down_i8_sg : &mf_shader_moe_down_i8_sh;
         pd.n_spec = 10;
@@ -195,7 +207,7 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         pd.spec[9] = (uint32_t)preq;
     }
     if (preq) {
-        out->hq_bytes = P * out->wd->lay.nb * 48;
+        out->hq_bytes = hq_bytes;
         mf_vk_pipe_desc qd = {.shader = &mf_shader_i8quant, .n_bindings = 2,
                               .push_bytes = 3 * sizeof(uint32_t), .n_spec = 1,
                               .spec = {DOWN_QWG}};
@@ -314,7 +326,7 @@ mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
         if (in >= 0)
             out = mf_vk_plan_io(vk, pl, (size_t)out_bytes, MF_VK_OUT, &st);
         /* the grouped mode's v [P, H], then the quantized h */
-        const size_t v_bytes = r.group ? mf_qalign((size_t)(P * (uint64_t)H) * 4) : 0;
+        const size_t v_bytes = mf_dn_v_bytes(&r, P, H);
         if (out >= 0 && (r.group || r.quant))
             st = mf_vk_plan_scratch(vk, pl, v_bytes + (size_t)r.hq_bytes);
         if (out >= 0 && st == MF_OK)

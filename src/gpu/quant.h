@@ -276,6 +276,13 @@ typedef struct mf_dn_res {
     uint64_t hq_bytes;                /* its records' bytes (quant) */
 } mf_dn_res;
 
+/* The down step's device scratch: the grouped mode's v [P, H] (aligned),
+ * then the quantized h records at that offset; the v part's bytes. */
+static inline size_t mf_dn_v_bytes(const mf_dn_res *r, uint64_t P, int64_t H)
+{
+    return r->group ? mf_qalign((size_t)(P * (uint64_t)H) * 4) : 0;
+}
+
 mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
                               int64_t T, int32_t k, int has_res,
                               mf_dn_res *out);
