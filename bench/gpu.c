@@ -473,20 +473,8 @@ int bench_suite_gpu(mf_ctx *ctx, const bench_opts *o, bench_results *res)
         lc.n_shared = 0;
         double per_expert = synth_row_bytes(MF_TYPE_Q4_0, m.hidden) * (double)(2 * m.expert_ffn) +
                             synth_row_bytes(MF_TYPE_Q4_0, m.expert_ffn) * (double)m.hidden;
-        /* the experts --mem-gb allows: as the layer suite, a multiple of
-         * the groups and at least 2k, groups dropped where the kept ones
-         * could not fill k (the chain's gating runs over these experts) */
-        if (per_expert * lc.n_experts > o->mem_gb * 1e9) {
-            lc.n_experts = (int32_t)(o->mem_gb * 1e9 / per_expert);
-            if (lc.n_group > 1)
-                lc.n_experts -= lc.n_experts % lc.n_group;
-            if (lc.n_experts < 2 * lc.top_k)
-                lc.n_experts = 2 * lc.top_k;
-            if (lc.n_experts > m.n_experts)
-                lc.n_experts = m.n_experts;
-            if (lc.n_group > 1 && lc.n_experts / lc.n_group * lc.topk_group < lc.top_k)
-                lc.n_group = lc.topk_group = 1;
-        }
+        /* the experts --mem-gb allows (the chain's gating runs over them) */
+        bench_cap_experts(&lc, per_expert, o->mem_gb);
         synth_layer L;
         if (synth_layer_make(&L, &lc, MF_TYPE_Q4_0, 77))
             return 1;

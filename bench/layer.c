@@ -81,6 +81,22 @@ static const char *const layer_models[] = {"qwen3-30b-a3b", "mixtral-8x7b",
                                            "deepseek-v3", "gpt-oss-20b",
                                            "olmoe-1b-7b"};
 
+void bench_cap_experts(mf_moe_config *c, double per_expert, double mem_gb)
+{
+    if (per_expert * c->n_experts <= mem_gb * 1e9)
+        return;
+    int32_t E = c->n_experts;
+    c->n_experts = (int32_t)(mem_gb * 1e9 / per_expert);
+    if (c->n_group > 1)
+        c->n_experts -= c->n_experts % c->n_group;
+    if (c->n_experts < 2 * c->top_k)
+        c->n_experts = 2 * c->top_k;
+    if (c->n_experts > E)
+        c->n_experts = E;
+    if (c->n_group > 1 && c->n_experts / c->n_group * c->topk_group < c->top_k)
+        c->n_group = c->topk_group = 1;
+}
+
 int bench_suite_layer(mf_ctx *ctx, const bench_opts *o, bench_results *res)
 {
     static const int64_t Ts[] = {1, 4, 32};
@@ -110,15 +126,7 @@ int bench_suite_layer(mf_ctx *ctx, const bench_opts *o, bench_results *res)
             mf_moe_config lc = m;
             double per_expert = synth_row_bytes(fmt, m.hidden) * (double)(2 * m.expert_ffn) +
                                 synth_row_bytes(fmt, m.expert_ffn) * (double)m.hidden;
-            if (per_expert * lc.n_experts > o->mem_gb * 1e9) {
-                lc.n_experts = (int32_t)(o->mem_gb * 1e9 / per_expert);
-                if (lc.n_group > 1)
-                    lc.n_experts -= lc.n_experts % lc.n_group;
-                if (lc.n_experts < 2 * lc.top_k)
-                    lc.n_experts = 2 * lc.top_k;
-                if (lc.n_group > 1 && lc.n_experts / lc.n_group * lc.topk_group < lc.top_k)
-                    lc.n_group = lc.topk_group = 1;
-            }
+            bench_cap_experts(&lc, per_expert, o->mem_gb);
             if (o->progress)
                 fprintf(stderr, "moefuse-bench: layer %s %s (E=%d)...\n", name,
                         mf_type_name(fmt), lc.n_experts);

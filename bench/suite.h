@@ -15,6 +15,12 @@ typedef struct bench_opts {
     int report;          /* the CPU-vs-GPU report: one model, GPU optional */
 } bench_opts;
 
+/* Caps c's routed experts so that one stack of per_expert bytes each stays
+ * within mem_gb: a multiple of the groups, at least 2k (and no more than
+ * before), the groups dropped where the kept ones could not fill k.
+ * Unchanged where the stack fits. */
+void bench_cap_experts(mf_moe_config *c, double per_expert, double mem_gb);
+
 /* Runs the CPU suite into res. 0 on success; non-zero on an op failure
  * (printed). */
 int bench_suite_cpu(mf_ctx *ctx, const bench_opts *o, bench_results *res);
