@@ -278,7 +278,7 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
     stamp(pr, p->ts, 3);
     mf_vk_bind yb = {.buf = ob, .range = (VkDeviceSize)(T * H) * 4};
     mf_vk_bind rs = {.buf = ib, .offset = p->res_at};
-    mf_vk_bind vb = {.buf = &p->v, .range = a->dn.group ? v_bytes : VK_WHOLE_SIZE};
+    mf_vk_bind vb = {.buf = &p->v, .range = v_bytes}; /* (used when grouped) */
     mf_vk_bind qb = {.buf = &p->v, .offset = v_bytes, .range = a->dn.hq_bytes};
     mf_gpu_down_record(vk, pr, &a->dn, T, (int32_t)k, &hb,
                        (uint32_t)(a->F32 / 4), &gout, 0, &gout, (uint32_t)P,

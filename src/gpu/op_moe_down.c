@@ -196,10 +196,8 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     if (want8)
         kb = slot_rows ? 1 : mf_qkb(vk, out->wd->lay.nb, staged, other);
     /* (48 bytes a block against h's 128: the records fit one binding
-     * wherever h does; the callers check h) */
-    const uint64_t hq_bytes = P * out->wd->lay.nb * 48;
-    const int preq = kb && preq_mode(P * out->wd->lay.nb, phase, kc_pass) &&
-                     hq_bytes <= vk->max_binding;
+     * wherever h does, which the callers check) */
+    const int preq = kb && preq_mode(P * out->wd->lay.nb, phase, kc_pass);
     if (kb) {
         pd.shader = sg ? &mf_shader_moe_down_i8_sg : &mf_shader_moe_down_i8_sh;
         pd.n_spec = 10;
@@ -207,7 +205,7 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         pd.spec[9] = (uint32_t)preq;
     }
     if (preq) {
-        out->hq_bytes = hq_bytes;
+        out->hq_bytes = P * out->wd->lay.nb * 48;
         mf_vk_pipe_desc qd = {.shader = &mf_shader_i8quant, .n_bindings = 2,
                               .push_bytes = 3 * sizeof(uint32_t), .n_spec = 1,
                               .spec = {DOWN_QWG}};
@@ -341,8 +339,7 @@ mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
             mf_vk_bind wbnd = {.buf = ib, .offset = w_at};
             mf_vk_bind rbnd = {.buf = ib, .offset = res_at};
             mf_vk_bind ybnd = {.buf = &pl->io[out].dev};
-            mf_vk_bind vbnd = {.buf = &pl->scratch,
-                               .range = r.group ? v_bytes : VK_WHOLE_SIZE};
+            mf_vk_bind vbnd = {.buf = &pl->scratch, .range = v_bytes};
             mf_vk_bind qbnd = {.buf = &pl->scratch, .offset = v_bytes,
                                .range = r.hq_bytes};
             mf_vk_cmd_upload(vk, &pl->prog, &pl->io[in]);
