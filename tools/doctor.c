@@ -223,6 +223,9 @@ static void print_text(const report *r)
         printf(" device-local, %s, %u B shared per workgroup\n",
                g->zero_copy ? "zero-copy inputs" : "staging copies",
                (unsigned)g->shared_memory_bytes);
+        printf("  gpu binding   ");
+        print_bytes((int64_t)g->max_binding_bytes);
+        printf(" per storage binding (larger weight tensors split)\n");
         printf("  gpu compute   subgroup %d (%s), %s, %s\n", g->subgroup_size,
                g->subgroup_arithmetic ? "subgroup reductions"
                                       : "shared-memory reductions",
@@ -369,7 +372,7 @@ static void print_json(const report *r)
                "\"subgroup_size\": %d, \"subgroup_arithmetic\": %s, "
                "\"timestamps\": %s, \"int8_dot\": %s, "
                "\"int8_dot_accelerated\": %s, \"shared_memory_bytes\": %u, "
-               "\"device_local_bytes\": %llu}",
+               "\"device_local_bytes\": %llu, \"max_binding_bytes\": %llu}",
                (unsigned)g->vendor_id, (unsigned)g->device_id,
                (unsigned)g->driver_version, g->zero_copy ? "true" : "false",
                g->subgroup_size, g->subgroup_arithmetic ? "true" : "false",
@@ -377,7 +380,8 @@ static void print_json(const report *r)
                g->int8_dot ? "true" : "false",
                g->int8_dot_accelerated ? "true" : "false",
                (unsigned)g->shared_memory_bytes,
-               (unsigned long long)g->device_local_bytes);
+               (unsigned long long)g->device_local_bytes,
+               (unsigned long long)g->max_binding_bytes);
     } else {
         printf("null");
     }

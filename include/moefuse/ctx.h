@@ -116,6 +116,10 @@ typedef struct mf_gpu_info {
                                  mixed-sign packed forms accelerated */
     uint32_t shared_memory_bytes; /* per workgroup */
     uint64_t device_local_bytes;  /* sum of the device-local heaps */
+    uint64_t max_binding_bytes;   /* the most one storage binding spans
+                                     (maxStorageBufferRange, at most one
+                                     allocation): larger weight tensors are
+                                     split over buffers (weights.h) */
 } mf_gpu_info;
 
 /* Fills *out with the context's GPU. Errors: MF_ERR_INVALID_ARG (NULL

@@ -24,8 +24,19 @@
  * implicitly uploaded tensors are evicted (never those the running call
  * needs, never explicit uploads); if it still does not fit the call fails
  * with MF_ERR_DEVICE_OOM, and MF_IMPL_AUTO calls run on the CPU instead.
- * One tensor must fit in one storage binding of the device
- * (maxStorageBufferRange: 4 GiB on most GPUs, 128 MiB on lavapipe).
+ *
+ * Large tensors: a shader reads a tensor through storage bindings of at
+ * most maxStorageBufferRange bytes (4 GiB on most GPUs, 128 MiB on lavapipe
+ * and on many phone GPUs). A tensor whose device image is larger is held in
+ * up to 64 device buffers ("parts") of whole experts, as equal as the limit
+ * allows (a one-expert tensor, as mf_qmv takes: of whole rows), and the
+ * ops record one dispatch per part. Results are the same bits as from one
+ * buffer. mf_moe_down_combine on a split tensor runs its grouped form (the
+ * expert projections into a device buffer, then the combine), which needs
+ * T k H floats of device memory within one binding. MF_ERR_DEVICE_OOM where
+ * one expert (one row) exceeds the limit, where 64 parts do not suffice,
+ * and for mf_dequant_act, which reads one buffer (its output is at least
+ * as large as the tensor's image for every format but padded float rows).
  *
  * Thread-safety: as ctx.h (one thread per context at a time). */
 #ifndef MOEFUSE_WEIGHTS_H
@@ -75,6 +86,8 @@ typedef struct mf_weights_stats {
     uint64_t uploads;         /* tensors uploaded since the context began */
     uint64_t uploaded_bytes;  /* bytes those uploads copied */
     uint64_t evictions;       /* tensors evicted (pressure or explicit) */
+    uint64_t buffers;         /* device buffers the resident tensors hold
+                                 (more than tensors where one is split) */
 } mf_weights_stats;
 
 /* Fills *out (all zero for a context without a GPU). Errors:

@@ -206,10 +206,14 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
     if (st == MF_OK && (a->dn.group || a->dn.quant))
         st = mf_vk_buf_create(vk, v_bytes + (size_t)a->dn.hq_bytes,
                               MF_VK_MEM_DEVICE, &p->v);
-    /* dispatches: two copies, router, gating, gate_up, and the down
-     * step's up to MF_DN_DISPATCHES */
+    /* dispatches: two copies, the router's (one per part), gating, the
+     * gate_up and down steps' */
     if (st == MF_OK)
-        st = mf_vk_prog_init(vk, &p->prog, CHAIN_STEPS + 1 + MF_DN_DISPATCHES);
+        st = mf_vk_prog_init(
+            vk, &p->prog,
+            3 + (a->router ? a->router->nparts : 0) +
+                mf_gpu_gate_up_dispatches(&a->gu) +
+                mf_gpu_down_dispatches(&a->dn));
     if (st == MF_OK && vk->timestamps) {
         VkQueryPoolCreateInfo qi = {
             .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
@@ -257,7 +261,7 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
     if (a->router) {
         mf_vk_bind x = {.buf = ib, .offset = p->x_at,
                         .range = (VkDeviceSize)(T * a->H32) * 4};
-        mf_vk_bind rb = {.buf = a->rbias ? &a->rbias->buf : ib};
+        mf_vk_bind rb = {.buf = a->rbias ? mf_wres_buf(a->rbias) : ib};
         mf_gpu_qmv_record(vk, pr, rpipe, a->router, rrows, T, MF_ACT_NONE,
                           &x, &gin, (uint32_t)E, (uint32_t)E,
                           a->rbias ? &rb : NULL, 0);

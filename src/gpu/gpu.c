@@ -143,6 +143,7 @@ mf_status mf_gpu_info_get(const mf_gpu *g, mf_gpu_info *out)
     i.int8_dot = vk->int_dot;
     i.int8_dot_accelerated = vk->int_dot_accel;
     i.shared_memory_bytes = vk->shared_bytes;
+    i.max_binding_bytes = vk->max_binding;
     for (uint32_t h = 0; h < vk->mem.memoryHeapCount; h++)
         if (vk->mem.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)
             i.device_local_bytes += vk->mem.memoryHeaps[h].size;
@@ -157,6 +158,14 @@ void mf_gpu_inject_fault(mf_gpu *g, mf_gpu_fault f)
     g->vk.fault = f == MF_GPU_FAULT_OOM    ? MF_VK_FAULT_OOM
                   : f == MF_GPU_FAULT_LOST ? MF_VK_FAULT_LOST
                                            : MF_VK_FAULT_NONE;
+    g->vk.fault_skip = 0;
+}
+
+void mf_gpu_inject_fault_after(mf_gpu *g, mf_gpu_fault f, int skip)
+{
+    mf_gpu_inject_fault(g, f);
+    if (g)
+        g->vk.fault_skip = skip > 0 ? skip : 0;
 }
 
 

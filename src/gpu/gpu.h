@@ -42,6 +42,11 @@ mf_status mf_gpu_weights_upload(mf_gpu *g, const mf_tensor *t,
 mf_status mf_gpu_weights_evict(mf_gpu *g, const mf_tensor *t);
 mf_status mf_gpu_weights_evict_range(mf_gpu *g, const void *p, size_t bytes);
 void mf_gpu_weights_stats(const mf_gpu *g, mf_weights_stats *out);
+/* Tests: tensors uploaded from now on are split into parts of at most
+ * `bytes` (>= 4096) image bytes where the storage binding limit is higher,
+ * as MOEFUSE_GPU_PART_BYTES does for a new context; 0: the limit alone.
+ * MF_ERR_INVALID_ARG for 1..4095, MF_ERR_OUT_OF_MEMORY on host OOM. */
+mf_status mf_gpu_part_bytes_set(mf_gpu *g, uint64_t bytes);
 
 /* ---- The MoE chain (src/gpu/chain.c): router logits (qmv with the f32 or
  * any-type router, or logits given) -> gating -> moe_gate_up ->
@@ -145,6 +150,9 @@ typedef enum mf_gpu_fault {
     MF_GPU_FAULT_LOST = 2
 } mf_gpu_fault;
 void mf_gpu_inject_fault(mf_gpu *g, mf_gpu_fault f);
+/* The same, OOM firing only after `skip` device allocations have passed
+ * (a failure partway through a multi-buffer upload). */
+void mf_gpu_inject_fault_after(mf_gpu *g, mf_gpu_fault f, int skip);
 
 /* Since creation: gating rows the device ran, and how many of them the
  * host then recomputed with the reference because the device could not

@@ -104,6 +104,10 @@ mf_status mf_gpu_bench_replay(mf_gpu *g, mf_gpu_op op, mf_gpu_timing *t)
 }
 
 void mf_gpu_inject_fault(mf_gpu *g, mf_gpu_fault f) { (void)g, (void)f; }
+void mf_gpu_inject_fault_after(mf_gpu *g, mf_gpu_fault f, int skip)
+{
+    (void)g, (void)f, (void)skip;
+}
 
 int mf_gpu_validation_messages(void) { return 0; }
 
@@ -138,6 +142,12 @@ void mf_gpu_weights_stats(const mf_gpu *g, mf_weights_stats *out)
 {
     (void)g;
     *out = (mf_weights_stats){0};
+}
+
+mf_status mf_gpu_part_bytes_set(mf_gpu *g, uint64_t bytes)
+{
+    (void)g, (void)bytes;
+    return MF_ERR_UNSUPPORTED;
 }
 
 mf_status mf_gpu_moe_chain(mf_gpu *g, const mf_gpu_chain_desc *d,

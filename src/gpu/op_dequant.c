@@ -33,6 +33,8 @@ mf_status mf_gpu_dequant_act(mf_gpu *g, const mf_dequant_desc *d,
     st = mf_wcache_get(g, w, &res);
     if (st != MF_OK)
         return st;
+    if (!mf_wres_buf(res))
+        return MF_ERR_DEVICE_OOM; /* split: the shader reads one buffer */
     dq_key key;
     memset(&key, 0, sizeof key);
     key.wid[0] = res->id;
@@ -64,7 +66,7 @@ mf_status mf_gpu_dequant_act(mf_gpu *g, const mf_dequant_desc *d,
                 .nb = res->lay.nb, .soff = (uint32_t)(res->lay.soff / 4),
                 .boff = (uint32_t)(res->lay.boff / 4),
                 .gpr = w->group_size ? (uint32_t)(w->k / w->group_size) : 0};
-            mf_vk_bind b[2] = {{.buf = &res->buf}, {.buf = &pl->io[o].dev}};
+            mf_vk_bind b[2] = {{.buf = mf_wres_buf(res)}, {.buf = &pl->io[o].dev}};
             uint64_t words = ob / 4, groups = (words + wg - 1) / wg;
             if (groups > vk->max_groups_x)
                 groups = vk->max_groups_x;

@@ -31,6 +31,7 @@ typedef struct dn_key {
 typedef struct dn_push {
     uint32_t H, T, k, E, nb, soff, boff, gpr;
     uint32_t hs, idx_off, w_off, res_off, y_off;
+    uint32_t lo, hi, row0;
 } dn_push;
 
 /* The fused mode's form: phase 3 (slot groups, moe_down.comp) where every
@@ -123,18 +124,29 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     if (st == MF_OK && d->b_down)
         st = mf_wcache_get_f32(g, d->b_down, d->w_down->e * d->w_down->n,
                                &out->bd);
+    if (st == MF_OK && !mf_wres_by_expert(out->wd))
+        st = MF_ERR_DEVICE_OOM; /* one expert over a binding */
     if (st != MF_OK)
         return st;
     mf_vk *vk = &g->vk;
     const int sg = mf_quse_subgroup(vk);
     const int want8 = mf_qint8(vk, d->prec, &d->w_down, 1);
+    /* weights in several buffers: the grouped form, whose projections
+     * take one dispatch per part (the per-token forms sum every slot's
+     * projection in one workgroup) */
+    const int split = out->wd->nparts > 1;
     uint32_t wg = want8 ? mf_qwg_i8(vk) : mf_qwg(vk);
     uint32_t tpr = mf_qlanes(vk, out->wd->lay.nb);
     const uint64_t E = (uint64_t)d->w_down->e, P = (uint64_t)T * (uint64_t)k;
     const uint32_t flags = (uint32_t)(out->bd != NULL) | (uint32_t)has_res << 1;
     uint32_t m = mf_qgroup(P, E, 0); /* never faster measured (quant.h) */
-    if ((uint64_t)d->w_down->n * P * 4 > vk->max_binding)
+    if (split && !m)
+        m = 1;
+    if ((uint64_t)d->w_down->n * P * 4 > vk->max_binding) {
+        if (split)
+            return MF_ERR_DEVICE_OOM;
         m = 0; /* v would not fit one binding */
+    }
     mf_vk_pipe_desc pd = {
         .shader = sg ? &mf_shader_moe_down_sg : &mf_shader_moe_down_sh,
         .n_bindings = 8,
@@ -240,8 +252,6 @@ void mf_gpu_down_record(mf_vk *vk, mf_vk_prog *p, const mf_dn_res *r,
     dn_push pc = {
         .H = (uint32_t)wk->n, .T = (uint32_t)T, .k = (uint32_t)k,
         .E = (uint32_t)wk->e, .nb = r->wd->lay.nb,
-        .soff = (uint32_t)(r->wd->lay.soff / 4),
-        .boff = (uint32_t)(r->wd->lay.boff / 4),
         .gpr = wk->group_size ? (uint32_t)(wk->k / wk->group_size) : 0,
         .hs = hs, .idx_off = idx_off, .w_off = w_off, .res_off = res_off,
         .y_off = y_off};
@@ -255,16 +265,28 @@ void mf_gpu_down_record(mf_vk *vk, mf_vk_prog *p, const mf_dn_res *r,
         mf_vk_cmd_barrier(p);
         h = hq;
     }
-    mf_vk_bind b[8] = {{.buf = &r->wd->buf}, *h, *idx, *w,
-                       r->bd ? (mf_vk_bind){.buf = &r->bd->buf} : *h,
+    mf_vk_bind b[8] = {{0}, *h, *idx, *w,
+                       r->bd ? (mf_vk_bind){.buf = mf_wres_buf(r->bd)} : *h,
                        res ? *res : *h, *y, r->group ? *v : *y};
     uint64_t gx = ((uint64_t)wk->n + r->rows - 1) / r->rows;
-    uint64_t gy = r->group ? (uint64_t)wk->e : (uint64_t)T;
     if (gx > vk->max_groups_x)
         gx = vk->max_groups_x;
-    if (gy > 65535)
-        gy = 65535;
-    mf_vk_cmd_dispatch(vk, p, r->pipe, b, &pc, (uint32_t)gx, (uint32_t)gy, 1);
+    /* a dispatch per weight part (one unless split, then grouped): their
+     * v rows are disjoint, so no barrier between them */
+    for (uint32_t i = 0; i < r->wd->nparts; i++) {
+        const mf_wpart *wp = &r->wd->part[i];
+        pc.lo = wp->e0;
+        pc.hi = wp->e0 + wp->ne;
+        pc.row0 = (uint32_t)wp->r0;
+        pc.soff = (uint32_t)(wp->lay.soff / 4);
+        pc.boff = (uint32_t)(wp->lay.boff / 4);
+        b[0] = (mf_vk_bind){.buf = &wp->buf};
+        uint64_t gy = r->group ? (uint64_t)wp->ne : (uint64_t)T;
+        if (gy > 65535)
+            gy = 65535;
+        mf_vk_cmd_dispatch(vk, p, r->pipe, b, &pc, (uint32_t)gx,
+                           (uint32_t)gy, 1);
+    }
     if (!r->group)
         return;
     mf_vk_cmd_barrier(p);
@@ -273,6 +295,11 @@ void mf_gpu_down_record(mf_vk *vk, mf_vk_prog *p, const mf_dn_res *r,
     if (gx > vk->max_groups_x)
         gx = vk->max_groups_x;
     mf_vk_cmd_dispatch(vk, p, r->comb, b, &pc, (uint32_t)gx, 1, 1);
+}
+
+uint32_t mf_gpu_down_dispatches(const mf_dn_res *r)
+{
+    return (r->quant != NULL) + r->wd->nparts + (r->group != 0);
 }
 
 mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
@@ -328,7 +355,7 @@ mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
         if (out >= 0 && (r.group || r.quant))
             st = mf_vk_plan_scratch(vk, pl, v_bytes + (size_t)r.hq_bytes);
         if (out >= 0 && st == MF_OK)
-            st = mf_vk_prog_init(vk, &pl->prog, MF_DN_DISPATCHES);
+            st = mf_vk_prog_init(vk, &pl->prog, mf_gpu_down_dispatches(&r));
         if (out >= 0 && st == MF_OK)
             st = mf_vk_prog_begin(vk, &pl->prog);
         if (out >= 0 && st == MF_OK) {

@@ -22,6 +22,7 @@ typedef struct gu_push {
     uint32_t soff_g, boff_g, gpr_g, soff_u, boff_u, gpr_u;
     uint32_t xs, hs, idx_off;
     float limit, alpha;
+    uint32_t lo, hi, row0_g, row0_u;
 } gu_push;
 
 static uint32_t gpr_of(const mf_wres *r)
@@ -39,6 +40,10 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
         st = sep ? mf_wcache_get(g, d->w_up, &out->wu) : MF_OK;
     if (!sep)
         out->wu = out->wg;
+    /* parts of rows inside one expert: no dispatch serves them */
+    if (st == MF_OK &&
+        (!mf_wres_by_expert(out->wg) || !mf_wres_by_expert(out->wu)))
+        st = MF_ERR_DEVICE_OOM;
     const int64_t nb = d->w_gate->e * d->w_gate->n;
     if (st == MF_OK && d->b_gate)
         st = mf_wcache_get_f32(g, d->b_gate, nb, &out->bg);
@@ -109,25 +114,53 @@ void mf_gpu_gate_up_record(mf_vk *vk, mf_vk_prog *p,
     gu_push pc = {
         .F = F, .P = (uint32_t)(T * k), .k = (uint32_t)k,
         .E = (uint32_t)d->w_gate->e, .nb = r->wg->lay.nb,
-        .soff_g = (uint32_t)(r->wg->lay.soff / 4),
-        .boff_g = (uint32_t)(r->wg->lay.boff / 4), .gpr_g = gpr_of(r->wg),
-        .soff_u = (uint32_t)(r->wu->lay.soff / 4),
-        .boff_u = (uint32_t)(r->wu->lay.boff / 4), .gpr_u = gpr_of(r->wu),
+        .gpr_g = gpr_of(r->wg), .gpr_u = gpr_of(r->wu),
         .xs = r->wg->lay.nb * 8, .hs = hs, .idx_off = idx_off,
         .limit = d->limit != 0.0f ? d->limit : 7.0f,
         .alpha = d->alpha != 0.0f ? d->alpha : 1.702f};
     mf_vk_bind none = *x;
     mf_vk_bind b[7] = {
-        {.buf = &r->wg->buf}, {.buf = &r->wu->buf}, *x, *idx,
-        r->bg ? (mf_vk_bind){.buf = &r->bg->buf} : none,
-        r->bu ? (mf_vk_bind){.buf = &r->bu->buf} : none, *h};
+        {0}, {0}, *x, *idx,
+        r->bg ? (mf_vk_bind){.buf = mf_wres_buf(r->bg)} : none,
+        r->bu ? (mf_vk_bind){.buf = mf_wres_buf(r->bu)} : none, *h};
     uint64_t gx = (F + r->rows - 1) / r->rows;
-    uint64_t gy = r->group ? (uint64_t)pc.E : (uint64_t)pc.P;
     if (gx > vk->max_groups_x)
         gx = vk->max_groups_x;
-    if (gy > 65535)
-        gy = 65535;
-    mf_vk_cmd_dispatch(vk, p, r->pipe, b, &pc, (uint32_t)gx, (uint32_t)gy, 1);
+    /* a dispatch per range of experts that one gate part and one up part
+     * both hold (the two tensors may split differently); the outputs of
+     * different ranges are disjoint, so no barrier between them */
+    uint32_t ig = 0, iu = 0;
+    while (ig < r->wg->nparts && iu < r->wu->nparts) {
+        const mf_wpart *pg = &r->wg->part[ig], *pu = &r->wu->part[iu];
+        const uint32_t eg1 = r->wg->nparts == 1 ? pc.E : pg->e0 + pg->ne;
+        const uint32_t eu1 = r->wu->nparts == 1 ? pc.E : pu->e0 + pu->ne;
+        pc.lo = pg->e0 > pu->e0 ? pg->e0 : pu->e0;
+        pc.hi = eg1 < eu1 ? eg1 : eu1;
+        pc.soff_g = (uint32_t)(pg->lay.soff / 4);
+        pc.boff_g = (uint32_t)(pg->lay.boff / 4);
+        pc.soff_u = (uint32_t)(pu->lay.soff / 4);
+        pc.boff_u = (uint32_t)(pu->lay.boff / 4);
+        pc.row0_g = (uint32_t)pg->r0;
+        pc.row0_u = (uint32_t)pu->r0;
+        b[0] = (mf_vk_bind){.buf = &pg->buf};
+        b[1] = (mf_vk_bind){.buf = &pu->buf};
+        uint64_t gy = r->group ? (uint64_t)(pc.hi - pc.lo) : (uint64_t)pc.P;
+        if (gy > 65535)
+            gy = 65535;
+        if (pc.hi > pc.lo)
+            mf_vk_cmd_dispatch(vk, p, r->pipe, b, &pc, (uint32_t)gx,
+                               (uint32_t)gy, 1);
+        if (eg1 <= eu1)
+            ig++;
+        if (eu1 <= eg1)
+            iu++;
+    }
+}
+
+uint32_t mf_gpu_gate_up_dispatches(const mf_gu_res *r)
+{
+    /* the ranges' ends are the parts' ends: at most one per part end */
+    return r->wg->nparts + r->wu->nparts - 1;
 }
 
 static uint32_t id_of(const mf_wres *r) { return r ? r->id : 0; }
@@ -181,7 +214,8 @@ mf_status mf_gpu_moe_gate_up(mf_gpu *g, const mf_moe_gate_up_desc *d,
         if (in >= 0)
             out = mf_vk_plan_io(vk, pl, (size_t)out_bytes, MF_VK_OUT, &st);
         if (out >= 0)
-            st = mf_vk_prog_init(vk, &pl->prog, 1);
+            st = mf_vk_prog_init(vk, &pl->prog,
+                                 mf_gpu_gate_up_dispatches(&r));
         if (out >= 0 && st == MF_OK)
             st = mf_vk_prog_begin(vk, &pl->prog);
         if (out >= 0 && st == MF_OK) {

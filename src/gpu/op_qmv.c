@@ -66,20 +66,28 @@ void mf_gpu_qmv_record(mf_vk *vk, mf_vk_prog *p, const mf_vk_pipe *pipe,
 {
     const mf_wkey *k = &res->key;
     uint32_t gpr = k->group_size ? (uint32_t)(k->k / k->group_size) : 0;
-    qmv_push pc = {.N = (uint32_t)k->n, .M = (uint32_t)M, .nb = res->lay.nb,
-                   .soff = (uint32_t)(res->lay.soff / 4),
-                   .boff = (uint32_t)(res->lay.boff / 4), .gpr = gpr,
-                   .xs = res->lay.nb * 8, .ys = ys, .y_off = y_off,
-                   .b_off = b_off, .act = (uint32_t)act,
-                   .has_bias = bias != NULL};
-    mf_vk_bind b[4] = {{.buf = &res->buf}, *x, *y, bias ? *bias : *x};
-    uint64_t gx = ((uint64_t)k->n + rows_per_wg - 1) / rows_per_wg;
-    uint64_t gy = ((uint64_t)M + 31) / 32;
-    if (gx > vk->max_groups_x)
-        gx = vk->max_groups_x;
-    if (gy > 65535)
-        gy = 65535;
-    mf_vk_cmd_dispatch(vk, p, pipe, b, &pc, (uint32_t)gx, (uint32_t)gy, 1);
+    /* a dispatch per part (rows [r0, r0 + rows) of a split tensor, as a
+     * matrix of its own writing its columns of y) */
+    for (uint32_t i = 0; i < res->nparts; i++) {
+        const mf_wpart *wp = &res->part[i];
+        qmv_push pc = {.N = (uint32_t)wp->rows, .M = (uint32_t)M,
+                       .nb = res->lay.nb,
+                       .soff = (uint32_t)(wp->lay.soff / 4),
+                       .boff = (uint32_t)(wp->lay.boff / 4), .gpr = gpr,
+                       .xs = res->lay.nb * 8, .ys = ys,
+                       .y_off = y_off + (uint32_t)wp->r0,
+                       .b_off = b_off + (uint32_t)wp->r0,
+                       .act = (uint32_t)act, .has_bias = bias != NULL};
+        mf_vk_bind b[4] = {{.buf = &wp->buf}, *x, *y, bias ? *bias : *x};
+        uint64_t gx = (wp->rows + rows_per_wg - 1) / rows_per_wg;
+        uint64_t gy = ((uint64_t)M + 31) / 32;
+        if (gx > vk->max_groups_x)
+            gx = vk->max_groups_x;
+        if (gy > 65535)
+            gy = 65535;
+        mf_vk_cmd_dispatch(vk, p, pipe, b, &pc, (uint32_t)gx, (uint32_t)gy,
+                           1);
+    }
 }
 
 mf_status mf_gpu_qmv(mf_gpu *g, const mf_qmv_desc *d, const mf_tensor *w,
@@ -123,7 +131,7 @@ mf_status mf_gpu_qmv(mf_gpu *g, const mf_qmv_desc *d, const mf_tensor *w,
         if (in >= 0)
             out = mf_vk_plan_io(vk, pl, (size_t)out_bytes, MF_VK_OUT, &st);
         if (out >= 0)
-            st = mf_vk_prog_init(vk, &pl->prog, 1);
+            st = mf_vk_prog_init(vk, &pl->prog, res->nparts);
         if (out >= 0 && st == MF_OK)
             st = mf_vk_prog_begin(vk, &pl->prog);
         if (out >= 0 && st == MF_OK) {

@@ -5,7 +5,8 @@
  *
  * Residency: a tensor is uploaded on its first GPU use (or explicitly with
  * mf_weights_upload) into one device-local buffer in the repacked layout of
- * shaders/qformat.glsl, and later calls with the same descriptor (same
+ * shaders/qformat.glsl (or, over one storage binding, into several: parts
+ * of whole experts, each an image of its own), and later calls with the same descriptor (same
  * data/scales/biases pointers, type, shape, row stride, group size, scale
  * type) reuse it without reading host memory. That relies on the caller's
  * promise that the memory behind a descriptor does not change while the
@@ -54,17 +55,48 @@ typedef struct mf_wkey {
     int32_t type, group_size, scale_type, pad;
 } mf_wkey;
 
+/* One device buffer of a resident tensor: the image (its own layout) of
+ * rows [r0, r0 + rows) of the e n rows. A tensor whose image fits one
+ * storage binding (mf_wcache_part_bytes) is one part; a larger one is split
+ * into parts of whole experts, as equal as the binding allows (e = 1:
+ * parts of whole rows). */
+typedef struct mf_wpart {
+    uint64_t r0, rows;
+    uint32_t e0, ne;  /* its experts [e0, e0 + ne); ne 0: rows of one */
+    mf_wlayout lay;
+    mf_vk_buf buf;
+} mf_wpart;
+
+/* Parts a tensor may take (beyond: MF_ERR_DEVICE_OOM). */
+#define MF_WPARTS_MAX 64
+
 /* A resident tensor. */
 typedef struct mf_wres {
     mf_wkey key;
     unsigned char fp[32]; /* first and last 16 bytes of the codes at upload */
     uint32_t id;      /* unique for the context's life; plans key on it */
-    mf_wlayout lay;
-    mf_vk_buf buf;
+    mf_wlayout lay;   /* part 0's layout: nb, vecs, code_row and scale_row
+                         hold for every part */
+    uint32_t nparts;
+    mf_wpart *part;
+    uint64_t bytes;   /* device bytes of all parts */
     uint64_t last_use;
     int pinned;       /* explicit upload: never evicted under pressure */
     struct mf_wres *next;
 } mf_wres;
+
+/* The tensor's only buffer, NULL when it is split (ops that need one
+ * binding return MF_ERR_DEVICE_OOM then). */
+static inline const mf_vk_buf *mf_wres_buf(const mf_wres *r)
+{
+    return r->nparts == 1 ? &r->part[0].buf : NULL;
+}
+
+/* 1 when every part holds whole experts (the expert ops take those). */
+static inline int mf_wres_by_expert(const mf_wres *r)
+{
+    return r->nparts == 1 || r->part[0].ne != 0;
+}
 
 #define MF_WCACHE_BUCKETS 256
 
@@ -74,6 +106,7 @@ typedef struct mf_wcache {
     uint64_t clock;       /* bumped per op call: entries used by the
                              running call are not evicted */
     uint64_t uploaded_bytes, resident_bytes, uploads, evictions;
+    uint64_t buffers;     /* device buffers of the entries (their parts) */
     int64_t count;
 } mf_wcache;
 
@@ -88,6 +121,9 @@ typedef struct mf_gpu_quant {
                          device memory directly */
     size_t stage_bytes; /* bytes per upload chunk: MF_WCACHE_STAGE_BYTES,
                            or MOEFUSE_GPU_UPLOAD_CHUNK (tests, >= 256) */
+    uint64_t part_bytes; /* MOEFUSE_GPU_PART_BYTES (tests, >= 4096): parts
+                            at most this large, below the binding limit;
+                            0: that limit */
 } mf_gpu_quant;
 
 /* The quantized side of g, created on first use. NULL on host OOM. */
@@ -99,10 +135,16 @@ void mf_gpu_quant_free(mf_gpu *g);
  * evicted to make room for its other tensors. */
 void mf_wcache_begin(mf_gpu *g);
 
-/* The resident copy of t, uploading it when absent (implicit). On device
- * OOM evicts unpinned entries the running call does not use and retries;
- * MF_ERR_DEVICE_OOM when it still does not fit or the image exceeds one
- * storage binding. */
+/* The most bytes one part's image may take: the device's storage binding
+ * limit, or MOEFUSE_GPU_PART_BYTES where that is lower. */
+uint64_t mf_wcache_part_bytes(const mf_gpu *g);
+
+/* The resident copy of t, uploading it when absent (implicit), in parts
+ * where its image exceeds mf_wcache_part_bytes. On device OOM evicts
+ * unpinned entries the running call does not use and retries;
+ * MF_ERR_DEVICE_OOM when it still does not fit, when one expert (one row
+ * for e = 1) exceeds a part, or it would take more than MF_WPARTS_MAX
+ * parts. */
 mf_status mf_wcache_get(mf_gpu *g, const mf_tensor *t, const mf_wres **out);
 
 /* A bias array of n floats as a resident F32 tensor [1, 1, n]. */
@@ -234,7 +276,7 @@ mf_status mf_gpu_qmv_pipe(mf_vk *vk, const mf_tensor *w, uint32_t mb,
                           uint32_t *rows_out);
 /* Records y[y_off + m ys + n] = act(x[m] . w[n] + bias[b_off + n]) for the
  * resident w (x rows padded to whole blocks, zeros after K); bias NULL:
- * none. */
+ * none. One dispatch per part of w (res->nparts). */
 void mf_gpu_qmv_record(mf_vk *vk, mf_vk_prog *p, const mf_vk_pipe *pipe,
                        const mf_wres *res, uint32_t rows_per_wg, int64_t M,
                        mf_act act, const mf_vk_bind *x, const mf_vk_bind *y,
@@ -254,7 +296,10 @@ typedef struct mf_gu_res {
 mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
                                  int64_t pairs, mf_gu_res *out);
 /* Records h[p hs + f] for the T k pairs: x rows padded to whole blocks
- * (zeros after H), idx at idx_off of its binding. */
+ * (zeros after H), idx at idx_off of its binding. One dispatch per range
+ * of experts held by one part of each weight tensor (split tensors), at
+ * most mf_gpu_gate_up_dispatches. */
+uint32_t mf_gpu_gate_up_dispatches(const mf_gu_res *r);
 void mf_gpu_gate_up_record(mf_vk *vk, mf_vk_prog *p,
                            const mf_moe_gate_up_desc *d, const mf_gu_res *r,
                            int64_t T, int32_t k, const mf_vk_bind *x,
@@ -290,11 +335,11 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
  * idx / routing weights / residual at the given element offsets of their
  * bindings (res NULL: none, as prepared). v: device memory of T k H
  * floats the grouped mode writes and reads (ignored per pair); grouped,
- * two dispatches with a barrier between. hq: device memory of
- * r->hq_bytes where r->quant (ignored otherwise): the quantize dispatch
- * writes it and a barrier separates it from the down dispatch. At most
- * MF_DN_DISPATCHES dispatches. */
-#define MF_DN_DISPATCHES 3
+ * the projections (a dispatch per weight part) and then, after a barrier,
+ * the combine. hq: device memory of r->hq_bytes where r->quant (ignored
+ * otherwise): the quantize dispatch writes it and a barrier separates it
+ * from the down dispatches. At most mf_gpu_down_dispatches dispatches. */
+uint32_t mf_gpu_down_dispatches(const mf_dn_res *r);
 void mf_gpu_down_record(mf_vk *vk, mf_vk_prog *p, const mf_dn_res *r,
                         int64_t T, int32_t k, const mf_vk_bind *h,
                         uint32_t hs, const mf_vk_bind *idx, uint32_t idx_off,

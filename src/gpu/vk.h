@@ -95,6 +95,7 @@ typedef struct mf_vk {
     mf_vk_pipe *pipes; /* built pipelines (list) */
 
     int fault;  /* MF_VK_FAULT_*, consumed when it fires */
+    int fault_skip; /* OOM: device allocations that pass before it fires */
     int lost;   /* the device was lost: everything fails from now on */
 
     int validation;         /* the validation layer is on */

@@ -8,6 +8,10 @@ static int take_fault(mf_vk *vk, int which)
 {
     if (vk->fault != which)
         return 0;
+    if (vk->fault_skip > 0) {
+        vk->fault_skip--;
+        return 0;
+    }
     vk->fault = MF_VK_FAULT_NONE;
     return 1;
 }

@@ -18,6 +18,9 @@ mf_gpu_quant *mf_gpu_quant_of(mf_gpu *g)
             g->quant->stage_bytes = b >= 256 && (uint64_t)b < MF_WCACHE_STAGE_BYTES
                                         ? (size_t)b
                                         : MF_WCACHE_STAGE_BYTES;
+            const char *pb = getenv("MOEFUSE_GPU_PART_BYTES");
+            long long v = pb ? atoll(pb) : 0;
+            g->quant->part_bytes = v >= 4096 ? (uint64_t)v : 0;
         }
     }
     return g->quant;
@@ -92,16 +95,24 @@ static void unlink_entry(mf_wcache *c, mf_wres *e)
         *pp = e->next;
 }
 
+static void free_parts(mf_vk *vk, mf_wres *e)
+{
+    for (uint32_t i = 0; e->part && i < e->nparts; i++)
+        mf_vk_buf_destroy(vk, &e->part[i].buf);
+    free(e->part);
+    free(e);
+}
+
 static void destroy_entry(mf_gpu *g, mf_wres *e)
 {
     mf_wcache *c = &g->quant->wc;
     mf_quant_drop_plans(g, e->id);
     unlink_entry(c, e);
-    c->resident_bytes -= e->buf.size;
+    c->resident_bytes -= e->bytes;
+    c->buffers -= e->nparts;
     c->count--;
     c->evictions++;
-    mf_vk_buf_destroy(&g->vk, &e->buf);
-    free(e);
+    free_parts(&g->vk, e);
 }
 
 /* The least recently used unpinned entry the running call does not use. */
@@ -305,39 +316,173 @@ static mf_status upload_staged(mf_gpu *g, const mf_tensor *t,
     return st;
 }
 
-/* Uploads t into a new entry. */
-static mf_status upload(mf_gpu *g, const mf_tensor *t, int pinned,
+uint64_t mf_wcache_part_bytes(const mf_gpu *g)
+{
+    uint64_t lim = g->vk.max_binding;
+    if (g->quant && g->quant->part_bytes && g->quant->part_bytes < lim)
+        lim = g->quant->part_bytes;
+    return lim;
+}
+
+mf_status mf_gpu_part_bytes_set(mf_gpu *g, uint64_t bytes)
+{
+    if (bytes > 0 && bytes < 4096)
+        return MF_ERR_INVALID_ARG;
+    mf_gpu_quant *q = mf_gpu_quant_of(g);
+    if (!q)
+        return MF_ERR_OUT_OF_MEMORY;
+    q->part_bytes = bytes;
+    return MF_OK;
+}
+
+/* Rows [r0, r0 + rows) of t as a tensor of their own: whole experts
+ * (by_expert: n divides r0 and rows) or rows of one. */
+static mf_tensor sub_tensor(const mf_tensor *t, uint64_t r0, uint64_t rows,
+                            uint64_t scale_row, int by_expert)
+{
+    mf_tensor s = *t;
+    size_t stride = t->row_stride ? t->row_stride
+                                  : mf_tensor_row_bytes(t->type, t->k);
+    s.data = (const unsigned char *)t->data + (size_t)r0 * stride;
+    if (t->type == MF_TYPE_MLX_Q4 || t->type == MF_TYPE_MLX_Q8) {
+        s.scales = (const unsigned char *)t->scales + (size_t)(r0 * scale_row);
+        s.biases = (const unsigned char *)t->biases + (size_t)(r0 * scale_row);
+    }
+    if (by_expert) {
+        s.e = (int64_t)(rows / (uint64_t)t->n);
+    } else {
+        s.e = 1;
+        s.n = (int64_t)rows;
+    }
+    return s;
+}
+
+/* How t splits into parts of at most `limit` image bytes: units (experts,
+ * or rows of a one-expert tensor) per part, the fewest parts, each as
+ * large as the others but the last. 0 when it cannot. */
+static int plan_parts(const mf_tensor *t, uint64_t limit, int *by_expert,
+                      uint64_t *per_units)
+{
+    mf_wlayout one;
+    mf_tensor t1 = *t;
+    t1.e = 1;
+    t1.n = 1;
+    if (!mf_wlayout_of(&t1, &one))
+        return 0;
+    for (int pass = 0; pass < 2; pass++) {
+        /* pass 0: whole experts; pass 1 (e = 1 only): whole rows */
+        const int be = pass == 0;
+        if (!be && t->e != 1)
+            break;
+        const uint64_t units = be ? (uint64_t)t->e : (uint64_t)t->n;
+        const uint64_t unit_rows = be ? (uint64_t)t->n : 1;
+        for (uint64_t np = 1; np <= MF_WPARTS_MAX && np <= units; np++) {
+            uint64_t per = (units + np - 1) / np;
+            mf_tensor s = sub_tensor(t, 0, per * unit_rows, one.scale_row, be);
+            mf_wlayout l;
+            if (mf_wlayout_of(&s, &l) && l.total <= limit) {
+                *by_expert = be;
+                *per_units = per;
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Upload progress over several parts: a part's fraction scaled to its
+ * rows' share of the tensor (the last part's 1.0 is exactly 1.0). */
+typedef struct part_progress {
+    mf_progress_fn fn;
+    void *user;
+    uint64_t done, rows, total;
+} part_progress;
+
+static void part_report(void *u, double f)
+{
+    part_progress *pp = u;
+    double at = (double)pp->done + f * (double)pp->rows;
+    pp->fn(pp->user, pp->done + pp->rows >= pp->total && f >= 1.0
+                         ? 1.0
+                         : at / (double)pp->total);
+}
+
+/* Allocates and fills part p (its lay, rows and experts set). */
+static mf_status upload_part(mf_gpu *g, const mf_tensor *s, mf_wpart *p,
+                             mf_progress_fn fn, void *user)
+{
+    mf_vk *vk = &g->vk;
+    int direct = vk->host_reads_device && vk->zero_copy &&
+                 !g->quant->force_staged;
+    mf_status st = alloc_image(g, (size_t)p->lay.total, direct, &p->buf);
+    if (st == MF_ERR_UNSUPPORTED && direct) {
+        direct = 0;
+        st = alloc_image(g, (size_t)p->lay.total, 0, &p->buf);
+    }
+    if (st != MF_OK)
+        return st;
+    if (direct)
+        upload_direct(s, &p->lay, &p->buf, g->quant->stage_bytes, fn, user);
+    else
+        st = upload_staged(g, s, &p->lay, &p->buf, fn, user);
+    return st;
+}
+
+/* Uploads t into a new entry; whole: in one buffer (bias arrays, which
+ * the shaders bind whole; the binding limit alone applies). */
+static mf_status upload(mf_gpu *g, const mf_tensor *t, int pinned, int whole,
                         mf_progress_fn fn, void *user, mf_wres **out)
 {
     mf_vk *vk = &g->vk;
     mf_wcache *c = &g->quant->wc;
-    mf_wlayout l;
-    if (!mf_wlayout_of(t, &l) || l.total > vk->max_binding)
+    int by_expert;
+    uint64_t per;
+    if (!plan_parts(t, whole ? vk->max_binding : mf_wcache_part_bytes(g),
+                    &by_expert, &per) ||
+        (whole && !(by_expert && per == (uint64_t)t->e)))
         return MF_ERR_DEVICE_OOM;
+    const uint64_t units = by_expert ? (uint64_t)t->e : (uint64_t)t->n;
+    const uint64_t unit_rows = by_expert ? (uint64_t)t->n : 1;
+    const uint64_t total_rows = (uint64_t)t->e * (uint64_t)t->n;
+    const uint32_t np = (uint32_t)((units + per - 1) / per);
     mf_wres *e = calloc(1, sizeof *e);
-    if (!e)
+    if (e)
+        e->part = calloc(np, sizeof *e->part);
+    if (!e || !e->part) {
+        free(e);
         return MF_ERR_OUT_OF_MEMORY;
+    }
     e->key = key_of(t);
     fingerprint(&e->key, e->fp);
-    e->lay = l;
-    int direct = vk->host_reads_device && vk->zero_copy &&
-                 !g->quant->force_staged;
-    mf_status st = alloc_image(g, (size_t)l.total, direct, &e->buf);
-    if (st == MF_ERR_UNSUPPORTED && direct) {
-        direct = 0;
-        st = alloc_image(g, (size_t)l.total, 0, &e->buf);
-    }
-    if (st == MF_OK) {
-        if (direct)
-            upload_direct(t, &l, &e->buf, g->quant->stage_bytes, fn, user);
-        else
-            st = upload_staged(g, t, &l, &e->buf, fn, user);
+    mf_status st = MF_OK;
+    uint64_t scale_row = 0;
+    for (uint32_t i = 0; i < np && st == MF_OK; i++) {
+        mf_wpart *p = &e->part[i];
+        const uint64_t u0 = (uint64_t)i * per;
+        const uint64_t nu = units - u0 < per ? units - u0 : per;
+        p->r0 = u0 * unit_rows;
+        p->rows = nu * unit_rows;
+        p->e0 = by_expert ? (uint32_t)u0 : 0;
+        p->ne = by_expert ? (uint32_t)nu : 0;
+        mf_tensor s = np == 1 ? *t
+                              : sub_tensor(t, p->r0, p->rows, scale_row,
+                                           by_expert);
+        if (!mf_wlayout_of(&s, &p->lay)) {
+            st = MF_ERR_DEVICE_OOM;
+            break;
+        }
+        if (i == 0)
+            scale_row = p->lay.scale_row;
+        part_progress pp = {fn, user, p->r0, p->rows, total_rows};
+        st = upload_part(g, &s, p, np > 1 && fn ? part_report : fn,
+                         np > 1 && fn ? (void *)&pp : user);
+        e->nparts = i + 1; /* its buffer (if any) is freed on error */
     }
     if (st != MF_OK) {
-        mf_vk_buf_destroy(vk, &e->buf);
-        free(e);
+        free_parts(vk, e);
         return st;
     }
+    e->lay = e->part[0].lay;
     e->id = c->next_id++;
     if (c->next_id == 0)
         c->next_id = 1;
@@ -348,8 +493,12 @@ static mf_status upload(mf_gpu *g, const mf_tensor *t, int pinned,
     c->bucket[b] = e;
     c->count++;
     c->uploads++;
-    c->uploaded_bytes += l.total;
-    c->resident_bytes += e->buf.size;
+    c->buffers += np;
+    for (uint32_t i = 0; i < np; i++) {
+        c->uploaded_bytes += e->part[i].lay.total;
+        e->bytes += e->part[i].buf.size;
+    }
+    c->resident_bytes += e->bytes;
     *out = e;
     return MF_OK;
 }
@@ -361,7 +510,8 @@ void mf_wcache_begin(mf_gpu *g)
         q->wc.clock++;
 }
 
-mf_status mf_wcache_get(mf_gpu *g, const mf_tensor *t, const mf_wres **out)
+static mf_status get(mf_gpu *g, const mf_tensor *t, int whole,
+                     const mf_wres **out)
 {
     mf_gpu_quant *q = mf_gpu_quant_of(g);
     if (!q)
@@ -381,7 +531,7 @@ mf_status mf_wcache_get(mf_gpu *g, const mf_tensor *t, const mf_wres **out)
         }
     }
     if (!e) {
-        mf_status st = upload(g, t, 0, NULL, NULL, &e);
+        mf_status st = upload(g, t, 0, whole, NULL, NULL, &e);
         if (st != MF_OK)
             return st;
     }
@@ -394,7 +544,12 @@ mf_status mf_wcache_get_f32(mf_gpu *g, const float *p, int64_t n,
                             const mf_wres **out)
 {
     mf_tensor t = mf_tensor_dense(MF_TYPE_F32, 1, 1, n, p);
-    return mf_wcache_get(g, &t, out);
+    return get(g, &t, 1, out);
+}
+
+mf_status mf_wcache_get(mf_gpu *g, const mf_tensor *t, const mf_wres **out)
+{
+    return get(g, t, 0, out);
 }
 
 mf_status mf_gpu_weights_upload(mf_gpu *g, const mf_tensor *t,
@@ -415,7 +570,7 @@ mf_status mf_gpu_weights_upload(mf_gpu *g, const mf_tensor *t,
             progress(user, 1.0);
         return MF_OK;
     }
-    return upload(g, t, 1, progress, user, &e);
+    return upload(g, t, 1, 0, progress, user, &e);
 }
 
 mf_status mf_gpu_weights_evict(mf_gpu *g, const mf_tensor *t)
@@ -452,7 +607,7 @@ static int reads(const mf_wres *e, const void *p, size_t bytes)
         return 1;
     if (k->type != MF_TYPE_MLX_Q4 && k->type != MF_TYPE_MLX_Q8)
         return 0;
-    size_t sb = (size_t)(rows * e->lay.scale_row);
+    size_t sb = (size_t)(rows * e->lay.scale_row); /* the same in every part */
     return in_range(k->scales, sb, p, bytes) ||
            in_range(k->biases, sb, p, bytes);
 }
@@ -486,6 +641,7 @@ void mf_gpu_weights_stats(const mf_gpu *g, mf_weights_stats *out)
     out->uploads = c->uploads;
     out->uploaded_bytes = c->uploaded_bytes;
     out->evictions = c->evictions;
+    out->buffers = c->buffers;
 }
 
 void mf_gpu_quant_free(mf_gpu *g)
@@ -501,8 +657,7 @@ void mf_gpu_quant_free(mf_gpu *g)
         while (c->bucket[b]) {
             mf_wres *e = c->bucket[b];
             c->bucket[b] = e->next;
-            mf_vk_buf_destroy(&g->vk, &e->buf);
-            free(e);
+            free_parts(&g->vk, e);
         }
     free(q);
     g->quant = NULL;

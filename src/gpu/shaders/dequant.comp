@@ -32,6 +32,7 @@ uint w_soff(uint which) { return pc.soff; }
 uint w_boff(uint which) { return pc.boff; }
 uint w_nb(uint which) { return pc.nb; }
 uint w_gpr(uint which) { return pc.gpr; }
+uint w_row0(uint which) { return 0u; }  // the host binds a part's rows
 
 #include "qload.glsl"
 

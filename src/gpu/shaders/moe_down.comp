@@ -21,7 +21,10 @@
 //    routed to its expert (scanning idx, which may have been written by an
 //    earlier dispatch) in shared memory and stops at once when there are
 //    none: each weight block is read and decoded once per M pairs.
-//    Workgroups stride over (row blocks, experts) = (x, y).
+//    Workgroups stride over (row blocks, experts) = (x, y), the experts
+//    [lo, hi): all of them, or those of one part of a weight tensor split
+//    over several buffers (a dispatch per part, wcache.c; phases 0 and 3
+//    take one buffer).
 //  2 the combine of phase 1's v, one output per invocation step.
 // Phases 1 + 2 give phase 0's bits: each v_j gets the same operations in
 // the same order (lanes, blocks, w_acc_fixed, reduction, bias add) and
@@ -83,6 +86,8 @@ layout(push_constant) uniform PC {
     uint w_off;   // float index of the routing weights
     uint res_off; // float index of residual[0]
     uint y_off;   // float index of y[0]
+    uint lo, hi;  // phase 1: the experts [lo, hi) this dispatch serves
+    uint row0;    // the first row of the bound weight buffer (parts)
 } pc;
 
 layout(std430, binding = 0) readonly buffer Wd { uvec4 wd[]; };
@@ -107,6 +112,7 @@ uint w_soff(uint which) { return pc.soff; }
 uint w_boff(uint which) { return pc.boff; }
 uint w_nb(uint which) { return pc.nb; }
 uint w_gpr(uint which) { return pc.gpr; }
+uint w_row0(uint which) { return pc.row0; }
 
 #include "qload.glsl"
 #ifdef INT8
@@ -543,7 +549,7 @@ void per_expert()
     uint tid = gl_LocalInvocationID.x;
     uint nrb = (pc.H + R - 1u) / R;
     uint P = pc.T * pc.k;
-    for (uint e = gl_WorkGroupID.y; e < pc.E; e += gl_NumWorkGroups.y) {
+    for (uint e = pc.lo + gl_WorkGroupID.y; e < pc.hi; e += gl_NumWorkGroups.y) {
         uint pos = 0u;
         for (;;) {
             // list the next pairs of expert e: whole scans of WG entries

@@ -23,6 +23,10 @@
 // Each output gets the same operations in the same order in both modes
 // (the same lanes and blocks, w_acc_fixed, the same reduction), so the
 // modes give identical bits.
+// A dispatch serves the experts [lo, hi): all of them, or those of one
+// part of a weight tensor split over several buffers (the host records a
+// dispatch per part, wcache.c); in per-pair mode it skips the other
+// pairs. Which dispatch computes an output does not change its bits.
 // Built with -DINT8 (MF_PREC_INT8, qint8.glsl): per chunk of KB blocks
 // the pairs' activation blocks are quantized into shared memory, then the
 // same lanes take the same blocks, integer dot products in place of the
@@ -69,6 +73,8 @@ layout(push_constant) uniform PC {
     uint hs;      // floats per h row
     uint idx_off; // uint index of idx[0]
     float limit, alpha;
+    uint lo, hi;  // the experts [lo, hi) this dispatch serves (parts)
+    uint row0_g, row0_u; // first rows of the bound gate / up buffers
 } pc;
 
 layout(std430, binding = 0) readonly buffer Wg { uvec4 wg[]; };
@@ -94,6 +100,7 @@ uint w_soff(uint which) { return which == 0u ? pc.soff_g : pc.soff_u; }
 uint w_boff(uint which) { return which == 0u ? pc.boff_g : pc.boff_u; }
 uint w_nb(uint which) { return pc.nb; }
 uint w_gpr(uint which) { return which == 0u ? pc.gpr_g : pc.gpr_u; }
+uint w_row0(uint which) { return which == 0u ? pc.row0_g : pc.row0_u; }
 
 #include "qload.glsl"
 #ifdef INT8
@@ -328,13 +335,15 @@ void main()
             for (uint m = 0u; m < M; m++)
                 pr[m] = p;
             uint e = expert_of(p);
+            if (e - pc.lo >= pc.hi - pc.lo)
+                continue; // another part's expert
             for (uint rb = gl_WorkGroupID.x; rb < nrb; rb += gl_NumWorkGroups.x)
                 row_block(e, rb, pr, 1u);
         }
         return;
     }
     uint tid = gl_LocalInvocationID.x;
-    for (uint e = gl_WorkGroupID.y; e < pc.E; e += gl_NumWorkGroups.y) {
+    for (uint e = pc.lo + gl_WorkGroupID.y; e < pc.hi; e += gl_NumWorkGroups.y) {
         uint pos = 0u;
         for (;;) {
             // list the next pairs of expert e: whole scans of WG entries

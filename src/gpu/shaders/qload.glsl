@@ -7,6 +7,11 @@
 //                                     scale and bias regions
 //   uint  w_nb(uint which)            blocks of 32 per row
 //   uint  w_gpr(uint which)           MLX groups per row (K / group)
+//   uint  w_row0(uint which)          the first row of the tensor that the
+//                                     bound buffer holds (a tensor split
+//                                     into parts, wcache.c: the part's
+//                                     first row; else 0)
+// Callers pass rows of the whole tensor.
 
 uint w_type(uint which) { return w_fmt(which) & 255u; }
 
@@ -33,6 +38,7 @@ void w_load(uint which, uint row, uint b, out uvec4 raw[8], out float d,
 {
     uint t = w_type(which);
     uint v = qf_vecs(t);
+    row -= w_row0(which);
     uint blk = row * w_nb(which) + b;
     for (uint i = 0u; i < 8u; i++)
         raw[i] = i < v ? w_vec(which, blk * v + i) : uvec4(0u);
