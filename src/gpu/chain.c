@@ -8,18 +8,17 @@
  * Buffers of a plan:
  *   in  (host -> device): [bias E | logits T E] | x [T, H32] | residual
  *       [T, H] (the logits part only when they are given)
- *   out (device -> host): y [T, H] | idx [T, k], w [T, k], flags [T] |
- *       gating input [bias E | logits T E]
- *   g   (device): the same offsets as `out` from gout_at on: the gating
- *       output and input while the chain runs
+ *   out (device -> host): y [T, H] | idx [T, k], w [T, k], flags [T]
+ *   g   (device): the gating output at out's offset gout_at, then from
+ *       gin_at the router's logits (after E unused words)
  *   h   (device): [T k, F32]
  *   v   (device, when down_combine runs grouped by expert): [T k, H]
- * Each run first copies the bias (and given logits) into g from the
- * host-written input; the router writes its logits after the bias. Every
- * step reads the routing from g: `out` may be host memory (written by the
- * shaders over the bus, out_to_host), where each read is a bus round trip.
- * The last dispatch copies the gating output (and, in sigmoid mode, its
- * input: the host reads the logits of unproven rows) from g into `out`.
+ * Gating reads the bias and given logits where the host wrote them (in)
+ * and the router's logits in g, and writes the routing twice: into g,
+ * which every later step reads (`out` may be host memory, written by the
+ * shaders over the bus, out_to_host, where each read is a bus round trip),
+ * and into `out` for the host. No copy dispatch runs before or after the
+ * ops (each cost about a chain step and a barrier on the H200).
  *
  * Sigmoid mode: a row whose selection the device cannot prove (flag set) is
  * recomputed on the host with the reference, as mf_gating on the GPU does;
@@ -55,8 +54,7 @@ typedef struct chain_plan {
     mf_vk_io in, out;
     mf_vk_buf g, h, v; /* v: the grouped down's projections, or none */
     size_t x_at, res_at, in_bytes;
-    size_t gout_at, gin_at, out_bytes;
-    size_t back_bytes; /* copied from g to out at gout_at (16-byte words) */
+    size_t gout_at, gin_at, out_bytes, g_bytes;
 } chain_plan;
 
 struct mf_chain_plans {
@@ -171,15 +169,13 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
     p->res_at = mf_qalign(p->x_at + (size_t)(T * a->H32) * 4);
     p->in_bytes = a->has_res ? p->res_at + (size_t)(T * H) * 4
                              : p->x_at + (size_t)(T * a->H32) * 4;
+    const size_t gout_bytes = (size_t)(2 * P + (uint64_t)T) * 4;
     p->gout_at = mf_qalign((size_t)(T * H) * 4);
-    p->gin_at = mf_qalign(p->gout_at + (size_t)(2 * P + (uint64_t)T) * 4);
-    p->out_bytes = (p->gin_at + gin_bytes + 15) & ~(size_t)15;
-    p->back_bytes = d->gating->mode == MF_GATING_SIGMOID_GROUPED
-                        ? p->out_bytes - p->gout_at
-                        : (((size_t)(2 * P + (uint64_t)T) * 4 + 15) &
-                           ~(size_t)15);
+    p->out_bytes = p->gout_at + gout_bytes;
+    p->gin_at = mf_qalign(p->out_bytes);
+    p->g_bytes = p->gin_at + gin_bytes;
     const size_t h_bytes = (size_t)P * (size_t)a->F32 * 4;
-    if (p->in_bytes > vk->max_binding || p->out_bytes > vk->max_binding ||
+    if (p->in_bytes > vk->max_binding || p->g_bytes > vk->max_binding ||
         h_bytes > vk->max_binding)
         return MF_ERR_UNSUPPORTED;
 
@@ -194,11 +190,8 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
         st = mf_vk_io_create(vk, p->in_bytes, MF_VK_IN, &p->in);
     if (st == MF_OK)
         st = mf_vk_io_create(vk, p->out_bytes, MF_VK_OUT, &p->out);
-    const mf_vk_pipe *cpipe = NULL;
     if (st == MF_OK)
-        st = mf_gpu_copy_pipe(vk, 0, &cpipe);
-    if (st == MF_OK)
-        st = mf_vk_buf_create(vk, p->out_bytes, MF_VK_MEM_DEVICE, &p->g);
+        st = mf_vk_buf_create(vk, p->g_bytes, MF_VK_MEM_DEVICE, &p->g);
     if (st == MF_OK)
         st = mf_vk_buf_create(vk, h_bytes, MF_VK_MEM_DEVICE, &p->h);
     /* v: the grouped down's [P, H], then the quantized h (INT8) */
@@ -206,12 +199,12 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
     if (st == MF_OK && (a->dn.group || a->dn.quant))
         st = mf_vk_buf_create(vk, v_bytes + (size_t)a->dn.hq_bytes,
                               MF_VK_MEM_DEVICE, &p->v);
-    /* dispatches: two copies, the router's (one per part), gating, the
-     * gate_up and down steps' */
+    /* dispatches: the router's (one per part), gating, the gate_up and
+     * down steps' */
     if (st == MF_OK)
         st = mf_vk_prog_init(
             vk, &p->prog,
-            3 + (a->router ? a->router->nparts : 0) +
+            1 + (a->router ? a->router->nparts : 0) +
                 mf_gpu_gate_up_dispatches(&a->gu) +
                 mf_gpu_down_dispatches(&a->dn));
     if (st == MF_OK && vk->timestamps) {
@@ -232,8 +225,8 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
     if (p->ts)
         vkCmdResetQueryPool(pr->cb, p->ts, 0, CHAIN_STEPS + 1);
 
-    /* inputs: x and residual to the device; the gating input's host part
-     * (bias, given logits) into g */
+    /* inputs (bias, given logits, x, residual) to the device where `in`
+     * is staged; the first dispatch waits for the copy */
     mf_vk_cmd_upload(vk, pr, &p->in);
     if (a->F32 != (d->gate_up->layout == MF_GLU_SEPARATE
                        ? d->gate_up->w_gate->n
@@ -241,23 +234,17 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
         vkCmdFillBuffer(pr->cb, p->h.buf, 0, VK_WHOLE_SIZE, 0);
         pr->uploaded = 1;
     }
-    /* the gating input's host part (bias, given logits) into g, by the
-     * copy shader in whole 16-byte words: x's region starts at an aligned
-     * offset after it in `in`, and g ends on a whole word; the words past
-     * the bias are the router's logits, which it writes after this */
-    const size_t gc_bytes = (size_t)(E + (a->router ? 0 : T * E)) * 4;
-    mf_vk_bind gcb[2] = {
-        {.buf = &p->in.dev, .offset = 0, .range = (gc_bytes + 15) & ~(size_t)15},
-        {.buf = &p->g, .offset = p->gin_at,
-         .range = (gc_bytes + 15) & ~(size_t)15}};
-    mf_gpu_cmd_copy_words(vk, pr, cpipe, gcb, (uint32_t)((gc_bytes + 15) / 16), 0);
-    mf_vk_cmd_barrier(pr);
     stamp(pr, p->ts, 0);
 
     const mf_vk_buf *ib = &p->in.dev, *ob = &p->out.dev;
     mf_vk_bind gin = {.buf = &p->g, .offset = p->gin_at, .range = gin_bytes};
-    mf_vk_bind gout = {.buf = &p->g, .offset = p->gout_at,
-                       .range = (2 * P + (uint64_t)T) * 4};
+    mf_vk_bind gout = {.buf = &p->g, .offset = p->gout_at, .range = gout_bytes};
+    /* the gating input: the router's logits in g, or the given ones in
+     * `in` (after the bias, as in g) */
+    mf_vk_bind lin = a->router ? gin
+                               : (mf_vk_bind){.buf = ib, .range = gin_bytes};
+    mf_vk_bind bias = {.buf = ib, .range = (VkDeviceSize)E * 4};
+    mf_vk_bind mirror = {.buf = ob, .offset = p->gout_at, .range = gout_bytes};
     if (a->router) {
         mf_vk_bind x = {.buf = ib, .offset = p->x_at,
                         .range = (VkDeviceSize)(T * a->H32) * 4};
@@ -268,7 +255,8 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
         mf_vk_cmd_barrier(pr);
     }
     stamp(pr, p->ts, 1);
-    st = mf_gpu_gating_record(g, pr, d->gating, T, &gin, &gout);
+    st = mf_gpu_gating_record(g, pr, d->gating, T, &lin, &bias, &gout,
+                              &mirror);
     if (st != MF_OK)
         return st;
     mf_vk_cmd_barrier(pr);
@@ -288,12 +276,6 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
                        (uint32_t)(a->F32 / 4), &gout, 0, &gout, (uint32_t)P,
                        a->has_res ? &rs : NULL, 0, &yb, 0, &vb, &qb);
     stamp(pr, p->ts, 4);
-    /* the routing (and the sigmoid mode's logits) back: g -> out */
-    mf_vk_cmd_barrier(pr);
-    mf_vk_bind cb[2] = {
-        {.buf = &p->g, .offset = p->gout_at, .range = p->back_bytes},
-        {.buf = ob, .offset = p->gout_at, .range = p->back_bytes}};
-    mf_gpu_cmd_copy_words(vk, pr, cpipe, cb, (uint32_t)(p->back_bytes / 16), 0);
     mf_vk_cmd_download(vk, pr, &p->out);
     return mf_vk_prog_end(vk, pr);
 }
@@ -465,8 +447,26 @@ mf_status mf_gpu_moe_chain(mf_gpu *g, const mf_gpu_chain_desc *d,
     g->gating_device_rows += T;
     if (d->gating->mode == MF_GATING_SIGMOID_GROUPED) {
         const uint32_t *flags = (const uint32_t *)(out + p->gout_at + 2 * P * 4);
-        const float *lg = (const float *)(out + p->gin_at) + E;
-        if (fix_rows(g, d->gating, lg, flags, T, idx, weights)) {
+        int64_t nflag = 0;
+        for (int64_t r = 0; r < T; r++)
+            nflag += flags[r] != 0;
+        /* the router's logits, fetched only when a row needs them */
+        float *lg = NULL;
+        if (nflag && d->router) {
+            lg = malloc((size_t)(T * E) * 4);
+            if (!lg)
+                return MF_ERR_OUT_OF_MEMORY;
+            st = mf_vk_download(&g->vk, &p->g, p->gin_at + (size_t)E * 4, lg,
+                                (size_t)(T * E) * 4);
+            if (st != MF_OK) {
+                free(lg);
+                return st;
+            }
+        }
+        int fixed = nflag && fix_rows(g, d->gating, lg ? lg : logits, flags,
+                                      T, idx, weights);
+        free(lg);
+        if (fixed) {
             float *h = malloc(P * (size_t)(d->down->w_down->k) * 4);
             if (!h)
                 return MF_ERR_OUT_OF_MEMORY;

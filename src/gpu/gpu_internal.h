@@ -27,12 +27,14 @@ struct mf_gpu {
 void mf_gpu_quant_free(mf_gpu *g);
 
 /* Records the gating dispatch of a call into p (op_gating.c; used by the
- * MoE chain): in = bias [E] (zeros without one) then logits [T, E]; out =
- * idx [T, k], w [T, k], flags [T]. MF_ERR_UNSUPPORTED for shapes the shader
- * does not take. */
+ * MoE chain): in = the logits [T, E] from float E on; bias = the bias [E]
+ * (zeros without one); out = idx [T, k], w [T, k], flags [T], and mirror
+ * (NULL: none) the same words again. MF_ERR_UNSUPPORTED for shapes the
+ * shader does not take. */
 mf_status mf_gpu_gating_record(mf_gpu *g, mf_vk_prog *p,
                                const mf_gating_desc *d, int64_t T,
-                               const mf_vk_bind *in, const mf_vk_bind *out);
+                               const mf_vk_bind *in, const mf_vk_bind *bias,
+                               const mf_vk_bind *out, const mf_vk_bind *mirror);
 
 /* The word-copy shader (copy.c): its pipeline (read_only: only read src,
  * the bench's read floor) and one pass over `words` 16-byte words of

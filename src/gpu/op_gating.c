@@ -70,7 +70,7 @@ static int rank_mode(uint32_t k)
 
 /* The pipeline for a call's push constants and mode. */
 static mf_status gating_pipe(mf_vk *vk, const gating_push *pc, int mode,
-                             const mf_vk_pipe **pipe)
+                             int mirror, const mf_vk_pipe **pipe)
 {
     uint32_t E = pc->E, G = pc->G;
     /* MOEFUSE_GPU_GATING_WG=32..1024 overrides the workgroup size */
@@ -118,11 +118,11 @@ static mf_status gating_pipe(mf_vk *vk, const gating_push *pc, int mode,
     mf_vk_pipe_desc pd = {
         .shader = vk->subgroup_arith ? &mf_shader_gating_sg
                                      : &mf_shader_gating_sh,
-        .n_bindings = 2,
+        .n_bindings = 4,
         .push_bytes = sizeof *pc,
-        .n_spec = 8,
+        .n_spec = 9,
         .spec = {wg, per, (uint32_t)mode, gmax, rankn, scap, lcap,
-                 pc->k > GATING_ROUNDS_MAX},
+                 pc->k > GATING_ROUNDS_MAX, (uint32_t)mirror},
     };
     return mf_vk_pipe_get(vk, &pd, pipe);
 }
@@ -133,7 +133,7 @@ static mf_status build(mf_gpu *g, mf_vk_plan *pl, const gating_push *pc,
     mf_vk *vk = &g->vk;
     uint32_t E = pc->E;
     const mf_vk_pipe *pipe;
-    mf_status st = gating_pipe(vk, pc, mode, &pipe);
+    mf_status st = gating_pipe(vk, pc, mode, 0, &pipe);
     if (st != MF_OK)
         return st;
     size_t T = pc->T;
@@ -149,7 +149,9 @@ static mf_status build(mf_gpu *g, mf_vk_plan *pl, const gating_push *pc,
         st = mf_vk_prog_begin(vk, &pl->prog);
     if (st != MF_OK)
         return st;
-    mf_vk_bind b[2] = {{.buf = &pl->io[in].dev}, {.buf = &pl->io[out].dev}};
+    /* the bias at the start of in, before the logits; no mirror */
+    mf_vk_bind b[4] = {{.buf = &pl->io[in].dev}, {.buf = &pl->io[out].dev},
+                       {.buf = &pl->io[in].dev}, {.buf = &pl->io[out].dev}};
     uint32_t groups = T < vk->max_groups_x ? (uint32_t)T : vk->max_groups_x;
     mf_vk_cmd_upload(vk, &pl->prog, &pl->io[in]);
     mf_vk_cmd_dispatch(vk, &pl->prog, pipe, b, pc, groups, 1, 1);
@@ -231,13 +233,15 @@ mf_status mf_gpu_gating(mf_gpu *g, const mf_gating_desc *d,
 }
 
 /* The gating dispatch of a call, recorded into another program (the MoE
- * chain, src/gpu/chain.c): in holds the bias [E] (zeros without one) then
- * the logits [T, E]; out receives idx [T, k], w [T, k] and the flags [T] of
- * rows the host must recompute (sigmoid mode). MF_ERR_UNSUPPORTED for
- * shapes the shader does not take. */
+ * chain, src/gpu/chain.c): in holds the logits [T, E] from float E on, bias
+ * the bias [E] (zeros without one); out receives idx [T, k], w [T, k] and
+ * the flags [T] of rows the host must recompute (sigmoid mode), and mirror
+ * (when not NULL) the same words once each row is final. MF_ERR_UNSUPPORTED
+ * for shapes the shader does not take. */
 mf_status mf_gpu_gating_record(mf_gpu *g, mf_vk_prog *p,
                                const mf_gating_desc *d, int64_t T,
-                               const mf_vk_bind *in, const mf_vk_bind *out)
+                               const mf_vk_bind *in, const mf_vk_bind *bias,
+                               const mf_vk_bind *out, const mf_vk_bind *mirror)
 {
     mf_vk *vk = &g->vk;
     const int sig = d->mode == MF_GATING_SIGMOID_GROUPED;
@@ -253,10 +257,10 @@ mf_status mf_gpu_gating_record(mf_gpu *g, mf_vk_prog *p,
         .scale = d->scale,
     };
     const mf_vk_pipe *pipe;
-    mf_status st = gating_pipe(vk, &pc, (int)d->mode, &pipe);
+    mf_status st = gating_pipe(vk, &pc, (int)d->mode, mirror != NULL, &pipe);
     if (st != MF_OK)
         return st;
-    mf_vk_bind b[2] = {*in, *out};
+    mf_vk_bind b[4] = {*in, *out, *bias, mirror ? *mirror : *out};
     uint32_t groups = (uint64_t)T < vk->max_groups_x ? (uint32_t)T
                                                      : vk->max_groups_x;
     mf_vk_cmd_dispatch(vk, p, pipe, b, &pc, groups, 1, 1);

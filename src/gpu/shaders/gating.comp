@@ -39,16 +39,24 @@ layout(constant_id = 7) const uint SELG = 0;   // 1 (k > 32): the selection
                                                // is kept in the output
                                                // buffer, else in shared
                                                // memory
+layout(constant_id = 8) const uint MIRROR = 0; // 1: the row's results also
+                                               // to binding 3 (the chain's
+                                               // host-visible output)
 
 layout(push_constant) uniform PC {
     uint T, E, k, renorm, has_bias, G, topk_group;
     float scale;
 } pc;
 
-// in: bias [E] (zeros without bias), then logits [T, E]
+// in: the logits [T, E] from float E on (the words before are not read)
 layout(std430, binding = 0) readonly buffer In { float v_in[]; };
 // out: idx [T, k], then w [T, k] (float bits), then flags [T]
 layout(std430, binding = 1) coherent buffer Out { uint v_out[]; };
+// the bias [E] (zeros without bias): the chain reads it where the host
+// wrote it, the logits where the router wrote them
+layout(std430, binding = 2) readonly buffer Bi { float v_bias[]; };
+// MIRROR: out's layout again, written once a row is final
+layout(std430, binding = 3) writeonly buffer Mo { uint v_mir[]; };
 
 #include "common.glsl"
 
@@ -199,7 +207,7 @@ float logit_at(uint row, uint i)
 {
     return LCAP > 1u ? uintBitsToFloat(s_lg[i]) : logit_mem(row, i);
 }
-float bias_at(uint i) { return v_in[i]; }
+float bias_at(uint i) { return v_bias[i]; }
 
 // Softmax modes: the selection value x = canon(logit + bias) of expert i
 // whose logit is l.
@@ -645,12 +653,26 @@ void main()
             for (uint j = tid; j < k; j += WG) {
                 v_out[row * k + j] = s_sel[j];
                 v_out[wbase + j] = s_w[j];
+                if (MIRROR != 0u) {
+                    v_mir[row * k + j] = s_sel[j];
+                    v_mir[wbase + j] = s_w[j];
+                }
             }
         if (bad)
             atomicOr(s_flag, 1u);
+        if (SELG != 0u && MIRROR != 0u)
+            memoryBarrierBuffer();  // the row's words, read back below
         barrier();
-        if (tid == 0u)
+        if (SELG != 0u && MIRROR != 0u)
+            for (uint j = tid; j < k; j += WG) {
+                v_mir[row * k + j] = v_out[row * k + j];
+                v_mir[wbase + j] = v_out[wbase + j];
+            }
+        if (tid == 0u) {
             v_out[2u * pc.T * k + row] = s_flag;
+            if (MIRROR != 0u)
+                v_mir[2u * pc.T * k + row] = s_flag;
+        }
         barrier();
     }
 }
