@@ -25,6 +25,16 @@ typedef int (*bench_fn)(void *arg, int i);
 int bench_measure(bench_fn fn, void *arg, int warmup, int batch, int min_runs,
                   int max_runs, double budget_us, bench_stats *out);
 
+/* Two measurements interleaved: samples of fa and fb alternate (in the
+ * order a b b a a b ...) so that both see the same machine state. A ratio
+ * of two host round trips on a GPU drifts by 2-3x over a run (clocks and
+ * power states ramp), and only samples taken side by side compare. Same
+ * arguments as bench_measure, one sample per call; min_runs and max_runs
+ * count pairs. */
+int bench_measure_pair(bench_fn fa, void *a, bench_fn fb, void *b, int warmup,
+                       int min_runs, int max_runs, double budget_us,
+                       bench_stats *out_a, bench_stats *out_b);
+
 /* ---- STREAM-style triad a = b + s*c over arrays of n floats ----------- */
 /* Median GB/s (3 * n * 4 bytes per pass) with `threads` threads. */
 double bench_triad_gbps(size_t n, int threads, int reps);
@@ -42,6 +52,8 @@ typedef struct bench_record {
                         * triad measured last before it; 0 none */
     double gpu_us;  /* GPU runs: device time between timestamps; < 0 none */
     double call_us; /* GPU runs: the whole public call from host arrays */
+    double empty_us; /* GPU replays: the empty-dispatch round trip measured
+                      * interleaved with this record's samples; < 0 none */
 } bench_record;
 
 typedef struct bench_results {

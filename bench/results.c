@@ -23,7 +23,7 @@ void bench_results_add(bench_results *r, const char *op, const char *shape,
     rec->st = *st;
     rec->bytes = bytes;
     rec->gbps = bytes > 0 && st->median_us > 0 ? bytes / (st->median_us * 1e3) : 0;
-    rec->gpu_us = rec->call_us = -1;
+    rec->gpu_us = rec->call_us = rec->empty_us = -1;
     /* the floor the record is printed against: the 1-thread triad for ref,
      * the device copy for GPU records, else the triad measured last */
     rec->floor_gbps = bytes <= 0                  ? 0
@@ -109,6 +109,8 @@ int bench_results_write_json(const bench_results *r, const mf_ctx *ctx,
             fprintf(f, ", \"gpu_us\": %.3f", x->gpu_us);
         if (x->call_us >= 0)
             fprintf(f, ", \"call_us\": %.3f", x->call_us);
+        if (x->empty_us >= 0)
+            fprintf(f, ", \"empty_dispatch_us\": %.3f", x->empty_us);
         fprintf(f, "}%s\n", i + 1 < r->n ? "," : "");
     }
     fprintf(f, "  ]\n}\n");

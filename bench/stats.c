@@ -57,3 +57,48 @@ int bench_measure(bench_fn fn, void *arg, int warmup, int batch, int min_runs,
     free(t);
     return 0;
 }
+
+static void stats_of(double *t, int n, bench_stats *out)
+{
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    out->median_us = quantile(t, n, 0.5);
+    out->p10_us = quantile(t, n, 0.1);
+    out->p90_us = quantile(t, n, 0.9);
+    out->runs = n;
+}
+
+int bench_measure_pair(bench_fn fa, void *a, bench_fn fb, void *b, int warmup,
+                       int min_runs, int max_runs, double budget_us,
+                       bench_stats *out_a, bench_stats *out_b)
+{
+    int rc, call = 0;
+    for (int i = 0; i < warmup; i++)
+        if ((rc = fa(a, call)) != 0 || (rc = fb(b, call++)) != 0)
+            return rc;
+    double *t = malloc(2 * (size_t)max_runs * sizeof *t);
+    if (!t)
+        return -1;
+    double *ta = t, *tb = t + max_runs;
+    int n = 0;
+    double start = bench_now_us();
+    while (n < max_runs && (n < min_runs || bench_now_us() - start < budget_us)) {
+        /* a b, then b a: neither always runs right after the other */
+        for (int k = 0; k < 2; k++) {
+            int is_a = (k == 0) == (n % 2 == 0); /* this call is fa */
+            double t0 = bench_now_us();
+            rc = is_a ? fa(a, call) : fb(b, call);
+            double t1 = bench_now_us();
+            if (rc) {
+                free(t);
+                return rc;
+            }
+            (is_a ? ta : tb)[n] = t1 - t0;
+        }
+        call++;
+        n++;
+    }
+    stats_of(ta, n, out_a);
+    stats_of(tb, n, out_b);
+    free(t);
+    return 0;
+}

@@ -593,11 +593,11 @@ Test(gpu_parts, binding_limit)
     mf_gpu_info info;
     cr_assert_eq(mf_ctx_gpu_info(c, &info), MF_OK);
     if (info.max_binding_bytes > ((uint64_t)160 << 20)) {
-        cr_log_warn("skipped: the device binds %llu bytes, more than this "
-                    "test's stacks take",
-                    (unsigned long long)info.max_binding_bytes);
         mft_gpu_ctx_done(c);
-        return;
+        /* A skip, not a warning: Criterion fails a run that logged one. */
+        cr_skip_test("the device binds %llu bytes, more than this test's "
+                     "stacks take",
+                     (unsigned long long)info.max_binding_bytes);
     }
     mft_rng r = mft_rng_make(__LINE__);
     qd_variant v = {MF_TYPE_Q4_0, 0, MF_TYPE_F32};
