@@ -1095,6 +1095,99 @@ Test(gpu_quant, chain_layer_presets)
     }
 }
 
+/* Sigmoid rows the device cannot prove, inside the layer's chain (router
+ * on the device): experts 0 and 1 get logits 0.5 and 0.5 + 2^-20 in every
+ * token (router rows zero but for column 0, x[t][0] = 1) and correction
+ * biases of 1.0 that put both in the selection, so their order rests on
+ * scores closer than the device's bound (2^-18 relative) and every row is
+ * flagged. The host then fetches the router's logits, recomputes those rows
+ * with the reference and reruns the expert ops: indices identical to the
+ * reference layer, weights within 1e-5 relative, y within 1e-4 of max |y|
+ * (the tolerances of chain_preset). */
+static void chain_unproven_case(mf_ctx *c, int64_t T, uint64_t seed)
+{
+    mf_moe_config cfg = small("deepseek-v3", 128, 64, 16, 4);
+    synth_layer L;
+    cr_assert_eq(synth_layer_make(&L, &cfg, MF_TYPE_Q4_0, seed), 0);
+    const int64_t H = cfg.hidden;
+    cr_assert_eq(L.router.t.type, MF_TYPE_F32);
+    cr_assert_not_null(L.corr_bias, "deepseek-v3 has a correction bias");
+    float *rw = L.router.data;
+    memset(rw, 0, 2 * (size_t)H * 4);
+    rw[0] = 0.5f;
+    rw[H] = 0.5f + 0x1p-20f;
+    if (L.router_bias)
+        L.router_bias[0] = L.router_bias[1] = 0.0f;
+    L.corr_bias[0] = L.corr_bias[1] = 1.0f;
+    mf_moe_layer *l;
+    cr_assert_eq(mf_moe_layer_create(c, &cfg, &L.w, &l), MF_OK);
+    mft_rng r = mft_rng_make(seed);
+    const size_t TH = (size_t)(T * H), Tk = (size_t)(T * cfg.top_k);
+    float *x = malloc(TH * 4), *y0 = malloc(TH * 4), *y1 = malloc(TH * 4);
+    float *w0 = malloc(Tk * 4);
+    int32_t *i0 = malloc(Tk * 4);
+    cr_assert(x && y0 && y1 && w0 && i0);
+    mft_fill_normal(&r, x, TH, 1.0f);
+    for (int64_t t = 0; t < T; t++)
+        x[t * H] = 1.0f;
+    mf_moe_run r0 = {MF_IMPL_REF, MF_PREC_EXACT}, r1 = {MF_IMPL_GPU, MF_PREC_EXACT};
+    cr_assert_eq(mf_moe_layer_forward(l, &r0, x, T, NULL, y0), MF_OK);
+    const float *wts;
+    memcpy(i0, mf_moe_layer_last_routing(l, &wts, NULL), Tk * 4);
+    memcpy(w0, wts, Tk * 4);
+    /* the constructed near-tie is where the reference put it */
+    for (int64_t t = 0; t < T; t++) {
+        int seen = 0;
+        for (int32_t j = 0; j < cfg.top_k; j++)
+            seen |= i0[t * cfg.top_k + j] == 0 ? 1 : i0[t * cfg.top_k + j] == 1 ? 2 : 0;
+        cr_assert_eq(seen, 3, "token %lld: experts 0 and 1 not both selected",
+                     (long long)t);
+    }
+    int64_t dev0, host0, dev1, host1;
+    mf_gpu_gating_rows(mft_gpu_of(c), &dev0, &host0);
+    mf_status st = mf_moe_layer_forward(l, &r1, x, T, NULL, y1);
+    cr_assert_eq(st, MF_OK, "%s", mf_status_str(st));
+    mf_gpu_gating_rows(mft_gpu_of(c), &dev1, &host1);
+    cr_expect_geq(host1 - host0, T,
+                  "rows recomputed on the host: %lld of %lld (device %lld)",
+                  (long long)(host1 - host0), (long long)T,
+                  (long long)(dev1 - dev0));
+    int64_t nt = 0;
+    const int32_t *idx = mf_moe_layer_last_routing(l, &wts, &nt);
+    cr_assert_not_null(idx);
+    cr_assert_eq(nt, T);
+    for (size_t i = 0; i < Tk; i++) {
+        cr_assert_eq(idx[i], i0[i], "T=%lld slot %zu", (long long)T, i);
+        cr_expect(fabsf(wts[i] - w0[i]) <= 1e-5f * fabsf(w0[i]) + 1e-7f,
+                  "slot %zu: weight %.9g vs ref %.9g", i, (double)wts[i],
+                  (double)w0[i]);
+    }
+    double mx = 0, err = 0;
+    for (size_t i = 0; i < TH; i++) {
+        mx = fmax(mx, fabs(y0[i]));
+        err = fmax(err, fabs((double)y1[i] - y0[i]));
+    }
+    cr_expect_leq(err, 1e-4 * mx, "T=%lld: err %g max %g", (long long)T, err, mx);
+    mf_moe_layer_destroy(l);
+    mf_weights_evict(c, NULL);
+    synth_layer_free(&L);
+    free(x);
+    free(y0);
+    free(y1);
+    free(w0);
+    free(i0);
+}
+
+Test(gpu_quant, chain_unproven_rows)
+{
+    mf_ctx *c = mft_gpu_ctx(0);
+    if (!c)
+        return;
+    chain_unproven_case(c, 1, 31);
+    chain_unproven_case(c, 3, 32);
+    mft_gpu_ctx_done(c);
+}
+
 /* The chain directly, from given logits, against the three ops run one by
  * one on the device: identical indices and weights, y within the combine's
  * slack; per-step timestamps when the device has them; a replay. With
