@@ -43,6 +43,7 @@ typedef struct chain_key {
     uint32_t gu_group, dn_group; /* the expert ops' modes (mf_qgroup) */
     int32_t gu_int8, dn_int8;    /* and their INT8 shaders (mf_qint8) */
     uint32_t dn_rows;            /* mf_dn_res.rows, slots in bit 31 */
+    int32_t prefetch;            /* the down weights warmed (prefetch.c) */
 } chain_key;
 
 typedef struct chain_plan {
@@ -53,6 +54,7 @@ typedef struct chain_plan {
     VkQueryPool ts;  /* CHAIN_STEPS + 1 timestamps, or VK_NULL_HANDLE */
     mf_vk_io in, out;
     mf_vk_buf g, h, v; /* v: the grouped down's projections, or none */
+    mf_vk_buf pf;      /* the cache warming's unread output */
     size_t x_at, res_at, in_bytes;
     size_t gout_at, gin_at, out_bytes, g_bytes;
 } chain_plan;
@@ -73,6 +75,7 @@ static void plan_free(mf_vk *vk, chain_plan *p)
     mf_vk_buf_destroy(vk, &p->g);
     mf_vk_buf_destroy(vk, &p->h);
     mf_vk_buf_destroy(vk, &p->v);
+    mf_vk_buf_destroy(vk, &p->pf);
     memset(p, 0, sizeof *p);
 }
 
@@ -156,6 +159,7 @@ typedef struct chain_args {
     int64_t T, H, H32, F32;
     int32_t E, k;
     int has_res;
+    const mf_vk_pipe *pf_pipe; /* cache warming, or NULL */
 } chain_args;
 
 static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
@@ -199,6 +203,8 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
     if (st == MF_OK && (a->dn.group || a->dn.quant))
         st = mf_vk_buf_create(vk, v_bytes + (size_t)a->dn.hq_bytes,
                               MF_VK_MEM_DEVICE, &p->v);
+    if (st == MF_OK && a->pf_pipe)
+        st = mf_vk_buf_create(vk, 16, MF_VK_MEM_DEVICE, &p->pf);
     /* dispatches: the router's (one per part), gating, the gate_up and
      * down steps' */
     if (st == MF_OK)
@@ -206,7 +212,7 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
             vk, &p->prog,
             1 + (a->router ? a->router->nparts : 0) +
                 mf_gpu_gate_up_dispatches(&a->gu) +
-                mf_gpu_down_dispatches(&a->dn));
+                mf_gpu_down_dispatches(&a->dn) + (a->pf_pipe != NULL));
     if (st == MF_OK && vk->timestamps) {
         VkQueryPoolCreateInfo qi = {
             .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
@@ -264,6 +270,13 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
     mf_vk_bind x = {.buf = ib, .offset = p->x_at,
                     .range = (VkDeviceSize)(T * a->H32) * 4};
     mf_vk_bind hb = {.buf = &p->h};
+    if (a->pf_pipe) {
+        /* the down weights of the selected experts read into the cache
+         * while gate_up runs: no barrier between the two */
+        mf_vk_bind db = {.buf = &p->pf};
+        mf_gpu_prefetch_record(vk, pr, a->pf_pipe, a->dn.wd, H, &gout, 0,
+                               (uint32_t)P, &db);
+    }
     mf_gpu_gate_up_record(vk, pr, d->gate_up, &a->gu, T, (int32_t)k, &x,
                           &gout, 0, &hb, (uint32_t)a->F32);
     mf_vk_cmd_barrier(pr);
@@ -343,6 +356,9 @@ static mf_status prepare(mf_gpu *g, const mf_gpu_chain_desc *d, int64_t T,
         st = mf_gpu_down_prepare(g, d->down, T, a->k, has_res, &a->dn);
     if (st != MF_OK)
         return st;
+    if (mf_gpu_prefetch_wanted(a->dn.wd, a->H, (uint64_t)(T * a->k)) &&
+        (st = mf_gpu_prefetch_pipe(&g->vk, &a->pf_pipe)) != MF_OK)
+        return st;
     a->H32 = (int64_t)a->gu.wg->lay.nb * 32;
     a->F32 = (int64_t)a->dn.wd->lay.nb * 32;
     if (a->router && (int64_t)a->router->lay.nb * 32 != a->H32)
@@ -385,6 +401,7 @@ static chain_key key_of(const chain_args *a)
     k.gu_int8 = a->gu.int8;
     k.dn_int8 = a->dn.int8;
     k.dn_rows = a->dn.rows | (uint32_t)a->dn.slots << 31;
+    k.prefetch = a->pf_pipe != NULL;
     return k;
 }
 

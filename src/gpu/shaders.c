@@ -15,6 +15,11 @@ static const uint32_t spv_mf_shader_copy[] =
     ;
 MF_SHADER(mf_shader_copy, "copy");
 
+static const uint32_t spv_mf_shader_prefetch[] =
+#include "src/gpu/shaders/prefetch.spv.inc"
+    ;
+MF_SHADER(mf_shader_prefetch, "prefetch");
+
 static const uint32_t spv_mf_shader_gating_sg[] =
 #include "src/gpu/shaders/gating_sg.spv.inc"
     ;

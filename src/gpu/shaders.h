@@ -6,6 +6,7 @@
 
 extern const mf_vk_shader mf_shader_empty;
 extern const mf_vk_shader mf_shader_copy;
+extern const mf_vk_shader mf_shader_prefetch;
 extern const mf_vk_shader mf_shader_gating_sg; /* subgroup arithmetic */
 extern const mf_vk_shader mf_shader_gating_sh; /* shared-memory reduction */
 extern const mf_vk_shader mf_shader_combine;
