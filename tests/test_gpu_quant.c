@@ -1273,6 +1273,20 @@ static void chain_logits_case(mf_ctx *c, const char *preset, int32_t E,
                      "%s slots %s: y differs from the automatic mode", preset,
                      slot_modes[si]);
     }
+    /* the cache warming forced off and on (on by default at these sizes):
+     * it only reads, so the same bits */
+    for (int pf = 0; pf < 2; pf++) {
+        setenv("MOEFUSE_GPU_PREFETCH", pf ? "1" : "0", 1);
+        mf_status st = mf_gpu_moe_chain(g, &cd, x, logits, T, res, y1, i1, w1,
+                                        NULL);
+        unsetenv("MOEFUSE_GPU_PREFETCH");
+        cr_assert_eq(st, MF_OK, "%s prefetch %d: %s", preset, pf,
+                     mf_status_str(st));
+        cr_expect_eq(memcmp(i0, i1, Tk * 4), 0, "%s prefetch %d: indices differ",
+                     preset, pf);
+        cr_expect_eq(memcmp(y0, y1, TH * 4), 0, "%s prefetch %d: y differs",
+                     preset, pf);
+    }
     mf_weights_evict(c, NULL);
     /* evicting the weights drops the recorded chain */
     cr_expect_eq(mf_gpu_bench_chain(g, &rt), MF_ERR_INVALID_ARG);
