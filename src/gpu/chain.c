@@ -261,10 +261,8 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
         mf_vk_cmd_barrier(pr);
     }
     stamp(pr, p->ts, 1);
-    /* the host's copy of the routing: written by the cache-warming
-     * dispatch beside gate_up where it runs, else by gating */
     st = mf_gpu_gating_record(g, pr, d->gating, T, &lin, &bias, &gout,
-                              a->pf_pipe ? NULL : &mirror);
+                              &mirror);
     if (st != MF_OK)
         return st;
     mf_vk_cmd_barrier(pr);
@@ -277,8 +275,7 @@ static mf_status record(mf_gpu *g, chain_plan *p, const chain_args *a)
          * while gate_up runs: no barrier between the two */
         mf_vk_bind db = {.buf = &p->pf};
         mf_gpu_prefetch_record(vk, pr, a->pf_pipe, a->dn.wd, H, &gout, 0,
-                               (uint32_t)P, &db, &mirror,
-                               (uint32_t)(gout_bytes / 4));
+                               (uint32_t)P, &db);
     }
     mf_gpu_gate_up_record(vk, pr, d->gate_up, &a->gu, T, (int32_t)k, &x,
                           &gout, 0, &hb, (uint32_t)a->F32);

@@ -35,26 +35,24 @@ int mf_gpu_prefetch_wanted(const mf_wres *w, int64_t n, uint64_t P)
 
 mf_status mf_gpu_prefetch_pipe(mf_vk *vk, const mf_vk_pipe **pipe)
 {
-    mf_vk_pipe_desc pd = {.shader = &mf_shader_prefetch, .n_bindings = 4,
-                          .push_bytes = 44};
+    mf_vk_pipe_desc pd = {.shader = &mf_shader_prefetch, .n_bindings = 3,
+                          .push_bytes = 40};
     return mf_vk_pipe_get(vk, &pd, pipe);
 }
 
 void mf_gpu_prefetch_record(mf_vk *vk, mf_vk_prog *p, const mf_vk_pipe *pipe,
                             const mf_wres *w, int64_t n, const mf_vk_bind *idx,
-                            uint32_t idx_off, uint32_t P, const mf_vk_bind *dst,
-                            const mf_vk_bind *mirror, uint32_t mirror_words)
+                            uint32_t idx_off, uint32_t P, const mf_vk_bind *dst)
 {
     const mf_wlayout *l = &w->lay;
-    uint32_t push[11] = {P, (uint32_t)w->key.e, idx_off, 0x9e3779b9u};
+    uint32_t push[10] = {P, (uint32_t)w->key.e, idx_off, 0x9e3779b9u};
     push[4] = 0;
     push[7] = (uint32_t)((uint64_t)n * l->code_row);
     push[5] = (uint32_t)l->soff;
     push[8] = (uint32_t)((uint64_t)n * l->scale_row);
     push[6] = (uint32_t)l->boff;
     push[9] = l->total > l->boff ? push[8] : 0;
-    push[10] = mirror ? mirror_words : 0;
-    mf_vk_bind b[4] = {{.buf = mf_wres_buf(w)}, *idx, *dst, mirror ? *mirror : *dst};
+    mf_vk_bind b[3] = {{.buf = mf_wres_buf(w)}, *idx, *dst};
     /* about 16 words per invocation of a pair's codes */
     uint64_t words = push[7] / 16, gx = (words + 4095) / 4096;
     gx = gx < 1 ? 1 : gx > 256 ? 256 : gx;

@@ -331,15 +331,13 @@ static inline size_t mf_dn_v_bytes(const mf_dn_res *r, uint64_t P, int64_t H)
 /* Cache warming (prefetch.c): whether the chain reads the down weights of
  * the P pairs' experts (n rows each of w) beside gate_up, its pipeline,
  * and the dispatch (idx at element idx_off of its binding; dst: 16 bytes
- * no one reads; mirror, or NULL: where it copies mirror_words words of the
- * routing from idx on). MOEFUSE_GPU_PREFETCH=0/1 forces it off/on (read
- * when a chain is recorded). */
+ * no one reads). MOEFUSE_GPU_PREFETCH=0/1 forces it off/on (read when a
+ * chain is recorded). */
 int mf_gpu_prefetch_wanted(const mf_wres *w, int64_t n, uint64_t P);
 mf_status mf_gpu_prefetch_pipe(mf_vk *vk, const mf_vk_pipe **pipe);
 void mf_gpu_prefetch_record(mf_vk *vk, mf_vk_prog *p, const mf_vk_pipe *pipe,
                             const mf_wres *w, int64_t n, const mf_vk_bind *idx,
-                            uint32_t idx_off, uint32_t P, const mf_vk_bind *dst,
-                            const mf_vk_bind *mirror, uint32_t mirror_words);
+                            uint32_t idx_off, uint32_t P, const mf_vk_bind *dst);
 
 mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
                               int64_t T, int32_t k, int has_res,

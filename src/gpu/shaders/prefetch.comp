@@ -10,21 +10,16 @@
 // 16-byte words. A pair whose expert an earlier pair already has is
 // skipped. The reads are folded into a value stored (in a buffer no one
 // reads) only when it equals a push constant the host never matches, so
-// they cannot be optimized away. Workgroup (0, 0) also copies the mir_n
-// words of the routing from idx[0] on to `mir` (the host's copy, which the
-// gating dispatch then need not write: writes to host memory take a bus
-// round trip that the barrier after gating would wait for).
+// they cannot be optimized away.
 layout(local_size_x = 256) in;
 
 layout(std430, binding = 0) readonly buffer W { uvec4 w[]; };
 layout(std430, binding = 1) readonly buffer Ib { uint ib[]; };
 layout(std430, binding = 2) writeonly buffer D { uvec4 dst[]; };
-layout(std430, binding = 3) writeonly buffer Mir { uint mir[]; };
 
 layout(push_constant) uniform P {
     uint P, E, idx_off, magic;
     uint start[3], len[3]; // bytes; len 0: no such region
-    uint mir_n;            // routing words to copy (0: none)
 } pc;
 
 void main()
@@ -32,9 +27,6 @@ void main()
     uint lid = gl_LocalInvocationID.x;
     uint step = gl_NumWorkGroups.x * 256u;
     uvec4 acc = uvec4(0u);
-    if (gl_WorkGroupID.x == 0u && gl_WorkGroupID.y == 0u)
-        for (uint i = lid; i < pc.mir_n; i += 256u)
-            mir[i] = ib[pc.idx_off + i];
     for (uint p = gl_WorkGroupID.y; p < pc.P; p += gl_NumWorkGroups.y) {
         uint e = min(ib[pc.idx_off + p], pc.E - 1u);
         bool dup = false;
