@@ -1273,8 +1273,8 @@ static void chain_logits_case(mf_ctx *c, const char *preset, int32_t E,
                      "%s slots %s: y differs from the automatic mode", preset,
                      slot_modes[si]);
     }
-    /* the cache warming forced off and on (on by default at these sizes):
-     * it only reads, so the same bits */
+    /* the cache warming off (the default) and on: it only reads, so the
+     * same bits */
     for (int pf = 0; pf < 2; pf++) {
         setenv("MOEFUSE_GPU_PREFETCH", pf ? "1" : "0", 1);
         mf_status st = mf_gpu_moe_chain(g, &cd, x, logits, T, res, y1, i1, w1,

@@ -1,9 +1,11 @@
-/* Cache warming (shaders/prefetch.comp): the MoE chain reads the down
- * weights of the selected experts while gate_up runs, so that the down
- * step finds them in the device's last-level cache instead of waiting on
- * memory for every block (at decode sizes it cannot keep enough loads in
- * flight). Only where the selected experts' down weights are small enough
- * to stay cached beside gate_up's stream. */
+/* Cache warming (shaders/prefetch.comp): the MoE chain can read the down
+ * weights of the selected experts beside gate_up, so that the down step
+ * finds them in the device's last-level cache instead of waiting on
+ * memory for every block. Off unless MOEFUSE_GPU_PREFETCH=1: on the H100
+ * (Qwen3-30B-A3B, T = 1, Q4_0, recorded before gate_up) it made the cold
+ * down step 1-2 us faster but gate_up 4-5 us slower
+ * (bench/results/gpu-h100-prefetch.txt). Only where the selected experts'
+ * down weights are small enough to stay cached beside gate_up's stream. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,8 +13,8 @@
 #include "shaders.h"
 
 /* At most this many bytes warmed (every pair's expert counted): a quarter
- * of the smallest last-level cache the chain is tuned on (H100: 50 MB),
- * so gate_up's own stream does not push them out again. */
+ * of the H100's 50 MB last-level cache, so that gate_up's own stream does
+ * not push them out again. */
 #define PREFETCH_MAX_BYTES ((uint64_t)12 << 20)
 
 static uint64_t expert_bytes(const mf_wres *w, uint64_t n)
@@ -27,9 +29,8 @@ static uint64_t expert_bytes(const mf_wres *w, uint64_t n)
 int mf_gpu_prefetch_wanted(const mf_wres *w, int64_t n, uint64_t P)
 {
     const char *e = getenv("MOEFUSE_GPU_PREFETCH");
-    if (e && (!strcmp(e, "0") || !strcmp(e, "1")))
-        return w->nparts == 1 && w->lay.total <= UINT32_MAX && e[0] == '1';
-    return w->nparts == 1 && w->lay.total <= UINT32_MAX &&
+    return e && !strcmp(e, "1") && w->nparts == 1 &&
+           w->lay.total <= UINT32_MAX &&
            P * expert_bytes(w, (uint64_t)n) <= PREFETCH_MAX_BYTES;
 }
 

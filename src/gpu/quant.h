@@ -331,8 +331,8 @@ static inline size_t mf_dn_v_bytes(const mf_dn_res *r, uint64_t P, int64_t H)
 /* Cache warming (prefetch.c): whether the chain reads the down weights of
  * the P pairs' experts (n rows each of w) beside gate_up, its pipeline,
  * and the dispatch (idx at element idx_off of its binding; dst: 16 bytes
- * no one reads). MOEFUSE_GPU_PREFETCH=0/1 forces it off/on (read when a
- * chain is recorded). */
+ * no one reads). Only with MOEFUSE_GPU_PREFETCH=1 (read when a chain is
+ * recorded; measured slower on the H100, prefetch.c). */
 int mf_gpu_prefetch_wanted(const mf_wres *w, int64_t n, uint64_t P);
 mf_status mf_gpu_prefetch_pipe(mf_vk *vk, const mf_vk_pipe **pipe);
 void mf_gpu_prefetch_record(mf_vk *vk, mf_vk_prog *p, const mf_vk_pipe *pipe,
