@@ -7,8 +7,9 @@
 #   3. moefuse-bench report    the CPU-vs-GPU report from those measurements
 # Each step must succeed; a tool missing from the build is an error.
 #
-# The build lives in $MOEFUSE_BUILD_ROOT/main (default build-test/main); the
-# placement cache in $XDG_CACHE_HOME/moefuse/ (default ~/.cache/moefuse/).
+# The build lives in $MOEFUSE_BUILD_ROOT/main (default build-test/main), the
+# profile's results file and plots in its profile/; the placement cache in
+# $XDG_CACHE_HOME/moefuse/ (default ~/.cache/moefuse/).
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,6 +41,10 @@ bench=$(tool moefuse-bench)
 echo "=== moefuse-doctor"
 "$doctor"
 echo "=== moefuse-profile --quick"
-"$profile" --quick
+# its results file and plots beside the build, not in the working tree
+out="$dir/profile"
+mkdir -p "$out"
+"$profile" --quick --json "$out/moefuse-profile.json" --svg-dir "$out"
+echo "profile results: $out/moefuse-profile.json, $out/profile_*.svg"
 echo "=== moefuse-bench report"
 "$bench" report
