@@ -230,14 +230,14 @@ static int run_three(void *a, int i)
     return 0;
 }
 
+static int cmp_dbl(const void *a, const void *b);
+
 /* The chain with cold caches: before each replay (untimed, its own submit)
  * a read of 256 MiB, more than any GPU's last-level cache, evicts the
  * weights, as in a model's decode, where each layer streams different
  * weights. The warm replays above may find some of a few-MB weight set
  * still cached from the replay before. Device step times and the host
  * round trip of the chain's own submit, medians. */
-static int cmp_dbl(const void *a, const void *b);
-
 static void cold_chain(gcase *c, const bench_opts *o, bench_results *res,
                        const char *shape, double bytes_gu, double bytes_dn)
 {
