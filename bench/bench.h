@@ -25,6 +25,9 @@ typedef int (*bench_fn)(void *arg, int i);
 int bench_measure(bench_fn fn, void *arg, int warmup, int batch, int min_runs,
                   int max_runs, double budget_us, bench_stats *out);
 
+/* Median, p10 and p90 of n samples (sorted in place), runs = n. */
+void bench_stats_of(double *t, int n, bench_stats *out);
+
 /* Two measurements interleaved: samples of fa and fb alternate (in the
  * order a b b a a b ...) so that both see the same machine state. A ratio
  * of two host round trips on a GPU drifts by 2-3x over a run (clocks and

@@ -267,18 +267,16 @@ static void cold_chain(gcase *c, const bench_opts *o, bench_results *res,
         return;
     for (int s = 0; s < 4; s++)
         qsort(st[s], (size_t)n, sizeof st[s][0], cmp_dbl);
-    qsort(host, (size_t)n, sizeof host[0], cmp_dbl);
-    qsort(mv, (size_t)n, sizeof mv[0], cmp_dbl);
-    double gu = st[2][n / 2], dn = st[3][n / 2], both = mv[n / 2];
-    /* the record: the round trip, and the matvecs' device time as gpu_us */
-    bench_stats hs = {.median_us = host[n / 2], .p10_us = host[n / 10],
-                      .p90_us = host[n - 1 - n / 10], .runs = n};
+    bench_stats hs, ms; /* the round trip; the matvecs' device time */
+    bench_stats_of(host, n, &hs);
+    bench_stats_of(mv, n, &ms);
+    double gu = st[2][n / 2], dn = st[3][n / 2], both = ms.median_us;
     bench_results_add(res, "moe_chain_cold", shape, "gpu-chain", &hs, bytes_gu + bytes_dn);
     res->rec[res->n - 1].gpu_us = both;
     printf("           cold caches (%zu MiB read before each of %d replays), medians: "
            "round trip %.2f us; gating %.2f us, gate_up %.2f us (%.0f GB/s), "
            "down_combine %.2f us (%.0f GB/s)\n",
-           scrub >> 20, n, host[n / 2], st[1][n / 2], gu, bytes_gu / (gu * 1e3), dn,
+           scrub >> 20, n, hs.median_us, st[1][n / 2], gu, bytes_gu / (gu * 1e3), dn,
            bytes_dn / (dn * 1e3));
     printf("           cold matvecs together %.2f us, %.0f GB/s: %.0f%% of device copy\n",
            both, (bytes_gu + bytes_dn) / (both * 1e3),

@@ -25,6 +25,15 @@ static double quantile(const double *sorted, int n, double q)
     return i + 1 < n ? sorted[i] * (1 - f) + sorted[i + 1] * f : sorted[i];
 }
 
+void bench_stats_of(double *t, int n, bench_stats *out)
+{
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    out->median_us = quantile(t, n, 0.5);
+    out->p10_us = quantile(t, n, 0.1);
+    out->p90_us = quantile(t, n, 0.9);
+    out->runs = n;
+}
+
 int bench_measure(bench_fn fn, void *arg, int warmup, int batch, int min_runs,
                   int max_runs, double budget_us, bench_stats *out)
 {
@@ -49,22 +58,9 @@ int bench_measure(bench_fn fn, void *arg, int warmup, int batch, int min_runs,
         }
         t[n++] = (bench_now_us() - t0) / batch;
     }
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    out->median_us = quantile(t, n, 0.5);
-    out->p10_us = quantile(t, n, 0.1);
-    out->p90_us = quantile(t, n, 0.9);
-    out->runs = n;
+    bench_stats_of(t, n, out);
     free(t);
     return 0;
-}
-
-static void stats_of(double *t, int n, bench_stats *out)
-{
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    out->median_us = quantile(t, n, 0.5);
-    out->p10_us = quantile(t, n, 0.1);
-    out->p90_us = quantile(t, n, 0.9);
-    out->runs = n;
 }
 
 int bench_measure_pair(bench_fn fa, void *a, bench_fn fb, void *b, int warmup,
@@ -97,8 +93,8 @@ int bench_measure_pair(bench_fn fa, void *a, bench_fn fb, void *b, int warmup,
         call++;
         n++;
     }
-    stats_of(ta, n, out_a);
-    stats_of(tb, n, out_b);
+    bench_stats_of(ta, n, out_a);
+    bench_stats_of(tb, n, out_b);
     free(t);
     return 0;
 }
