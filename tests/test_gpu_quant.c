@@ -536,6 +536,33 @@ static void gate_up_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
                       "%s: mode %s differs from the automatic mode", what,
                       group_modes[mi]);
         }
+        /* the activations staged in shared memory or loaded by each lane,
+         * whole rows or in chunks (two lanes a row, chunks of two blocks;
+         * per pair and grouped): the same bits */
+        setenv("MOEFUSE_GPU_XSTAGE", "0", 1);
+        st = mf_moe_gate_up(c, &d, T, gc->k, x, idx, hm);
+        unsetenv("MOEFUSE_GPU_XSTAGE");
+        cr_assert_eq(st, MF_OK, "%s unstaged: gpu %s", what,
+                     mf_status_str(st));
+        cr_expect(memcmp(hm, hg, (size_t)(P * F) * 4) == 0,
+                  "%s: unstaged activations change the bits", what);
+        float *h2 = mft_alloc((size_t)(P * F) * 4, 0);
+        setenv("MOEFUSE_GPU_QLANES", "2", 1);
+        for (int gi = 0; gi < 2; gi++) {
+            setenv("MOEFUSE_GPU_MOE_GROUP", gi ? "4" : "0", 1);
+            setenv("MOEFUSE_GPU_XSTAGE", "0", 1);
+            cr_assert_eq(mf_moe_gate_up(c, &d, T, gc->k, x, idx, hm), MF_OK);
+            unsetenv("MOEFUSE_GPU_XSTAGE");
+            setenv("MOEFUSE_GPU_XKB", "2", 1);
+            cr_assert_eq(mf_moe_gate_up(c, &d, T, gc->k, x, idx, h2), MF_OK);
+            unsetenv("MOEFUSE_GPU_XKB");
+            cr_expect(memcmp(hm, h2, (size_t)(P * F) * 4) == 0,
+                      "%s: chunked staging (group %d) changes the bits", what,
+                      gi ? 4 : 0);
+        }
+        unsetenv("MOEFUSE_GPU_QLANES");
+        unsetenv("MOEFUSE_GPU_MOE_GROUP");
+        mft_free(h2);
         mft_free(hm);
     }
     const double limit = gc->limit != 0 ? gc->limit : 7.0;

@@ -44,6 +44,7 @@ typedef struct chain_key {
     int32_t gu_int8, dn_int8;    /* and their INT8 shaders (mf_qint8) */
     uint32_t dn_rows;            /* mf_dn_res.rows, slots in bit 31 */
     int32_t prefetch;            /* the down weights warmed (prefetch.c) */
+    uint64_t gu_pipe;            /* gate_up's pipeline (its tuning) */
 } chain_key;
 
 typedef struct chain_plan {
@@ -398,6 +399,7 @@ static chain_key key_of(const chain_args *a)
     k.limit_bits = fbits(gu->limit);
     k.alpha_bits = fbits(gu->alpha);
     k.has_res = a->has_res;
+    k.gu_pipe = (uint64_t)(uintptr_t)a->gu.pipe;
     k.has_router = d->router != NULL;
     k.gu_group = a->gu.group;
     k.dn_group = a->dn.group;

@@ -15,6 +15,7 @@ typedef struct gu_key {
     int32_t k, glu, layout, group; /* group: mf_gu_res.group */
     int32_t int8;                  /* mf_gu_res.int8 */
     uint32_t limit_bits, alpha_bits;
+    uint64_t pipe; /* the pipeline: its tuning (lanes, rows, staging) */
 } gu_key;
 
 typedef struct gu_push {
@@ -85,6 +86,12 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
                             2 * (size_t)wg + 1);
         kb = mf_qkb(vk, out->wg->lay.nb, m ? m : 1, other);
     }
+    /* EXACT: the staged activations beside the reduction and the list */
+    uint32_t xkb = 0;
+    if (!kb)
+        xkb = mf_qxkb(vk, out->wg->lay.nb, m ? m : 1, tpr,
+                      4 * ((sg ? 0 : (size_t)2 * (m ? m : 1) * rpw * wg) +
+                           2 * (size_t)wg + 2));
     mf_vk_pipe_desc pd = {
         .shader = kb ? (sg ? &mf_shader_moe_gate_up_i8_sg
                            : &mf_shader_moe_gate_up_i8_sh)
@@ -92,10 +99,10 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
                            : &mf_shader_moe_gate_up_sh),
         .n_bindings = 7,
         .push_bytes = sizeof(gu_push),
-        .n_spec = kb ? 9 : 8,
+        .n_spec = 9,
         .spec = {wg, tpr, mf_wfmt(d->w_gate),
                  mf_wfmt(sep ? d->w_up : d->w_gate), mode, rpw, m != 0,
-                 m ? m : 1, kb},
+                 m ? m : 1, kb ? kb : xkb},
     };
     out->rows = wg / tpr * rpw;
     out->group = m;
@@ -202,6 +209,7 @@ mf_status mf_gpu_moe_gate_up(mf_gpu *g, const mf_moe_gate_up_desc *d,
     key.layout = (int32_t)d->layout;
     key.group = (int32_t)r.group;
     key.int8 = r.int8;
+    key.pipe = (uint64_t)(uintptr_t)r.pipe;
     float lim = d->limit != 0.0f ? d->limit : 7.0f;
     float alp = d->alpha != 0.0f ? d->alpha : 1.702f;
     memcpy(&key.limit_bits, &lim, 4);

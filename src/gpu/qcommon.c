@@ -127,6 +127,31 @@ uint32_t mf_qkb(const mf_vk *vk, uint32_t nb, uint32_t rows, size_t other)
     return (uint32_t)fit;
 }
 
+uint32_t mf_qxkb(const mf_vk *vk, uint32_t nb, uint32_t m, uint32_t tpr,
+                 size_t other)
+{
+    const char *e = getenv("MOEFUSE_GPU_XSTAGE");
+    if ((e && strcmp(e, "0") == 0) || m == 0 || tpr == 0 || nb == 0 ||
+        other >= vk->shared_bytes)
+        return 0;
+    size_t cap = vk->shared_bytes - other;
+    if (cap > 24576)
+        cap = 24576;
+    const size_t per = (size_t)16 * 8 * m; /* bytes per staged block */
+    const size_t fit = cap / per;
+    if (fit == 0)
+        return 0;
+    /* the most blocks kb with (kb | 1) blocks' staging in cap */
+    size_t kb = (fit & 1) ? fit : fit - 1;
+    const uint32_t test_kb = mf_gpu_env_pow2("MOEFUSE_GPU_XKB", 1, 1024);
+    if (test_kb && test_kb < kb)
+        kb = test_kb > tpr ? test_kb : (tpr < kb ? tpr : kb);
+    if (kb >= nb)
+        return nb;
+    kb -= kb % tpr;
+    return kb >= tpr ? (uint32_t)kb : 0;
+}
+
 uint32_t mf_qwg_i8(const mf_vk *vk)
 {
     uint32_t wg = mf_gpu_env_pow2("MOEFUSE_GPU_QWG", 32, 1024);

@@ -223,6 +223,22 @@ uint32_t mf_qgroup(uint64_t pairs, uint64_t experts, uint64_t min_mean);
 void mf_qgroup_fit(const mf_vk *vk, int subgroup, uint32_t wg, uint32_t per,
                    size_t words, uint32_t *m, uint32_t *rpw);
 
+/* Staged activation blocks per pair and chunk of the EXACT expert shaders
+ * (XKB; moe_gate_up.comp) for rows of nb blocks, m pairs staged at once,
+ * lane groups of tpr lanes, beside `other` bytes of the shader's own
+ * shared memory: all nb when m 8 (nb | 1) vec4s take at most 24 KiB and
+ * fit the device beside `other`, else the most that do in multiples of
+ * tpr (a lane then takes the same blocks in the same order: the bits do
+ * not depend on the chunk). 0, the activations loaded by every lane
+ * from device memory, when not even tpr blocks fit or with
+ * MOEFUSE_GPU_XSTAGE=0 (read when a plan is recorded; tests:
+ * MOEFUSE_GPU_XKB, a power of two, caps the chunk). Staged, a lane
+ * group's loads of one vec4 of consecutive blocks are consecutive shared
+ * memory; from device memory each lane reads 128 contiguous bytes, and
+ * a warp's load touches a cache line per lane. */
+uint32_t mf_qxkb(const mf_vk *vk, uint32_t nb, uint32_t m, uint32_t tpr,
+                 size_t other);
+
 /* MF_PREC_INT8 on the device (shaders/qint8.glsl): 1 when prec asks for
  * it, every tensor in w[0..n) is quantized (Q4_0, Q8_0, MLX) and the device
  * enabled packed integer dot products (vk->int_dot); else the EXACT

@@ -54,6 +54,9 @@ layout(constant_id = 8) const uint KB = 64;   // staged activation blocks a
                                               // pair and chunk
 const uint I8_ROWS = M;
 const uint I8_KB = KB;
+#else
+layout(constant_id = 8) const uint XKB = 0;   // staged activation blocks a
+                                              // pair and chunk (0: none)
 #endif
 
 const uint R = WG / TPR * RPW;                // outputs per workgroup
@@ -112,6 +115,27 @@ shared float red[2u * M * RPW * WG];
 #endif
 shared uint plist[CAP];
 shared uint pcount;
+#ifndef INT8
+const uint XS = XKB | 1u;                     // vec4s per staged element
+                                              // row (odd: no bank conflicts
+                                              // when staging)
+shared vec4 xsh[M * 8u * XS];
+
+// The quantized gate and up rows' loads of block B for the RPW outputs
+// into pw and pf (a macro: arrays sized by specialization constants do
+// not pass through out parameters)
+#define GU_LOADS(B)                                                          \
+    [[unroll]] for (uint q = 0u; q < RPW; q++) {                             \
+        uvec4 r[8];                                                          \
+        w_load(0u, rg[q], B, r, pf[6u * q], pf[6u * q + 1u], pf[6u * q + 2u]); \
+        pw[4u * q] = r[0];                                                   \
+        pw[4u * q + 1u] = r[1];                                              \
+        w_load(1u, ru[q], B, r, pf[6u * q + 3u], pf[6u * q + 4u],            \
+               pf[6u * q + 5u]);                                             \
+        pw[4u * q + 2u] = r[0];                                              \
+        pw[4u * q + 3u] = r[1];                                              \
+    }
+#endif
 
 // Gate and up rows of output f of expert e.
 void rows_of(uint e, uint f, out uint rg, out uint ru)
@@ -210,65 +234,91 @@ void row_block(uint e, uint rb, uint pr[M], uint n)
         }
     }
 #else
-    for (uint b = lane; b < pc.nb; b += TPR) {
-        // the pairs' activation blocks stay in registers for the RPW
-        // outputs; each weight block is decoded once for all the pairs
-        vec4 xs[M * 8u];
-        [[unroll]] for (uint m = 0u; m < M; m++)
-            if (m < n) {
-                uint base = (pr[m] / pc.k) * pc.xs + b * 8u;
-                [[unroll]] for (uint i = 0u; i < 8u; i++)
-                    xs[m * 8u + i] = xb[base + i];
-            }
+    // XKB != 0: per chunk of XKB blocks the pairs' activation blocks are
+    // staged in shared memory (coalesced loads; element-major, so a lane
+    // group's reads of one vec4 of consecutive blocks are consecutive);
+    // else every lane loads its blocks' activations itself. The weight
+    // loads of a lane's next block are in flight while it computes the
+    // current one. Every lane takes the same blocks in the same order
+    // whatever XKB is (XKB = nb or a multiple of TPR), so the bits do not
+    // depend on it.
+    uint step = XKB == 0u ? pc.nb : XKB;
+    for (uint c0 = 0u; c0 < pc.nb; c0 += step) {
+        uint kbn = min(step, pc.nb - c0);
+        uint b = c0 + lane;
         // quantized rows (at most 2 uvec4 a block): every weight load of
         // the block in flight before the first is used
         uvec4 pw[4u * RPW];
         float pf[6u * RPW];
-        if (pre_loads())
-            [[unroll]] for (uint q = 0u; q < RPW; q++) {
-                uvec4 r[8];
-                w_load(0u, rg[q], b, r, pf[6u * q], pf[6u * q + 1u], pf[6u * q + 2u]);
-                pw[4u * q] = r[0];
-                pw[4u * q + 1u] = r[1];
-                w_load(1u, ru[q], b, r, pf[6u * q + 3u], pf[6u * q + 4u], pf[6u * q + 5u]);
-                pw[4u * q + 2u] = r[0];
-                pw[4u * q + 3u] = r[1];
+        if (pre_loads() && b < c0 + kbn)
+            { GU_LOADS(b) }
+        if (XKB != 0u) {
+            barrier();
+            for (uint i = tid; i < n * kbn * 8u; i += WG) {
+                uint m = i / (kbn * 8u), r = i - m * (kbn * 8u);
+                uint bl = r >> 3u, c = r & 7u;
+                xsh[(m * 8u + c) * XS + bl] =
+                    xb[(pr[m] / pc.k) * pc.xs + (c0 + bl) * 8u + c];
             }
-        [[unroll]] for (uint q = 0u; q < RPW; q++) {
-            uvec4 r0[8], r1[8];
-            float d0, s0, c0, d1, s1, c1;
+            barrier();
+        }
+        for (; b < c0 + kbn; b += TPR) {
+            // the pairs' activation blocks stay in registers for the RPW
+            // outputs; each weight block is decoded once for all the pairs
+            vec4 xs[M * 8u];
+            [[unroll]] for (uint m = 0u; m < M; m++)
+                if (m < n) {
+                    uint base = (pr[m] / pc.k) * pc.xs + b * 8u;
+                    [[unroll]] for (uint i = 0u; i < 8u; i++)
+                        xs[m * 8u + i] = XKB != 0u ? xsh[(m * 8u + i) * XS + b - c0]
+                                                   : xb[base + i];
+                }
+            uvec4 cw[4u * RPW];
+            float cf[6u * RPW];
             if (pre_loads()) {
-                [[unroll]] for (uint i = 0u; i < 8u; i++) {
-                    r0[i] = i < 2u ? pw[4u * q + i] : uvec4(0u);
-                    r1[i] = i < 2u ? pw[4u * q + 2u + i] : uvec4(0u);
-                }
-                d0 = pf[6u * q];
-                s0 = pf[6u * q + 1u];
-                c0 = pf[6u * q + 2u];
-                d1 = pf[6u * q + 3u];
-                s1 = pf[6u * q + 4u];
-                c1 = pf[6u * q + 5u];
-            } else {
-                w_load(0u, rg[q], b, r0, d0, s0, c0);
-                w_load(1u, ru[q], b, r1, d1, s1, c1);
+                [[unroll]] for (uint i = 0u; i < 4u * RPW; i++)
+                    cw[i] = pw[i];
+                [[unroll]] for (uint i = 0u; i < 6u * RPW; i++)
+                    cf[i] = pf[i];
+                if (b + TPR < c0 + kbn)
+                    { GU_LOADS(b + TPR) }
             }
-            vec4 w[8], xv[8];
-            w_decode(0u, r0, s0, c0, w);
-            [[unroll]] for (uint m = 0u; m < M; m++)
-                if (m < n) {
-                    [[unroll]] for (uint i = 0u; i < 8u; i++)
-                        xv[i] = xs[m * 8u + i];
-                    uint a = m * RPW + q;
-                    ag[a] = w_acc_fixed(0u, w, d0, xv, ag[a]);
+            [[unroll]] for (uint q = 0u; q < RPW; q++) {
+                uvec4 r0[8], r1[8];
+                float d0, s0, c0_, d1, s1, c1;
+                if (pre_loads()) {
+                    [[unroll]] for (uint i = 0u; i < 8u; i++) {
+                        r0[i] = i < 2u ? cw[4u * q + i] : uvec4(0u);
+                        r1[i] = i < 2u ? cw[4u * q + 2u + i] : uvec4(0u);
+                    }
+                    d0 = cf[6u * q];
+                    s0 = cf[6u * q + 1u];
+                    c0_ = cf[6u * q + 2u];
+                    d1 = cf[6u * q + 3u];
+                    s1 = cf[6u * q + 4u];
+                    c1 = cf[6u * q + 5u];
+                } else {
+                    w_load(0u, rg[q], b, r0, d0, s0, c0_);
+                    w_load(1u, ru[q], b, r1, d1, s1, c1);
                 }
-            w_decode(1u, r1, s1, c1, w);
-            [[unroll]] for (uint m = 0u; m < M; m++)
-                if (m < n) {
-                    [[unroll]] for (uint i = 0u; i < 8u; i++)
-                        xv[i] = xs[m * 8u + i];
-                    uint a = m * RPW + q;
-                    au[a] = w_acc_fixed(1u, w, d1, xv, au[a]);
-                }
+                vec4 w[8], xv[8];
+                w_decode(0u, r0, s0, c0_, w);
+                [[unroll]] for (uint m = 0u; m < M; m++)
+                    if (m < n) {
+                        [[unroll]] for (uint i = 0u; i < 8u; i++)
+                            xv[i] = xs[m * 8u + i];
+                        uint a = m * RPW + q;
+                        ag[a] = w_acc_fixed(0u, w, d0, xv, ag[a]);
+                    }
+                w_decode(1u, r1, s1, c1, w);
+                [[unroll]] for (uint m = 0u; m < M; m++)
+                    if (m < n) {
+                        [[unroll]] for (uint i = 0u; i < 8u; i++)
+                            xv[i] = xs[m * 8u + i];
+                        uint a = m * RPW + q;
+                        au[a] = w_acc_fixed(1u, w, d1, xv, au[a]);
+                    }
+            }
         }
     }
 #endif
