@@ -742,6 +742,19 @@ static void down_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
                       "%s: slots %s differs from the automatic mode", what,
                       slot_modes[si]);
         }
+        /* slot groups with h loaded by each lane instead of staged */
+        for (int si = 0; si < 2; si++) {
+            slot_env(si);
+            setenv("MOEFUSE_GPU_XSTAGE", "0", 1);
+            st = mf_moe_down_combine(c, &d, T, k, h, idx, w, res, ym);
+            unsetenv("MOEFUSE_GPU_XSTAGE");
+            slot_env_clear();
+            cr_assert_eq(st, MF_OK, "%s unstaged: gpu %s", what,
+                         mf_status_str(st));
+            cr_expect(memcmp(ym, yg, (size_t)(T * H) * 4) == 0,
+                      "%s: slots %s unstaged differs from the automatic mode",
+                      what, slot_modes[si]);
+        }
         mft_free(ym);
     }
     int bad = 0;

@@ -44,7 +44,7 @@ typedef struct chain_key {
     int32_t gu_int8, dn_int8;    /* and their INT8 shaders (mf_qint8) */
     uint32_t dn_rows;            /* mf_dn_res.rows, slots in bit 31 */
     int32_t prefetch;            /* the down weights warmed (prefetch.c) */
-    uint64_t gu_pipe;            /* gate_up's pipeline (its tuning) */
+    uint64_t gu_pipe, dn_pipe;   /* the expert ops' pipelines (tuning) */
 } chain_key;
 
 typedef struct chain_plan {
@@ -406,6 +406,7 @@ static chain_key key_of(const chain_args *a)
     k.gu_int8 = a->gu.int8;
     k.dn_int8 = a->dn.int8;
     k.dn_rows = a->dn.rows | (uint32_t)a->dn.slots << 31;
+    k.dn_pipe = (uint64_t)(uintptr_t)a->dn.pipe;
     k.prefetch = a->pf_pipe != NULL;
     return k;
 }

@@ -26,6 +26,7 @@ typedef struct dn_key {
     int32_t int8;        /* mf_dn_res.int8 */
     uint32_t rows;       /* mf_dn_res.rows (the phase and its rows) */
     int32_t preq;        /* mf_dn_res.quant set */
+    uint64_t pipe;       /* the pipeline: its tuning (lanes, staging) */
 } dn_key;
 
 typedef struct dn_push {
@@ -210,6 +211,12 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     /* (48 bytes a block against h's 128: the records fit one binding
      * wherever h does, which the callers check) */
     const int preq = kb && preq_mode(P * out->wd->lay.nb, phase, kc_pass);
+    /* EXACT slot groups: the pass's h rows staged whole (phase 3) */
+    if (!kb && slot_rows) {
+        uint32_t xkb = mf_qxkb(vk, out->wd->lay.nb, kc_pass, tpr, other);
+        pd.n_spec = 9;
+        pd.spec[8] = xkb == out->wd->lay.nb ? xkb : 0;
+    }
     if (kb) {
         pd.shader = sg ? &mf_shader_moe_down_i8_sg : &mf_shader_moe_down_i8_sh;
         pd.n_spec = 10;
@@ -343,6 +350,7 @@ mf_status mf_gpu_moe_down_combine(mf_gpu *g, const mf_moe_down_desc *d,
     key.int8 = r.int8;
     key.rows = r.rows | (uint32_t)r.slots << 31;
     key.preq = r.quant != NULL;
+    key.pipe = (uint64_t)(uintptr_t)r.pipe;
     mf_vk_plans *c = &g->plans[MF_GPU_OP_MOE_DOWN];
     mf_vk_plan *pl = mf_vk_plans_get(vk, c, &key, sizeof key);
     if (!pl->ready) {

@@ -60,6 +60,11 @@ layout(constant_id = 9) const uint PREQ = 0;    // 1: h is quantized
                                                 // (i8quant.comp)
 const uint I8_ROWS = PHASE == 1u ? M : KC;
 const uint I8_KB = KB;
+#else
+layout(constant_id = 8) const uint XKB = 0;     // phase 3: nb, the pass's
+                                                // h rows staged in shared
+                                                // memory (mf_qxkb); 0: each
+                                                // lane loads its blocks
 #endif
 
 const uint R = WG / TPR * RPW;                  // rows per workgroup
@@ -125,6 +130,24 @@ shared float red[WG * NA];
 shared uint plist[CAP];
 shared uint pcount;
 shared float vs[NG * RPW];                      // phase 3: v of the pass
+#ifndef INT8
+const uint XS = XKB | 1u;                       // vec4s per staged element
+                                                // row (odd: no bank
+                                                // conflicts when staging)
+shared vec4 xsh[(XKB == 0u ? 1u : KC * 8u) * XS];
+#endif
+
+// Phase 3: the quantized weight loads of block B of the lane group's RPW
+// rows into pw and pf (a macro: arrays sized by specialization constants
+// do not pass through out parameters).
+#define DN_LOADS(B)                                                          \
+    [[unroll]] for (uint q = 0u; q < RPW; q++) {                             \
+        uvec4 r[8];                                                          \
+        w_load(0u, base_row + min(i0 + q, H - 1u), B, r, pf[3u * q],         \
+               pf[3u * q + 1u], pf[3u * q + 2u]);                            \
+        pw[2u * q] = r[0];                                                   \
+        pw[2u * q + 1u] = r[1];                                              \
+    }
 
 uint expert_of(uint p) { return min(ib[pc.idx_off + p], pc.E - 1u); }
 
@@ -366,18 +389,30 @@ void fused_slots()
                 float acc[NA];
                 [[unroll]] for (uint q = 0u; q < NA; q++)
                     acc[q] = 0.0;
+                // the weight loads of the lane's first block in flight
+                // while the pass's h rows are staged
+                uvec4 pw[2u * RPW];
+                float pf[3u * RPW];
+                if (live && pre_loads() && lane < pc.nb)
+                    DN_LOADS(lane)
+#ifndef INT8
+                if (XKB != 0u) {
+                    // the pass's h rows, element-major (the previous
+                    // pass's readers are past two barriers)
+                    uint nj = min(KC, k - j0), per = pc.nb * 8u;
+                    for (uint i = tid; i < nj * per; i += WG) {
+                        uint ss = i / per, r = i - ss * per;
+                        uint bl = r >> 3u, c = r & 7u;
+                        xsh[(ss * 8u + c) * XS + bl] =
+                            hb[(t * k + j0 + ss) * pc.hs + bl * 8u + c];
+                    }
+                    barrier();
+                }
+#endif
                 if (live) {
                     for (uint b = lane; b < pc.nb; b += TPR) {
-                        uvec4 pw[2u * RPW];
-                        float pf[3u * RPW];
-                        if (pre_loads())
-                            [[unroll]] for (uint q = 0u; q < RPW; q++) {
-                                uvec4 r[8];
-                                w_load(0u, base_row + min(i0 + q, H - 1u), b, r,
-                                       pf[3u * q], pf[3u * q + 1u], pf[3u * q + 2u]);
-                                pw[2u * q] = r[0];
-                                pw[2u * q + 1u] = r[1];
-                            }
+                        if (pre_loads() && b != lane)
+                            DN_LOADS(b)
 #ifdef INT8
                         uvec4 x0, x1;
                         vec2 meta;
@@ -390,7 +425,11 @@ void fused_slots()
                         }
 #else
                         vec4 xv[8];
-                        load_h(p, b, xv);
+                        if (XKB != 0u)
+                            [[unroll]] for (uint c = 0u; c < 8u; c++)
+                                xv[c] = xsh[(s * 8u + c) * XS + b];
+                        else
+                            load_h(p, b, xv);
                         [[unroll]] for (uint q = 0u; q < RPW; q++) {
                             uvec4 raw[8];
                             float d, sc, bi;
