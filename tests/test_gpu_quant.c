@@ -742,8 +742,9 @@ static void down_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
                       "%s: slots %s differs from the automatic mode", what,
                       slot_modes[si]);
         }
-        /* slot groups with h loaded by each lane instead of staged */
-        for (int si = 0; si < 2; si++) {
+        /* slot groups and one lane group for the slots, h loaded by each
+         * lane instead of staged */
+        for (int si = 0; si < 3; si++) {
             slot_env(si);
             setenv("MOEFUSE_GPU_XSTAGE", "0", 1);
             st = mf_moe_down_combine(c, &d, T, k, h, idx, w, res, ym);
@@ -755,6 +756,24 @@ static void down_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
                       "%s: slots %s unstaged differs from the automatic mode",
                       what, slot_modes[si]);
         }
+        /* h staged in chunks of two blocks (two lanes a row), one lane
+         * group for the slots: the unstaged bits */
+        float *y2 = mft_alloc((size_t)(T * H) * 4, 0);
+        setenv("MOEFUSE_GPU_QLANES", "2", 1);
+        slot_env(2);
+        setenv("MOEFUSE_GPU_XSTAGE", "0", 1);
+        cr_assert_eq(mf_moe_down_combine(c, &d, T, k, h, idx, w, res, ym),
+                     MF_OK);
+        unsetenv("MOEFUSE_GPU_XSTAGE");
+        setenv("MOEFUSE_GPU_XKB", "2", 1);
+        cr_assert_eq(mf_moe_down_combine(c, &d, T, k, h, idx, w, res, y2),
+                     MF_OK);
+        unsetenv("MOEFUSE_GPU_XKB");
+        slot_env_clear();
+        unsetenv("MOEFUSE_GPU_QLANES");
+        cr_expect(memcmp(ym, y2, (size_t)(T * H) * 4) == 0,
+                  "%s: chunked staging of h changes the bits", what);
+        mft_free(y2);
         mft_free(ym);
     }
     int bad = 0;

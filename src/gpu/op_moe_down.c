@@ -211,11 +211,11 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     /* (48 bytes a block against h's 128: the records fit one binding
      * wherever h does, which the callers check) */
     const int preq = kb && preq_mode(P * out->wd->lay.nb, phase, kc_pass);
-    /* EXACT slot groups: the pass's h rows staged whole (phase 3) */
-    if (!kb && slot_rows) {
+    /* EXACT per token: the pass's h rows staged (slot groups: whole) */
+    if (!kb && phase != 1) {
         uint32_t xkb = mf_qxkb(vk, out->wd->lay.nb, kc_pass, tpr, other);
         pd.n_spec = 9;
-        pd.spec[8] = xkb == out->wd->lay.nb ? xkb : 0;
+        pd.spec[8] = slot_rows && xkb != out->wd->lay.nb ? 0 : xkb;
     }
     if (kb) {
         pd.shader = sg ? &mf_shader_moe_down_i8_sg : &mf_shader_moe_down_i8_sh;

@@ -61,10 +61,12 @@ layout(constant_id = 9) const uint PREQ = 0;    // 1: h is quantized
 const uint I8_ROWS = PHASE == 1u ? M : KC;
 const uint I8_KB = KB;
 #else
-layout(constant_id = 8) const uint XKB = 0;     // phase 3: nb, the pass's
-                                                // h rows staged in shared
-                                                // memory (mf_qxkb); 0: each
-                                                // lane loads its blocks
+layout(constant_id = 8) const uint XKB = 0;     // phases 0 and 3: the
+                                                // pass's h rows staged in
+                                                // shared memory, XKB blocks
+                                                // at a time (mf_qxkb; phase
+                                                // 3 only whole rows); 0:
+                                                // each lane loads its blocks
 #endif
 
 const uint R = WG / TPR * RPW;                  // rows per workgroup
@@ -273,11 +275,32 @@ void fused()
                                 }
                 }
 #else
-                for (uint b = lane; b < pc.nb; b += TPR) {
+                // XKB != 0: the pass's h rows staged in shared memory per
+                // chunk of XKB blocks (XKB = nb or a multiple of TPR: every
+                // lane takes the same blocks in the same order)
+                uint nj = min(KC, k - j0);
+                uint step = XKB == 0u ? pc.nb : XKB;
+                for (uint c0 = 0u; c0 < pc.nb; c0 += step) {
+                  uint kbn = min(step, pc.nb - c0);
+                  if (XKB != 0u) {
+                    barrier();
+                    for (uint i = tid; i < nj * kbn * 8u; i += WG) {
+                        uint ss = i / (kbn * 8u), r = i - ss * (kbn * 8u);
+                        uint bl = r >> 3u, c = r & 7u;
+                        xsh[(ss * 8u + c) * XS + bl] =
+                            hb[(t * k + j0 + ss) * pc.hs + (c0 + bl) * 8u + c];
+                    }
+                    barrier();
+                  }
+                  for (uint b = c0 + lane; b < c0 + kbn; b += TPR) {
                     for (uint jj = 0u; jj < KC; jj++) {
                         if (j0 + jj < k) {
                             vec4 xv[8];
-                            load_h(t * k + j0 + jj, b, xv);
+                            if (XKB != 0u)
+                                [[unroll]] for (uint c = 0u; c < 8u; c++)
+                                    xv[c] = xsh[(jj * 8u + c) * XS + b - c0];
+                            else
+                                load_h(t * k + j0 + jj, b, xv);
                             for (uint q = 0u; q < RPW; q++) {
                                 uvec4 raw[8];
                                 float d, sc, bi;
@@ -290,6 +313,7 @@ void fused()
                             }
                         }
                     }
+                  }
                 }
 #endif
                 reduce(acc, NA);
