@@ -284,6 +284,18 @@ static double gpu_warm_s(double budget_s)
     return w < budget_s / 4 ? w : budget_s / 4;
 }
 
+/* Calls f for `seconds` (or until a stop request), its samples unused. */
+static mf_status warm_up(sample_fn f, void *arg, double seconds,
+                         volatile sig_atomic_t *stop)
+{
+    const double t0 = now_s();
+    double us;
+    mf_status st = MF_OK;
+    while (st == MF_OK && now_s() - t0 < seconds && !*stop)
+        st = f(arg, &us);
+    return st;
+}
+
 static mf_status time_point(op_arg *a, double budget_s,
                             volatile sig_atomic_t *stop, mf_pc_point *pt)
 {
@@ -292,13 +304,9 @@ static mf_status time_point(op_arg *a, double budget_s,
     mf_status st = op_sample(a, &once);
     if (st != MF_OK)
         return st;
-    if (a->impl == MF_IMPL_GPU) {
-        const double warm = gpu_warm_s(budget_s), t0 = now_s();
-        while (st == MF_OK && now_s() - t0 < warm && !*stop)
-            st = op_sample(a, &once);
-        if (st != MF_OK)
-            return st;
-    }
+    if (a->impl == MF_IMPL_GPU &&
+        (st = warm_up(op_sample, a, gpu_warm_s(budget_s), stop)) != MF_OK)
+        return st;
     int inner = once > 0 ? (int)ceil(20.0 / once) : 256;
     a->inner = inner < 1 ? 1 : (inner > 256 ? 256 : inner);
     return sample(op_sample, a, a->inner, budget_s, stop, pt);
@@ -540,10 +548,7 @@ mf_status mf_profile_run(mf_ctx *ctx, const mf_prof_opts *o,
     if (ctx->gpu) {
         gpu_arg ga = {.g = ctx->gpu, .op = -1};
         /* empty submits first, for as long as a GPU point warms */
-        double t0 = now_s(), warm = gpu_warm_s(4.0), us;
-        mf_status gs = MF_OK;
-        while (gs == MF_OK && now_s() - t0 < warm && !*o->stop)
-            gs = gpu_sample(&ga, &us);
+        mf_status gs = warm_up(gpu_sample, &ga, gpu_warm_s(4.0), o->stop);
         if (gs == MF_OK)
             gs = sample(gpu_sample, &ga, 1, 1.0, o->stop, &rt);
         have_rt = gs == MF_OK;

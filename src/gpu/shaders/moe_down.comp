@@ -153,6 +153,21 @@ shared vec4 xsh[(XKB == 0u ? 1u : KC * 8u) * XS];
 
 uint expert_of(uint p) { return min(ib[pc.idx_off + p], pc.E - 1u); }
 
+#ifndef INT8
+// Stages blocks [c0, c0 + kbn) of the h rows of pairs t k + j0 + [0, nj)
+// element-major into xsh (the caller's barriers order it with the reads).
+void stage_h_rows(uint t, uint j0, uint nj, uint c0, uint kbn)
+{
+    uint per = kbn * 8u;
+    for (uint i = gl_LocalInvocationID.x; i < nj * per; i += WG) {
+        uint ss = i / per, r = i - ss * per;
+        uint bl = r >> 3u, c = r & 7u;
+        xsh[(ss * 8u + c) * XS + bl] =
+            hb[(t * pc.k + j0 + ss) * pc.hs + (c0 + bl) * 8u + c];
+    }
+}
+#endif
+
 void load_h(uint p, uint b, out vec4 xv[8])
 {
     uint base = p * pc.hs + b * 8u;
@@ -284,12 +299,7 @@ void fused()
                   uint kbn = min(step, pc.nb - c0);
                   if (XKB != 0u) {
                     barrier();
-                    for (uint i = tid; i < nj * kbn * 8u; i += WG) {
-                        uint ss = i / (kbn * 8u), r = i - ss * (kbn * 8u);
-                        uint bl = r >> 3u, c = r & 7u;
-                        xsh[(ss * 8u + c) * XS + bl] =
-                            hb[(t * k + j0 + ss) * pc.hs + (c0 + bl) * 8u + c];
-                    }
+                    stage_h_rows(t, j0, nj, c0, kbn);
                     barrier();
                   }
                   for (uint b = c0 + lane; b < c0 + kbn; b += TPR) {
@@ -423,13 +433,7 @@ void fused_slots()
                 if (XKB != 0u) {
                     // the pass's h rows, element-major (the previous
                     // pass's readers are past two barriers)
-                    uint nj = min(KC, k - j0), per = pc.nb * 8u;
-                    for (uint i = tid; i < nj * per; i += WG) {
-                        uint ss = i / per, r = i - ss * per;
-                        uint bl = r >> 3u, c = r & 7u;
-                        xsh[(ss * 8u + c) * XS + bl] =
-                            hb[(t * k + j0 + ss) * pc.hs + bl * 8u + c];
-                    }
+                    stage_h_rows(t, j0, min(KC, k - j0), 0u, pc.nb);
                     barrier();
                 }
 #endif
