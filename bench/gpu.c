@@ -188,6 +188,18 @@ static int run_chain_call(void *a, int i)
     chain_case *k = a;
     gcase *c = k->c;
     mf_gpu_chain_desc cd = {.gating = &k->gd, .gate_up = &k->gu, .down = &k->dd};
+    /* the kernel forms the placement cache measured for the three ops,
+     * as the layer's chain takes them */
+    const mf_moe_config *m = c->m;
+    const mf_op_shape fs[3] = {
+        {.op = MF_OP_GATING, .T = c->T, .E = m->n_experts, .k = m->top_k,
+         .mode = (int)m->router},
+        {.op = MF_OP_MOE_GATE_UP, .T = c->T, .E = m->n_experts,
+         .k = m->top_k, .N = m->expert_ffn, .K = m->hidden,
+         .wtype = c->w->gate.type, .mode = (int)m->glu},
+        {.op = MF_OP_MOE_DOWN, .T = c->T, .E = m->n_experts, .k = m->top_k,
+         .N = m->hidden, .K = m->expert_ffn, .wtype = c->w->down.type}};
+    mf_ctx_gpu_forms_n(c->ctx, fs, 3);
     /* its routing into gating's output: the expert ops after it keep the
      * synthetic routing their bytes are counted for */
     return mf_gpu_moe_chain(c->gpu, &cd, c->x, c->logits, c->T, NULL, c->y,

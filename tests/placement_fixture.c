@@ -109,6 +109,34 @@ mf_placement *pcf_make(int with_gpu)
         for (int d = 0; d < ndev; d++)
             add(p, &s, d, d ? pcf_gpu_us(&s) : pcf_cpu_us(&s));
     }
+    /* Kernel forms on the GPU, added out of order: gating by rank wins at
+     * T = 1, ties at T = 4 (within the margin), loses at T = 16; a
+     * moe_down_combine shape's slot groups win. */
+    if (with_gpu) {
+        static const struct {
+            mf_op_id op;
+            int64_t T;
+            int form;
+            double us0, us1;
+        } fs[] = {
+            {MF_OP_GATING, 16, MF_GPU_FORM_GATING_RANK, 9.0, 12.5},
+            {MF_OP_MOE_DOWN, 1, MF_GPU_FORM_DN_XSTAGE, 30.0, 29.5},
+            {MF_OP_GATING, 1, MF_GPU_FORM_GATING_RANK, 10.0, 8.0},
+            {MF_OP_GATING, 4, MF_GPU_FORM_GATING_RANK, 8.0, 8.1},
+            {MF_OP_MOE_DOWN, 1, MF_GPU_FORM_DN_SLOTS, 40.0, 30.0},
+        };
+        for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++) {
+            mf_pc_form f = {.form = fs[i].form, .us = {fs[i].us0, fs[i].us1}};
+            f.s = fs[i].op == MF_OP_GATING
+                      ? (mf_op_shape){.op = MF_OP_GATING, .T = fs[i].T,
+                                      .E = 128, .k = 8, .wtype = MF_TYPE_F32}
+                      : (mf_op_shape){.op = MF_OP_MOE_DOWN, .T = fs[i].T,
+                                      .E = 128, .k = 8, .N = 2048, .K = 768,
+                                      .wtype = MF_TYPE_Q4_0};
+            if (mf_placement_add_form(p, &f) != MF_OK)
+                abort();
+        }
+    }
     if (mf_placement_finish(p) != MF_OK || mf_profile_fit(p) != MF_OK)
         abort();
     return p;
@@ -166,6 +194,22 @@ int pcf_valid(const mf_placement *p)
             d->cpu_us != a->median_us ||
             d->gpu_us != (g ? g->median_us : -1))
             return 0;
+    }
+    /* Forms: GPU only, sorted and unique, each value what its times give. */
+    for (size_t i = 0; i < p->n_forms; i++) {
+        const mf_pc_form *f = &p->forms[i];
+        mf_op_shape b = mf_shape_bucket(&f->s);
+        if (p->fp.n_gpus == 0 || mf_shape_cmp(&b, &f->s) != 0 ||
+            mf_gpu_form_op(f->form) != (int)f->s.op ||
+            !finite_in(f->us[0], 1e-9, 1e9) || !finite_in(f->us[1], 1e-9, 1e9) ||
+            f->value != mf_pc_form_pick(f->us))
+            return 0;
+        if (i) {
+            const mf_pc_form *z = &p->forms[i - 1];
+            int c = mf_shape_cmp(&z->s, &f->s);
+            if (c > 0 || (c == 0 && z->form >= f->form))
+                return 0;
+        }
     }
     return k == p->n_dec;
 }

@@ -90,6 +90,14 @@ static void expect_same(const mf_placement *a, const mf_placement *b)
     for (int i = 0; i < a->gpu.h2d.n; i++)
         cr_expect_eq(a->gpu.h2d.us[i], b->gpu.h2d.us[i]);
     cr_expect_eq(a->gpu.d2h.b_us_per_byte, b->gpu.d2h.b_us_per_byte);
+    cr_assert_eq(a->n_forms, b->n_forms);
+    for (size_t i = 0; i < a->n_forms; i++) {
+        cr_expect_eq(mf_shape_cmp(&a->forms[i].s, &b->forms[i].s), 0);
+        cr_expect_eq(a->forms[i].form, b->forms[i].form);
+        cr_expect_eq(a->forms[i].us[0], b->forms[i].us[0]);
+        cr_expect_eq(a->forms[i].us[1], b->forms[i].us[1]);
+        cr_expect_eq(a->forms[i].value, b->forms[i].value);
+    }
 }
 
 /* ---------------------------------------------------------------- JSON -- */
@@ -465,6 +473,17 @@ Test(dispatch, cache_hostile_fields)
         {"\"gpu\": {", "\"roundtrip_us\": ", "\"roundtrip_us\": -"},
         {"\"gpu\": {", "\"measured\": true", "\"measured\": 1"},
         {"\"profile\"", "\"complete\": true", "\"complete\": null"},
+        /* kernel forms: the value must be what the two times give */
+        {"\"forms\"", "\"value\": 1", "\"value\": 0"},
+        {"\"forms\"", "\"value\": -1", "\"value\": 1"},
+        {"\"forms\"", "\"value\": 1", "\"value\": 2"},
+        {"\"forms\"", "\"form\": \"gating_rank\"", "\"form\": \"gating_rnk\""},
+        {"\"forms\"", "\"form\": \"gating_rank\"", "\"form\": \"dn_slots\""},
+        {"\"forms\"", "\"us\": [", "\"us\": [-"},
+        {"\"forms\"", "\"us\": [", "\"us\": [0, "},
+        {"\"forms\"", "\"us\": [", "\"us\": \"x\", \"u\": ["},
+        {"\"forms\"", "\"T\": 4,", "\"T\": 1,"},
+        {"\"forms\"", "\"T\": 4,", "\"T\": 33,"},
     };
     for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++)
         cr_expect_eq(edit_status(edits[i].after, edits[i].from, edits[i].to),
@@ -478,6 +497,99 @@ Test(dispatch, cache_hostile_fields)
     mf_placement *q = NULL;
     cr_expect_eq(mf_placement_parse(text, strlen(text), NULL, &q),
                  MF_ERR_CACHE_FORMAT);
+    free(text);
+    mf_placement_free(p);
+}
+
+Test(dispatch, cache_forms)
+{
+    mf_placement *p = pcf_make(1);
+    cr_assert(pcf_valid(p));
+    cr_assert_eq(p->n_forms, 5, "forms kept: %zu", p->n_forms);
+    /* lookup by bucket: gating E=128 k=8 by rank at T = 1, the built-in
+     * choice at T = 4 (within the margin), rounds at T = 16; T = 2 and
+     * other shapes were not measured */
+    mf_op_shape g = {.op = MF_OP_GATING, .T = 1, .E = 128, .k = 8,
+                     .wtype = MF_TYPE_F32};
+    mf_gpu_forms f;
+    const int want[5] = {1, MF_GPU_FORM_AUTO, 0, MF_GPU_FORM_AUTO,
+                         MF_GPU_FORM_AUTO};
+    const int64_t Ts[5] = {1, 4, 16, 2, 64};
+    for (int i = 0; i < 5; i++) {
+        g.T = Ts[i];
+        mf_placement_forms(p, &g, &f);
+        cr_expect_eq(f.v[MF_GPU_FORM_GATING_RANK], want[i], "T=%lld",
+                     (long long)Ts[i]);
+        for (int k = 0; k < MF_GPU_FORM_COUNT_; k++)
+            if (k != MF_GPU_FORM_GATING_RANK)
+                cr_expect_eq(f.v[k], MF_GPU_FORM_AUTO);
+    }
+    g.T = 1;
+    g.k = 4;
+    mf_placement_forms(p, &g, &f);
+    cr_expect_eq(f.v[MF_GPU_FORM_GATING_RANK], MF_GPU_FORM_AUTO, "k=4");
+    mf_op_shape d = {.op = MF_OP_MOE_DOWN, .T = 1, .E = 128, .k = 8,
+                     .N = 2048, .K = 768, .wtype = MF_TYPE_Q4_0};
+    mf_placement_forms(p, &d, &f);
+    cr_expect_eq(f.v[MF_GPU_FORM_DN_SLOTS], 1);
+    cr_expect_eq(f.v[MF_GPU_FORM_DN_XSTAGE], MF_GPU_FORM_AUTO, "1.7%%");
+    cr_expect_eq(f.v[MF_GPU_FORM_GATING_RANK], MF_GPU_FORM_AUTO);
+
+    /* a form of another op, or a duplicate added later (it wins) */
+    g.k = 8;
+    mf_pc_form bad = {.s = g, .form = MF_GPU_FORM_DN_SLOTS, .us = {1, 2}};
+    cr_expect_eq(mf_placement_add_form(p, &bad), MF_ERR_INVALID_ARG);
+    mf_pc_form again = {.s = g, .form = MF_GPU_FORM_GATING_RANK,
+                        .us = {5, 9}};
+    cr_assert_eq(mf_placement_add_form(p, &again), MF_OK);
+    cr_assert_eq(mf_placement_finish(p), MF_OK);
+    cr_expect_eq(p->n_forms, 5);
+    mf_placement_forms(p, &g, &f);
+    cr_expect_eq(f.v[MF_GPU_FORM_GATING_RANK], 0, "the later one wins");
+
+    /* a duplicate in a file is an error */
+    size_t len;
+    char *text = mf_placement_to_json(p, &len);
+    cr_assert_not_null(text);
+    char *fa = strstr(text, "\"forms\": [");
+    cr_assert_not_null(fa);
+    char *e0 = strstr(fa, "{"), *e1 = strstr(e0, "}");
+    cr_assert(e0 && e1);
+    size_t el = (size_t)(e1 - e0) + 1;
+    char *dup = malloc(len + el + 8);
+    cr_assert_not_null(dup);
+    size_t pre = (size_t)(e1 + 1 - text);
+    memcpy(dup, text, pre);
+    memcpy(dup + pre, ", ", 2);
+    memcpy(dup + pre + 2, e0, el);
+    memcpy(dup + pre + 2 + el, e1 + 1, len - pre + 1);
+    size_t dlen = len + el + 2;
+    cr_assert(pcf_resign(dup, dlen));
+    mf_placement *q = NULL;
+    cr_expect_eq(mf_placement_parse(dup, dlen, &p->fp, &q),
+                 MF_ERR_CACHE_FORMAT, "duplicate form");
+    free(dup);
+
+    /* a file written before forms existed has no "forms" member: valid,
+     * with none */
+    char *fe = strstr(fa, "\n  ]");
+    cr_assert_not_null(fe);
+    fe += 3; /* its ']' */
+    char *old = malloc(len + 1);
+    cr_assert_not_null(old);
+    size_t a0 = (size_t)(fa - text), a1 = (size_t)(fe + 1 - text);
+    memcpy(old, text, a0);
+    /* drop `"forms": [...]` and the comma after it */
+    size_t rest = a1 < len && text[a1] == ',' ? a1 + 1 : a1;
+    memcpy(old + a0, text + rest, len - rest + 1);
+    size_t olen = a0 + len - rest;
+    cr_assert(pcf_resign(old, olen));
+    cr_assert_eq(mf_placement_parse(old, olen, &p->fp, &q), MF_OK,
+                 "%.*s", (int)olen, old);
+    cr_expect_eq(q->n_forms, 0);
+    cr_expect_eq(q->n_pts, p->n_pts);
+    mf_placement_free(q);
+    free(old);
     free(text);
     mf_placement_free(p);
 }

@@ -576,6 +576,51 @@ static void json_model(mf_jw *w, const mf_pc_model *m)
     mf_jw_end(w);
 }
 
+/* The kernel forms measured: per op variant and form, each size's time
+ * with the form 1 over the time with 0, and the value kept. */
+static void print_forms(FILE *out, const mf_placement *p)
+{
+    if (!p->n_forms)
+        return;
+    fprintf(out, "\nGPU kernel forms (the two forms give the same bits): "
+                 "time with the form 1 / with 0 per size\n");
+    /* sorted by shape then form: a variant's entries are one run over T */
+    for (size_t i = 0, j; i < p->n_forms; i = j) {
+        mf_op_shape key = p->forms[i].s;
+        for (j = i + 1; j < p->n_forms; j++) {
+            mf_op_shape a = p->forms[j].s;
+            a.T = key.T;
+            if (mf_shape_cmp(&a, &key) != 0)
+                break;
+        }
+        for (int f = 0; f < MF_GPU_FORM_COUNT_; f++) {
+            int any = 0;
+            for (size_t m = i; m < j; m++) {
+                const mf_pc_form *g = &p->forms[m];
+                if (g->form != f)
+                    continue;
+                if (!any++)
+                    fprintf(out, "  %s %s mode %d E=%lld k=%lld N=%lld "
+                                 "K=%lld, %s:",
+                            mf_op_name(key.op), mf_type_name(key.wtype),
+                            key.mode, (long long)key.E, (long long)key.k,
+                            (long long)key.N, (long long)key.K,
+                            mf_gpu_form_name(f));
+                fprintf(out, " T=%lld %.2f%s", (long long)g->s.T,
+                        g->us[1] / g->us[0],
+                        g->value == MF_GPU_FORM_AUTO ? ""
+                        : g->value                   ? "(1)"
+                                                     : "(0)");
+            }
+            if (any)
+                fprintf(out, "\n");
+        }
+    }
+    fprintf(out, "  (1) / (0): that form kept there; unmarked: within "
+                 "%.0f%%, the built-in choice kept\n",
+            100 * MF_PC_FORM_MARGIN);
+}
+
 static int write_json(const char *path, const mf_placement *p, int have_gpu,
                       const vrep *reps, int nr, const chain_row *rows,
                       int nrows, const prof_report_opts *o)
@@ -717,6 +762,38 @@ static int write_json(const char *path, const mf_placement *p, int have_gpu,
         mf_jw_end(&w);
     }
     mf_jw_end(&w);
+    mf_jw_key(&w, "forms");
+    mf_jw_array(&w);
+    for (size_t i = 0; i < p->n_forms; i++) {
+        const mf_pc_form *f = &p->forms[i];
+        mf_jw_object(&w);
+        mf_jw_key(&w, "op");
+        mf_jw_str(&w, mf_op_name(f->s.op));
+        mf_jw_key(&w, "mode");
+        mf_jw_int(&w, f->s.mode);
+        mf_jw_key(&w, "wtype");
+        mf_jw_str(&w, mf_type_name(f->s.wtype));
+        mf_jw_key(&w, "T");
+        mf_jw_int(&w, f->s.T);
+        mf_jw_key(&w, "E");
+        mf_jw_int(&w, f->s.E);
+        mf_jw_key(&w, "k");
+        mf_jw_int(&w, f->s.k);
+        mf_jw_key(&w, "N");
+        mf_jw_int(&w, f->s.N);
+        mf_jw_key(&w, "K");
+        mf_jw_int(&w, f->s.K);
+        mf_jw_key(&w, "form");
+        mf_jw_str(&w, mf_gpu_form_name(f->form));
+        mf_jw_key(&w, "us_off");
+        mf_jw_num(&w, f->us[0]);
+        mf_jw_key(&w, "us_on");
+        mf_jw_num(&w, f->us[1]);
+        mf_jw_key(&w, "value");
+        mf_jw_int(&w, f->value);
+        mf_jw_end(&w);
+    }
+    mf_jw_end(&w);
     mf_jw_key(&w, "have_gpu");
     mf_jw_bool(&w, have_gpu);
     mf_jw_key(&w, "notes");
@@ -774,6 +851,7 @@ int prof_report(FILE *out, const mf_placement *p, int have_gpu,
     chain_row rows[8];
     int nrows = chain_rows(p, have_gpu, rows);
     print_chains(out, rows, nrows);
+    print_forms(out, p);
     int rc = 0;
     if (o->svg_dir)
         for (int op = 0; op < MF_OP_COUNT_; op++)

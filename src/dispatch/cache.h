@@ -82,6 +82,22 @@ typedef struct mf_pc_decision {
     double cpu_us, gpu_us; /* measured medians; gpu_us < 0 when not measured */
 } mf_pc_decision;
 
+/* One kernel form measured at one GPU shape bucket (gpu.h: mf_gpu_form_id):
+ * the median call time with the form 0 and with it 1, the other forms of
+ * the op at the values already chosen for the bucket. */
+typedef struct mf_pc_form {
+    mf_op_shape s;
+    int32_t form;  /* mf_gpu_form_id, of s.op */
+    double us[2];
+    int32_t value; /* mf_pc_form_pick(us) */
+} mf_pc_form;
+
+/* The form value a measurement gives: 0 or 1 where that one is faster
+ * than the other by more than MF_PC_FORM_MARGIN of the slower, else
+ * MF_GPU_FORM_AUTO (the built-in choice: within the noise, keep it). */
+#define MF_PC_FORM_MARGIN 0.03
+int mf_pc_form_pick(const double us[2]);
+
 typedef struct mf_placement {
     mf_fingerprint fp;
     char created[32];      /* UTC, ISO 8601 */
@@ -95,6 +111,8 @@ typedef struct mf_placement {
     mf_pc_decision *dec;   /* sorted by shape, unique */
     size_t n_dec;
     mf_pc_gpu gpu;
+    mf_pc_form *forms;     /* sorted by (shape, form), unique */
+    size_t n_forms, cap_forms;
     /* The router's last decision per op (route.c); not part of the file. */
     mf_op_shape memo[MF_OP_COUNT_];
     int memo_gpu[MF_OP_COUNT_], memo_ok[MF_OP_COUNT_];
@@ -120,6 +138,16 @@ const mf_pc_point *mf_placement_find(const mf_placement *p,
 const mf_pc_decision *mf_placement_decision(const mf_placement *p,
                                             const mf_op_shape *s);
 void mf_placement_free(mf_placement *p);
+
+/* Adds a form measurement (copies, its shape bucketed; value derived).
+ * mf_placement_finish sorts them and drops duplicates (the last added
+ * wins). MF_ERR_INVALID_ARG for a form of another op, MF_ERR_OUT_OF_MEMORY. */
+mf_status mf_placement_add_form(mf_placement *p, const mf_pc_form *f);
+/* out: every form MF_GPU_FORM_AUTO but those measured for s's bucket. */
+void mf_placement_forms(const mf_placement *p, const mf_op_shape *s,
+                        mf_gpu_forms *out);
+/* Sorts the forms and drops duplicates (mf_placement_finish calls it). */
+void mf_placement_forms_finish(mf_placement *p);
 
 /* The JSON text of p, with its checksum; NULL when out of memory. Caller
  * frees. */

@@ -206,6 +206,25 @@ char *mf_placement_to_json(const mf_placement *p, size_t *len)
     }
     mf_jw_end(&w);
 
+    mf_jw_key(&w, "forms");
+    mf_jw_array(&w);
+    for (size_t i = 0; i < p->n_forms; i++) {
+        const mf_pc_form *f = &p->forms[i];
+        mf_jw_object(&w);
+        put_shape(&w, &f->s);
+        mf_jw_key(&w, "form");
+        mf_jw_str(&w, mf_gpu_form_name(f->form));
+        mf_jw_key(&w, "us");
+        mf_jw_array(&w);
+        mf_jw_num(&w, f->us[0]);
+        mf_jw_num(&w, f->us[1]);
+        mf_jw_end(&w);
+        mf_jw_key(&w, "value");
+        mf_jw_int(&w, f->value);
+        mf_jw_end(&w);
+    }
+    mf_jw_end(&w);
+
     /* The checksum covers every byte before its key's opening quote. */
     mf_jw_key(&w, "checksum");
     if (w.failed) {
@@ -520,6 +539,56 @@ static void check_decisions(rd *r, const mf_json *root, const mf_placement *p)
     }
 }
 
+/* The kernel forms (optional: a file from before them has none). Each
+ * value must be the one its two times give. */
+static mf_status read_forms(rd *r, const mf_json *root, mf_placement *p)
+{
+    if (!mf_json_get(root, "forms"))
+        return MF_OK;
+    const mf_json *a = get_array(r, root, "forms", MF_PC_MAX_POINTS);
+    if (!a || r->bad)
+        return MF_OK;
+    if (a->len && p->fp.n_gpus == 0) {
+        r->bad = 1;
+        return MF_OK;
+    }
+    for (size_t i = 0; i < a->len && !r->bad; i++) {
+        const mf_json *e = &a->items[i];
+        mf_pc_form f = {0};
+        f.s = get_shape(r, e);
+        const char *name;
+        f.form = mf_json_strv(mf_json_get(e, "form"), &name)
+                     ? mf_gpu_form_parse(name)
+                     : -1;
+        const mf_json *us = mf_json_get(e, "us");
+        if (f.form < 0 || !us || us->type != MF_JSON_ARRAY || us->len != 2 ||
+            !mf_json_num(&us->items[0], &f.us[0]) ||
+            !mf_json_num(&us->items[1], &f.us[1]) ||
+            !(f.us[0] > 0 && f.us[0] <= MAX_US) ||
+            !(f.us[1] > 0 && f.us[1] <= MAX_US)) {
+            r->bad = 1;
+            break;
+        }
+        int64_t v = get_int(r, e, "value", -1, 1);
+        if (r->bad || v != mf_pc_form_pick(f.us))
+            r->bad = 1;
+        if (r->bad)
+            break;
+        mf_status st = mf_placement_add_form(p, &f);
+        if (st == MF_ERR_OUT_OF_MEMORY)
+            return st;
+        if (st != MF_OK)
+            r->bad = 1; /* a form of another op */
+    }
+    if (r->bad)
+        return MF_OK;
+    size_t n = p->n_forms;
+    mf_placement_forms_finish(p);
+    if (p->n_forms != n)
+        r->bad = 1; /* duplicates */
+    return MF_OK;
+}
+
 static int checksum_ok(const char *text, const mf_json *root)
 {
     if (root->type != MF_JSON_OBJECT || root->len == 0)
@@ -598,6 +667,8 @@ mf_status mf_placement_parse(const char *text, size_t len,
     if (!r.bad && (st = read_models(&r, root, p)) != MF_OK)
         goto done;
     check_decisions(&r, root, p);
+    if (!r.bad && (st = read_forms(&r, root, p)) != MF_OK)
+        goto done;
     if (r.bad)
         st = MF_ERR_CACHE_FORMAT;
 done:

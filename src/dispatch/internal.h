@@ -22,6 +22,9 @@ struct mf_ctx {
     mf_status cache_status;  /* mf_ctx_cache_status */
     uint64_t placement_gen;  /* bumped whenever placement is attached or
                                 detached (memoized decisions check it) */
+    int forms_forced;        /* 1: GPU calls use `forms`, not the cache's
+                                (the profiler, while it measures forms) */
+    mf_gpu_forms forms;
 };
 
 /* How a CPU op call runs, resolved from its mf_impl. */
@@ -83,6 +86,14 @@ typedef struct mf_op_shape {
 /* 1 when an MF_IMPL_AUTO call of this shape should run on the context's GPU
  * (never when it has none), 0 for the CPU. Implemented in route.c. */
 int mf_route_gpu(const mf_ctx *ctx, const mf_op_shape *s);
+
+/* Before a GPU call of shape s (gating, moe_gate_up, moe_down_combine):
+ * hands the GPU the kernel forms to record its plan with, those the
+ * placement cache measured fastest for the shape's bucket (or the forced
+ * ones), the built-in choice for the rest. No-op without a GPU. forms.c. */
+void mf_ctx_gpu_forms(mf_ctx *ctx, const mf_op_shape *s);
+/* The same for a chain: the forms of every shape, each op's own. */
+void mf_ctx_gpu_forms_n(mf_ctx *ctx, const mf_op_shape *s, int n);
 
 /* Op limits (ops.h). */
 #define MF_MAX_T 65536

@@ -257,6 +257,15 @@ static mf_status chain_forward(mf_moe_layer *l, const float *x, int64_t T,
     mf_gpu_chain_desc cd = {.router = &l->w.router,
                             .router_bias = l->w.router_bias, .gating = &gd,
                             .gate_up = &gu, .down = &dd};
+    const mf_op_shape fs[3] = {
+        {.op = MF_OP_GATING, .T = T, .E = c->n_experts, .k = c->top_k,
+         .mode = (int)c->router},
+        {.op = MF_OP_MOE_GATE_UP, .T = T, .E = c->n_experts, .k = c->top_k,
+         .N = c->expert_ffn, .K = c->hidden, .wtype = l->w.gate.type,
+         .mode = (int)c->glu},
+        {.op = MF_OP_MOE_DOWN, .T = T, .E = c->n_experts, .k = c->top_k,
+         .N = c->hidden, .K = c->expert_ffn, .wtype = l->w.down.type}};
+    mf_ctx_gpu_forms_n(l->ctx, fs, 3);
     return mf_gpu_moe_chain(l->ctx->gpu, &cd, x, NULL, T, residual, y, l->idx,
                             l->wts, NULL);
 }

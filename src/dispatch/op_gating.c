@@ -124,17 +124,19 @@ mf_status mf_gating(mf_ctx *ctx, const mf_gating_desc *d, const float *logits,
     mf_status st = check(d, logits, T, idx, weights);
     if (st != MF_OK)
         return st;
+    const mf_op_shape s = {.op = MF_OP_GATING, .T = T, .E = d->n_experts,
+                           .k = d->k, .mode = (int)d->mode};
     switch (d->impl) {
     case MF_IMPL_UNFUSED:
         return mf_unfused_gating(d, logits, T, idx, weights);
     case MF_IMPL_GPU:
         if (!ctx->gpu)
             return MF_ERR_UNSUPPORTED;
+        mf_ctx_gpu_forms(ctx, &s);
         return mf_gpu_gating(ctx->gpu, d, logits, T, idx, weights);
     case MF_IMPL_AUTO: {
-        mf_op_shape s = {.op = MF_OP_GATING, .T = T, .E = d->n_experts,
-                         .k = d->k, .mode = (int)d->mode};
         if (mf_route_gpu(ctx, &s)) {
+            mf_ctx_gpu_forms(ctx, &s);
             st = mf_gpu_gating(ctx->gpu, d, logits, T, idx, weights);
             /* A device failure leaves the work to the CPU below. */
             if (st != MF_ERR_DEVICE && st != MF_ERR_DEVICE_LOST &&

@@ -261,19 +261,21 @@ mf_status mf_moe_down_combine(mf_ctx *ctx, const mf_moe_down_desc *d,
     mf_status st = check(d, T, k, h, idx, w, residual, y);
     if (st != MF_OK)
         return st;
+    const mf_op_shape s = {.op = MF_OP_MOE_DOWN, .T = T, .E = d->w_down->e,
+                           .k = k, .N = d->w_down->n, .K = d->w_down->k,
+                           .wtype = d->w_down->type};
     switch (d->impl) {
     case MF_IMPL_UNFUSED:
         return mf_unfused_moe_down_combine(d, T, k, h, idx, w, residual, y);
     case MF_IMPL_GPU:
         if (!ctx->gpu)
             return MF_ERR_UNSUPPORTED;
+        mf_ctx_gpu_forms(ctx, &s);
         return mf_gpu_moe_down_combine(ctx->gpu, d, T, k, h, idx, w,
                                        residual, y);
     case MF_IMPL_AUTO: {
-        mf_op_shape s = {.op = MF_OP_MOE_DOWN, .T = T, .E = d->w_down->e,
-                         .k = k, .N = d->w_down->n, .K = d->w_down->k,
-                         .wtype = d->w_down->type};
         if (mf_route_gpu(ctx, &s)) {
+            mf_ctx_gpu_forms(ctx, &s);
             st = mf_gpu_moe_down_combine(ctx->gpu, d, T, k, h, idx, w,
                                          residual, y);
             /* A device failure leaves the work to the CPU below. */

@@ -359,18 +359,21 @@ mf_status mf_moe_gate_up(mf_ctx *ctx, const mf_moe_gate_up_desc *d, int64_t T,
     mf_status st = check(d, T, k, x, idx, h, &F);
     if (st != MF_OK)
         return st;
+    const mf_op_shape s = {.op = MF_OP_MOE_GATE_UP, .T = T,
+                           .E = d->w_gate->e, .k = k, .N = F,
+                           .K = d->w_gate->k, .wtype = d->w_gate->type,
+                           .mode = (int)d->glu};
     switch (d->impl) {
     case MF_IMPL_UNFUSED:
         return mf_unfused_moe_gate_up(d, T, k, x, idx, h);
     case MF_IMPL_GPU:
         if (!ctx->gpu)
             return MF_ERR_UNSUPPORTED;
+        mf_ctx_gpu_forms(ctx, &s);
         return mf_gpu_moe_gate_up(ctx->gpu, d, T, k, x, idx, h);
     case MF_IMPL_AUTO: {
-        mf_op_shape s = {.op = MF_OP_MOE_GATE_UP, .T = T, .E = d->w_gate->e,
-                         .k = k, .N = F, .K = d->w_gate->k,
-                         .wtype = d->w_gate->type, .mode = (int)d->glu};
         if (mf_route_gpu(ctx, &s)) {
+            mf_ctx_gpu_forms(ctx, &s);
             st = mf_gpu_moe_gate_up(ctx->gpu, d, T, k, x, idx, h);
             /* A device failure leaves the work to the CPU below. */
             if (st != MF_ERR_DEVICE && st != MF_ERR_DEVICE_LOST &&

@@ -106,6 +106,7 @@ mf_status mf_placement_finish(mf_placement *p)
         free(t);
     }
     p->n_pts = m;
+    mf_placement_forms_finish(p);
 
     /* Decisions: every shape measured on the CPU. */
     free(p->dec);
@@ -164,5 +165,6 @@ void mf_placement_free(mf_placement *p)
     free(p->pts);
     free(p->models);
     free(p->dec);
+    free(p->forms);
     free(p);
 }

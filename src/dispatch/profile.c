@@ -296,7 +296,9 @@ static mf_status warm_up(sample_fn f, void *arg, double seconds,
     return st;
 }
 
-static mf_status time_point(op_arg *a, double budget_s,
+/* warm: bring the GPU's clocks up first (GPU points; the first
+ * measurement of a point). */
+static mf_status time_point(op_arg *a, double budget_s, int warm,
                             volatile sig_atomic_t *stop, mf_pc_point *pt)
 {
     a->inner = 1;
@@ -304,12 +306,58 @@ static mf_status time_point(op_arg *a, double budget_s,
     mf_status st = op_sample(a, &once);
     if (st != MF_OK)
         return st;
-    if (a->impl == MF_IMPL_GPU &&
+    if (a->impl == MF_IMPL_GPU && warm &&
         (st = warm_up(op_sample, a, gpu_warm_s(budget_s), stop)) != MF_OK)
         return st;
     int inner = once > 0 ? (int)ceil(20.0 / once) : 256;
     a->inner = inner < 1 ? 1 : (inner > 256 ? 256 : inner);
     return sample(op_sample, a, a->inner, budget_s, stop, pt);
+}
+
+__attribute__((format(printf, 2, 3))) static void
+note(const mf_prof_opts *o, const char *fmt, ...);
+
+/* The kernel forms of a GPU point's op (gpu.h: forms computing the same
+ * bits), one after the other: each timed with the value 0 and with 1, the
+ * forms before it at their chosen values, and its value the one
+ * mf_pc_form_pick gives (the built-in choice within the noise). Leaves
+ * the chosen forms forced on ctx for the point's own measurement; forms
+ * the environment overrides are not measured. *warm: whether the GPU was
+ * warmed. A form the device cannot run stays automatic (noted). */
+static mf_status tune_forms(mf_ctx *ctx, op_arg *oa, const mf_op_shape *s,
+                            double budget_s, const mf_prof_opts *o,
+                            mf_placement *p, int *warm)
+{
+    ctx->forms_forced = 1;
+    mf_gpu_forms_auto(&ctx->forms);
+    for (int f = 0; f < MF_GPU_FORM_COUNT_ && !*o->stop; f++) {
+        if (mf_gpu_form_op(f) != (int)s->op ||
+            mf_gpu_form_env(f) != MF_GPU_FORM_AUTO)
+            continue;
+        mf_pc_form pf = {.s = *s, .form = f};
+        mf_status st = MF_OK;
+        for (int v = 0; v < 2 && st == MF_OK; v++) {
+            ctx->forms.v[f] = (int8_t)v;
+            mf_pc_point tp;
+            st = time_point(oa, budget_s, !*warm, o->stop, &tp);
+            *warm = 1;
+            pf.us[v] = tp.median_us;
+        }
+        if (*o->stop)
+            break;
+        if (st == MF_ERR_OUT_OF_MEMORY)
+            return st;
+        if (st != MF_OK) {
+            note(o, "%s T=%lld: form %s not measured (%s)", mf_op_name(s->op),
+                 (long long)s->T, mf_gpu_form_name(f), mf_status_str(st));
+            ctx->forms.v[f] = MF_GPU_FORM_AUTO;
+            continue;
+        }
+        if ((st = mf_placement_add_form(p, &pf)) != MF_OK)
+            return st;
+        ctx->forms.v[f] = (int8_t)mf_pc_form_pick(pf.us);
+    }
+    return MF_OK;
 }
 
 /* The GPU's own timings (bench helpers of the GPU side). */
@@ -601,7 +649,15 @@ mf_status mf_profile_run(mf_ctx *ctx, const mf_prof_opts *o,
                              .impl = dev ? MF_IMPL_GPU : MF_IMPL_CPU,
                              .rotate = dev == 0};
                 double a = now_s();
-                mf_status ts = time_point(&oa, per, o->stop, &pt);
+                int warm = 0;
+                mf_status ts = MF_OK;
+                if (dev && (v->op == MF_OP_GATING ||
+                            v->op == MF_OP_MOE_GATE_UP ||
+                            v->op == MF_OP_MOE_DOWN))
+                    ts = tune_forms(ctx, &oa, &pt.s, per / 2, o, p, &warm);
+                if (ts == MF_OK)
+                    ts = time_point(&oa, per, !warm, o->stop, &pt);
+                ctx->forms_forced = 0;
                 /* Copy costs from cheap calls only: in a long one they are
                  * lost in its noise. */
                 if (ts == MF_OK && dev && pt.median_us < 2000 &&

@@ -44,6 +44,7 @@ typedef struct chain_key {
     int32_t gu_int8, dn_int8;    /* and their INT8 shaders (mf_qint8) */
     uint32_t dn_rows;            /* mf_dn_res.rows, slots in bit 31 */
     int32_t prefetch;            /* the down weights warmed (prefetch.c) */
+    uint32_t forms;              /* mf_gpu_forms_word when recorded */
     uint64_t gu_pipe, dn_pipe;   /* the expert ops' pipelines (tuning) */
 } chain_key;
 
@@ -370,7 +371,7 @@ static mf_status prepare(mf_gpu *g, const mf_gpu_chain_desc *d, int64_t T,
     return MF_OK;
 }
 
-static chain_key key_of(const chain_args *a)
+static chain_key key_of(const mf_vk *vk, const chain_args *a)
 {
     const mf_gpu_chain_desc *d = a->d;
     const mf_gating_desc *gd = d->gating;
@@ -408,6 +409,7 @@ static chain_key key_of(const chain_args *a)
     k.dn_rows = a->dn.rows | (uint32_t)a->dn.slots << 31;
     k.dn_pipe = (uint64_t)(uintptr_t)a->dn.pipe;
     k.prefetch = a->pf_pipe != NULL;
+    k.forms = mf_gpu_forms_word(vk);
     return k;
 }
 
@@ -432,7 +434,7 @@ mf_status mf_gpu_moe_chain(mf_gpu *g, const mf_gpu_chain_desc *d,
     st = prepare(g, d, T, residual != NULL, &a);
     if (st != MF_OK)
         return st;
-    chain_key key = key_of(&a);
+    chain_key key = key_of(&g->vk, &a);
     chain_plan *p = lookup(g, q->chains, &key);
     if (!p->ready) {
         st = record(g, p, &a);

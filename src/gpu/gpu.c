@@ -70,6 +70,7 @@ mf_status mf_gpu_create(const mf_ctx_options *opts, mf_gpu **out)
         return st;
     }
     g->vk.fault = fault;
+    memset(g->vk.forms, MF_GPU_FORM_AUTO, sizeof g->vk.forms);
     for (int i = 0; i < MF_GPU_OP_COUNT_; i++)
         g->plans[i].budget = MF_GPU_PLAN_BUDGET;
     *out = g;
@@ -95,6 +96,40 @@ void mf_gpu_destroy(mf_gpu *g)
     mf_vk_fini(&g->vk);
     free(g->scratch);
     free(g);
+}
+
+void mf_gpu_forms_use(mf_gpu *g, const mf_gpu_forms *f)
+{
+    if (!g)
+        return;
+    if (f)
+        memcpy(g->vk.forms, f->v, sizeof g->vk.forms);
+    else
+        memset(g->vk.forms, MF_GPU_FORM_AUTO, sizeof g->vk.forms);
+}
+
+int mf_gpu_form(const mf_vk *vk, mf_gpu_form_id id)
+{
+    int e = mf_gpu_form_env(id);
+    if (e != MF_GPU_FORM_AUTO)
+        return e;
+    int v = vk->forms[id];
+    return v == 0 || v == 1 ? v : MF_GPU_FORM_AUTO;
+}
+
+void mf_gpu_forms_current(const mf_gpu *g, mf_gpu_forms *out)
+{
+    for (int i = 0; i < MF_GPU_FORM_COUNT_; i++)
+        out->v[i] = (int8_t)(g ? mf_gpu_form(&g->vk, (mf_gpu_form_id)i)
+                               : MF_GPU_FORM_AUTO);
+}
+
+uint32_t mf_gpu_forms_word(const mf_vk *vk)
+{
+    uint32_t w = 0;
+    for (int i = 0; i < MF_GPU_FORM_COUNT_; i++)
+        w |= (uint32_t)(mf_gpu_form(vk, (mf_gpu_form_id)i) + 1) << (2 * i);
+    return w;
 }
 
 int mf_gpu_usable(const mf_gpu *g) { return g && !g->vk.lost; }

@@ -94,6 +94,45 @@ int mf_gpu_usable(const mf_gpu *g);
  * NULL, MF_ERR_DEVICE_LOST after a loss. */
 mf_status mf_gpu_info_get(const mf_gpu *g, mf_gpu_info *out);
 
+/* ---- Kernel forms. Some ops have alternative shader forms that compute
+ * the same bits (the tests compare them) and differ only in speed; which
+ * one wins differs per device, so moefuse-profile measures both forms at
+ * each shape it profiles and the placement cache records the winner. A
+ * form value is 0 or 1, or MF_GPU_FORM_AUTO for the built-in choice. The
+ * environment overrides (MOEFUSE_GPU_GATING_RANK, ...) win over both. */
+typedef enum mf_gpu_form_id {
+    MF_GPU_FORM_GATING_RANK = 0, /* gating: selection by rank (1) or by
+                                    arg-max rounds (0) */
+    MF_GPU_FORM_GU_XSTAGE,       /* moe_gate_up EXACT: activations staged in
+                                    shared memory (1) or loaded per lane */
+    MF_GPU_FORM_GU_GROUP,        /* moe_gate_up: pairs of one expert share a
+                                    pass (1, 4 a pass) or one pair a pass */
+    MF_GPU_FORM_DN_SLOTS,        /* moe_down_combine: slot groups (1) or
+                                    per token (0) */
+    MF_GPU_FORM_DN_XSTAGE,       /* moe_down_combine EXACT: h rows staged */
+    MF_GPU_FORM_COUNT_
+} mf_gpu_form_id;
+
+#define MF_GPU_FORM_AUTO (-1)
+
+typedef struct mf_gpu_forms {
+    int8_t v[MF_GPU_FORM_COUNT_]; /* 0, 1 or MF_GPU_FORM_AUTO */
+} mf_gpu_forms;
+
+/* Every form MF_GPU_FORM_AUTO. */
+void mf_gpu_forms_auto(mf_gpu_forms *f);
+/* "gating_rank", "gu_xstage", ...; NULL out of range. Parse: -1 unknown. */
+const char *mf_gpu_form_name(int id);
+int mf_gpu_form_parse(const char *name);
+/* The route op (mf_route_op) whose shader a form belongs to. */
+int mf_gpu_form_op(int id);
+/* The environment's override of a form (the variables above, read now):
+ * 0, 1 or MF_GPU_FORM_AUTO when unset. */
+int mf_gpu_form_env(int id);
+/* The forms the plans recorded from now on use (NULL: all automatic).
+ * Plans key on the forms they were recorded with. No-op without Vulkan. */
+void mf_gpu_forms_use(mf_gpu *g, const mf_gpu_forms *f);
+
 /* ---- Ops (plan caches), for the benchmark replay. */
 typedef enum mf_gpu_op {
     MF_GPU_OP_GATING = 0,
@@ -159,6 +198,11 @@ void mf_gpu_inject_fault_after(mf_gpu *g, mf_gpu_fault f, int skip);
  * prove its sigmoid-mode selection (plus rows of shapes it does not take). */
 void mf_gpu_gating_rows(const mf_gpu *g, int64_t *device_rows,
                         int64_t *host_rows);
+
+/* The forms the next recorded plan takes, as resolved (environment
+ * overrides, then those of the last mf_gpu_forms_use); all
+ * MF_GPU_FORM_AUTO without Vulkan. */
+void mf_gpu_forms_current(const mf_gpu *g, mf_gpu_forms *out);
 
 /* Vulkan validation warnings and errors this process has seen (with
  * MOEFUSE_VK_VALIDATION=1; 0 without Vulkan). */

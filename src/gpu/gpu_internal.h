@@ -50,6 +50,13 @@ void mf_gpu_cmd_copy_words(mf_vk *vk, mf_vk_prog *p, const mf_vk_pipe *pipe,
  * `name` holds, 0 when it is unset or holds anything else. */
 uint32_t mf_gpu_env_pow2(const char *name, uint32_t lo, uint32_t hi);
 
+/* A kernel form's value for the plan being recorded: the environment
+ * override where set (0 or 1), else the one mf_gpu_forms_use set, else
+ * MF_GPU_FORM_AUTO. */
+int mf_gpu_form(const mf_vk *vk, mf_gpu_form_id id);
+/* The forms of vk packed into a word, for plan keys. */
+uint32_t mf_gpu_forms_word(const mf_vk *vk);
+
 /* The status of an op entry before it touches the device. */
 static inline mf_status mf_gpu_ready(const mf_gpu *g)
 {

@@ -165,3 +165,15 @@ mf_status mf_gpu_bench_chain(mf_gpu *g, mf_gpu_chain_times *t)
     (void)g, (void)t;
     return MF_ERR_UNSUPPORTED;
 }
+
+void mf_gpu_forms_use(mf_gpu *g, const mf_gpu_forms *f)
+{
+    (void)g;
+    (void)f;
+}
+
+void mf_gpu_forms_current(const mf_gpu *g, mf_gpu_forms *out)
+{
+    (void)g;
+    mf_gpu_forms_auto(out);
+}

@@ -58,13 +58,11 @@ static void host_rows(mf_gpu *g, const mf_gating_desc *d, const float *logits,
  * MOEFUSE_GPU_GATING_RANK=1 ranks at every k, =0 runs the rounds at every
  * k (what a device with too little shared memory runs); the tests compare
  * both. Read when a plan is recorded. */
-static int rank_mode(uint32_t k)
+static int rank_mode(const mf_vk *vk, uint32_t k)
 {
-    const char *e = getenv("MOEFUSE_GPU_GATING_RANK");
-    if (e && strcmp(e, "0") == 0)
-        return 0;
-    if (e && strcmp(e, "1") == 0)
-        return 1;
+    int f = mf_gpu_form(vk, MF_GPU_FORM_GATING_RANK); /* env, then forms */
+    if (f != MF_GPU_FORM_AUTO)
+        return f;
     return k > GATING_ROUNDS_MAX;
 }
 
@@ -106,7 +104,7 @@ static mf_status gating_pipe(mf_vk *vk, const gating_push *pc, int mode,
         shared += 12 * (size_t)scap;
     }
     uint32_t rankn = 1;
-    if (rank_mode(pc->k) &&
+    if (rank_mode(vk, pc->k) &&
         shared + 4 * (size_t)wg * per <= vk->shared_bytes) {
         rankn = wg * per;
         shared += 4 * (size_t)rankn;
@@ -201,7 +199,7 @@ mf_status mf_gpu_gating(mf_gpu *g, const mf_gating_desc *d,
     key.topk_group = (int32_t)pc.topk_group;
     memcpy(&key.scale_bits, &d->scale, 4);
     key.T = T;
-    key.rank = rank_mode((uint32_t)k);
+    key.rank = rank_mode(&g->vk, (uint32_t)k);
 
     mf_vk_plans *c = &g->plans[MF_GPU_OP_GATING];
     mf_vk_plan *pl = mf_vk_plans_get(vk, c, &key, sizeof key);

@@ -43,13 +43,11 @@ typedef struct dn_push {
  * from 62.0 to 43.7 us (INT8); with k = 2 or 4 (Mixtral, GPT-OSS: its
  * row groups quantize each h block again) it lost at T = 1
  * (gpu-h200-dn-slots-gu-unroll-sweep.txt). */
-static int slots_mode(int32_t k, uint32_t groups)
+static int slots_mode(const mf_vk *vk, int32_t k, uint32_t groups)
 {
-    const char *e = getenv("MOEFUSE_GPU_DN_SLOTS");
-    if (e && strcmp(e, "1") == 0)
-        return 1;
-    if (e && strcmp(e, "0") == 0)
-        return 0;
+    int f = mf_gpu_form(vk, MF_GPU_FORM_DN_SLOTS); /* env, then forms */
+    if (f != MF_GPU_FORM_AUTO)
+        return f;
     return (uint32_t)k >= groups;
 }
 
@@ -140,7 +138,8 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     uint32_t tpr = mf_qlanes(vk, out->wd->lay.nb);
     const uint64_t E = (uint64_t)d->w_down->e, P = (uint64_t)T * (uint64_t)k;
     const uint32_t flags = (uint32_t)(out->bd != NULL) | (uint32_t)has_res << 1;
-    uint32_t m = mf_qgroup(P, E, 0); /* never faster measured (quant.h) */
+    /* never faster measured (quant.h) */
+    uint32_t m = mf_qgroup(P, E, 0, MF_GPU_FORM_AUTO);
     if (split && !m)
         m = 1;
     if ((uint64_t)d->w_down->n * P * 4 > vk->max_binding) {
@@ -168,7 +167,7 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
         memcpy(pd.spec, spec, sizeof spec);
         staged = m;
         other = 4 * ((sg ? 0 : (size_t)wg * m * rpw) + 2 * (size_t)wg + 1);
-    } else if (slots_mode(k, wg / tpr)) {
+    } else if (slots_mode(vk, k, wg / tpr)) {
         /* slot groups: a lane group per slot of the pass */
         uint32_t ng = wg / tpr;
         uint32_t kc = (uint32_t)k < ng ? (uint32_t)k : ng;
@@ -213,7 +212,9 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     const int preq = kb && preq_mode(P * out->wd->lay.nb, phase, kc_pass);
     /* EXACT per token: the pass's h rows staged (slot groups: whole) */
     if (!kb && phase != 1) {
-        uint32_t xkb = mf_qxkb(vk, out->wd->lay.nb, kc_pass, tpr, other);
+        uint32_t xkb = mf_gpu_form(vk, MF_GPU_FORM_DN_XSTAGE) == 0
+                           ? 0
+                           : mf_qxkb(vk, out->wd->lay.nb, kc_pass, tpr, other);
         pd.n_spec = 9;
         pd.spec[8] = slot_rows && xkb != out->wd->lay.nb ? 0 : xkb;
     }

@@ -62,7 +62,8 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
                          : mf_qlanes(vk, out->wg->lay.nb);
     const uint64_t F = (uint64_t)(sep ? d->w_gate->n : d->w_gate->n / 2);
     const uint64_t E = (uint64_t)d->w_gate->e;
-    uint32_t m = mf_qgroup((uint64_t)pairs, E, 16);
+    uint32_t m = mf_qgroup((uint64_t)pairs, E, 16,
+                           mf_gpu_form(vk, MF_GPU_FORM_GU_GROUP));
     /* grouped: at most min(E, pairs) experts' workgroups have work */
     uint32_t rpw = mf_qrpw(F, wg / tpr,
                            m ? ((uint64_t)pairs < E ? (uint64_t)pairs : E)
@@ -88,7 +89,7 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
     }
     /* EXACT: the staged activations beside the reduction and the list */
     uint32_t xkb = 0;
-    if (!kb)
+    if (!kb && mf_gpu_form(vk, MF_GPU_FORM_GU_XSTAGE) != 0)
         xkb = mf_qxkb(vk, out->wg->lay.nb, m ? m : 1, tpr,
                       4 * ((sg ? 0 : (size_t)2 * (m ? m : 1) * rpw * wg) +
                            2 * (size_t)wg + 2));

@@ -65,7 +65,8 @@ uint32_t mf_qrpw(uint64_t rows, uint32_t groups_per_wg, uint64_t other)
     return rpw;
 }
 
-uint32_t mf_qgroup(uint64_t pairs, uint64_t experts, uint64_t min_mean)
+uint32_t mf_qgroup(uint64_t pairs, uint64_t experts, uint64_t min_mean,
+                   int form)
 {
     const char *e = getenv("MOEFUSE_GPU_MOE_GROUP");
     if (e && strcmp(e, "0") == 0)
@@ -73,6 +74,8 @@ uint32_t mf_qgroup(uint64_t pairs, uint64_t experts, uint64_t min_mean)
     uint32_t want = mf_gpu_env_pow2("MOEFUSE_GPU_MOE_GROUP", 1, 16);
     if (want)
         return want;
+    if (form == 0 || form == 1)
+        return form ? 4 : 0;
     if (min_mean == 0 || experts == 0 || pairs < min_mean * experts)
         return 0;
     return 4;
@@ -130,9 +133,7 @@ uint32_t mf_qkb(const mf_vk *vk, uint32_t nb, uint32_t rows, size_t other)
 uint32_t mf_qxkb(const mf_vk *vk, uint32_t nb, uint32_t m, uint32_t tpr,
                  size_t other)
 {
-    const char *e = getenv("MOEFUSE_GPU_XSTAGE");
-    if ((e && strcmp(e, "0") == 0) || m == 0 || tpr == 0 || nb == 0 ||
-        other >= vk->shared_bytes)
+    if (m == 0 || tpr == 0 || nb == 0 || other >= vk->shared_bytes)
         return 0;
     size_t cap = vk->shared_bytes - other;
     if (cap > 24576)

@@ -210,8 +210,11 @@ uint32_t mf_qrpw(uint64_t rows, uint32_t groups_per_wg, uint64_t other);
  * min_mean 16, down 0.
  * MOEFUSE_GPU_MOE_GROUP (tests, benchmarks; read when a plan is recorded)
  * forces a mode for both: 0 per pair, 1..16 (a power of two) grouped with
- * that M, as far as mf_qgroup_fit lets it. */
-uint32_t mf_qgroup(uint64_t pairs, uint64_t experts, uint64_t min_mean);
+ * that M, as far as mf_qgroup_fit lets it. Below it, `form` (a kernel
+ * form, gpu.h: 0 per pair, 1 grouped with M = 4, MF_GPU_FORM_AUTO the
+ * rule above) decides. */
+uint32_t mf_qgroup(uint64_t pairs, uint64_t experts, uint64_t min_mean,
+                   int form);
 /* Floats per lane the grouped mode may hold: 32 M activations and the
  * partial sums (registers). */
 #define MF_QGROUP_FLOATS 160
@@ -230,9 +233,10 @@ void mf_qgroup_fit(const mf_vk *vk, int subgroup, uint32_t wg, uint32_t per,
  * fit the device beside `other`, else the most that do in multiples of
  * tpr (a lane then takes the same blocks in the same order: the bits do
  * not depend on the chunk). 0, the activations loaded by every lane
- * from device memory, when not even tpr blocks fit or with
- * MOEFUSE_GPU_XSTAGE=0 (read when a plan is recorded; tests:
- * MOEFUSE_GPU_XKB, a power of two, caps the chunk). Staged, a lane
+ * from device memory, when not even tpr blocks fit (callers skip it
+ * where the form MF_GPU_FORM_GU_XSTAGE / DN_XSTAGE is 0, as with
+ * MOEFUSE_GPU_XSTAGE=0; tests: MOEFUSE_GPU_XKB, a power of two, caps the
+ * chunk). Staged, a lane
  * group's loads of one vec4 of consecutive blocks are consecutive shared
  * memory; from device memory each lane reads 128 contiguous bytes, and
  * a warp's load touches a cache line per lane. */

@@ -29,6 +29,8 @@
 
 #include <moefuse/moefuse.h>
 
+#include "gpu.h"
+
 /* ------------------------------------------------------------- device -- */
 
 /* Injected faults (tests only; see mf_vk_fault_* and gpu.h). */
@@ -99,6 +101,9 @@ typedef struct mf_vk {
     int lost;   /* the device was lost: everything fails from now on */
 
     int validation;         /* the validation layer is on */
+
+    /* The kernel forms plans are recorded with (mf_gpu_forms_use). */
+    int8_t forms[MF_GPU_FORM_COUNT_];
 } mf_vk;
 
 /* Device choice, copied from mf_ctx_options. */
