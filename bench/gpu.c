@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "src/dispatch/internal.h"
+#include "src/dispatch/cache.h"
 #include "suite.h"
 
 typedef struct gcase {
@@ -508,6 +508,12 @@ int bench_suite_gpu(mf_ctx *ctx, const bench_opts *o, bench_results *res)
         printf("no GPU (%s): CPU times only\n\n", mf_status_str(mf_ctx_gpu_status(ctx)));
     bench_stats st;
     if (g) {
+    /* GPU calls take the kernel forms the placement cache measured */
+    const size_t nf = ctx->placement ? ctx->placement->n_forms : 0;
+    printf("kernel forms: %s\n",
+           nf ? "those the placement cache measured (moefuse-profile), "
+                "else built-in"
+              : "built-in (no placement cache with measured forms)");
     if (bench_measure(run_empty, g, 20, 1, o->quick ? 50 : 301, 100000, o->budget_us, &st))
         return 1;
     res->empty_dispatch_us = st.median_us;

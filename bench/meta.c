@@ -4,6 +4,7 @@
 #include "bench.h"
 #include "mf_config.h"
 #include "git_sha.h"
+#include "src/dispatch/cache.h"
 
 const char *bench_git_sha(void) { return MF_GIT_SHA; }
 
@@ -58,6 +59,11 @@ void bench_write_machine_json(FILE *f, const mf_ctx *ctx, int threads)
         fprintf(f, ", \"gpu_name\": null, \"gpu_status\": ");
         json_str(f, mf_status_str(gs));
     }
+    /* GPU calls take the kernel forms a placement cache measured */
+    fprintf(f, ", \"placement_cache\": ");
+    json_str(f, mf_status_str(mf_ctx_cache_status(ctx)));
+    fprintf(f, ", \"gpu_forms_measured\": %zu",
+            ctx->placement ? ctx->placement->n_forms : (size_t)0);
     fprintf(f, ", \"compiler\": ");
     json_str(f, MF_BUILD_COMPILER);
     fprintf(f, ", \"flags\": ");
