@@ -57,7 +57,9 @@ static void host_rows(mf_gpu *g, const mf_gating_desc *d, const float *logits,
  * 17.28 us, Mixtral E=8 k=2 6.21 vs 6.88 us: gpu-h200-gating-rank.txt).
  * MOEFUSE_GPU_GATING_RANK=1 ranks at every k, =0 runs the rounds at every
  * k (what a device with too little shared memory runs); the tests compare
- * both. Read when a plan is recorded. */
+ * both. Below the variable, the form gating_rank that the placement cache
+ * measured for the shape (mf_gpu_forms_use) decides. Read when a plan is
+ * recorded. */
 static int rank_mode(const mf_vk *vk, uint32_t k)
 {
     int f = mf_gpu_form(vk, MF_GPU_FORM_GATING_RANK); /* env, then forms */

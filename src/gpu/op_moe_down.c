@@ -38,9 +38,10 @@ typedef struct dn_push {
 /* The fused mode's form: phase 3 (slot groups, moe_down.comp) where every
  * lane group of a pass takes its own slot (k >= WG / TPR), else phase 0;
  * MOEFUSE_GPU_DN_SLOTS=1 / 0 forces phase 3 / phase 0 (tests: both give
- * the same bits). On the H200 phase 3 took Qwen3-30B-A3B's T = 1 down
- * from 10.0 to 9.6 us (INT8) and 18.5 to 12.4 us (EXACT), DeepSeek-V3's
- * from 62.0 to 43.7 us (INT8); with k = 2 or 4 (Mixtral, GPT-OSS: its
+ * the same bits); below it the measured form dn_slots (mf_gpu_forms_use).
+ * On the H200 phase 3 took Qwen3-30B-A3B's T = 1 down from 10.0 to 9.6 us
+ * (INT8) and 18.5 to 12.4 us (EXACT), DeepSeek-V3's from 62.0 to 43.7 us
+ * (INT8); with k = 2 or 4 (Mixtral, GPT-OSS: its
  * row groups quantize each h block again) it lost at T = 1
  * (gpu-h200-dn-slots-gu-unroll-sweep.txt). */
 static int slots_mode(const mf_vk *vk, int32_t k, uint32_t groups)
