@@ -162,6 +162,17 @@ Test(gpu, forms_from_cache)
         cr_expect_eq(memcmp(ya, yb, yn * 4), 0, "down T=%lld bits",
                      (long long)T);
     }
+    /* INT8 calls take the built-in forms (the profiler measures EXACT) */
+    gu.prec = MF_PREC_INT8;
+    cr_assert_eq(mf_moe_gate_up(b, &gu, 1, XK, x, idx, hb), MF_OK);
+    expect_forms(b, (int[]){AU, AU, AU, AU, AU}, "gate_up T=1 INT8");
+    gu.prec = MF_PREC_EXACT;
+    cr_assert_eq(mf_moe_gate_up(b, &gu, 1, XK, x, idx, hb), MF_OK);
+    expect_forms(b, (int[]){AU, 0, 1, AU, AU}, "gate_up T=1 EXACT again");
+    dd.prec = MF_PREC_INT8;
+    cr_assert_eq(mf_moe_down_combine(b, &dd, 1, XK, ha, idx, w, NULL, yb),
+                 MF_OK);
+    expect_forms(b, (int[]){AU, AU, AU, AU, AU}, "down T=1 INT8");
     qd_free(&wg);
     qd_free(&wd);
     mf_ctx_destroy(b);

@@ -92,7 +92,10 @@ int mf_route_gpu(const mf_ctx *ctx, const mf_op_shape *s);
  * placement cache measured fastest for the shape's bucket (or the forced
  * ones), the built-in choice for the rest. No-op without a GPU. forms.c. */
 void mf_ctx_gpu_forms(mf_ctx *ctx, const mf_op_shape *s);
-/* The same for a chain: the forms of every shape, each op's own. */
+/* The same for a chain: the forms of every shape, each op's own (n = 0:
+ * the built-in choice for all, unless forced). The profiler measures forms
+ * with EXACT math: MF_PREC_INT8 calls of the expert ops (other shaders)
+ * pass n = 0. */
 void mf_ctx_gpu_forms_n(mf_ctx *ctx, const mf_op_shape *s, int n);
 
 /* Op limits (ops.h). */

@@ -270,12 +270,12 @@ mf_status mf_moe_down_combine(mf_ctx *ctx, const mf_moe_down_desc *d,
     case MF_IMPL_GPU:
         if (!ctx->gpu)
             return MF_ERR_UNSUPPORTED;
-        mf_ctx_gpu_forms(ctx, &s);
+        mf_ctx_gpu_forms_n(ctx, &s, d->prec == MF_PREC_EXACT);
         return mf_gpu_moe_down_combine(ctx->gpu, d, T, k, h, idx, w,
                                        residual, y);
     case MF_IMPL_AUTO: {
         if (mf_route_gpu(ctx, &s)) {
-            mf_ctx_gpu_forms(ctx, &s);
+            mf_ctx_gpu_forms_n(ctx, &s, d->prec == MF_PREC_EXACT);
             st = mf_gpu_moe_down_combine(ctx->gpu, d, T, k, h, idx, w,
                                          residual, y);
             /* A device failure leaves the work to the CPU below. */

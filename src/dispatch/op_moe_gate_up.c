@@ -369,11 +369,11 @@ mf_status mf_moe_gate_up(mf_ctx *ctx, const mf_moe_gate_up_desc *d, int64_t T,
     case MF_IMPL_GPU:
         if (!ctx->gpu)
             return MF_ERR_UNSUPPORTED;
-        mf_ctx_gpu_forms(ctx, &s);
+        mf_ctx_gpu_forms_n(ctx, &s, d->prec == MF_PREC_EXACT);
         return mf_gpu_moe_gate_up(ctx->gpu, d, T, k, x, idx, h);
     case MF_IMPL_AUTO: {
         if (mf_route_gpu(ctx, &s)) {
-            mf_ctx_gpu_forms(ctx, &s);
+            mf_ctx_gpu_forms_n(ctx, &s, d->prec == MF_PREC_EXACT);
             st = mf_gpu_moe_gate_up(ctx->gpu, d, T, k, x, idx, h);
             /* A device failure leaves the work to the CPU below. */
             if (st != MF_ERR_DEVICE && st != MF_ERR_DEVICE_LOST &&
