@@ -72,6 +72,8 @@ static void expect_forms(mf_ctx *c, const int want[MF_GPU_FORM_COUNT_],
 }
 
 #define AU MF_GPU_FORM_AUTO
+_Static_assert(MF_GPU_FORM_COUNT_ == 6,
+               "the expected forms below list every form: add the new one");
 
 Test(gpu, forms_from_cache)
 {
@@ -113,7 +115,7 @@ Test(gpu, forms_from_cache)
     for (int64_t T = 1; T <= 4; T++) {
         cr_assert_eq(mf_gating(a, &gd, logits, T, ia, wa), MF_OK);
         cr_assert_eq(mf_gating(b, &gd, logits, T, ib, wb), MF_OK);
-        int want[MF_GPU_FORM_COUNT_] = {rank_want[T - 1], AU, AU, AU, AU};
+        int want[MF_GPU_FORM_COUNT_] = {rank_want[T - 1], AU, AU, AU, AU, AU};
         char what[32];
         snprintf(what, sizeof what, "gating T=%lld", (long long)T);
         expect_forms(b, want, what);
@@ -123,13 +125,13 @@ Test(gpu, forms_from_cache)
     /* the environment wins over the cache */
     setenv("MOEFUSE_GPU_GATING_RANK", "1", 1);
     cr_assert_eq(mf_gating(b, &gd, logits, 1, ib, wb), MF_OK);
-    expect_forms(b, (int[]){1, AU, AU, AU, AU}, "gating T=1, env 1");
+    expect_forms(b, (int[]){1, AU, AU, AU, AU, AU}, "gating T=1, env 1");
     unsetenv("MOEFUSE_GPU_GATING_RANK");
     /* MF_IMPL_AUTO calls that the router sends to the CPU (this cache has
      * no measurements) do not touch the GPU's forms */
     gd.impl = MF_IMPL_AUTO;
     cr_assert_eq(mf_gating(b, &gd, logits, 2, ib, wb), MF_OK);
-    expect_forms(b, (int[]){0, AU, AU, AU, AU}, "gating AUTO on the CPU");
+    expect_forms(b, (int[]){0, AU, AU, AU, AU, AU}, "gating AUTO on the CPU");
 
     /* the expert ops */
     const qd_variant q4 = {MF_TYPE_Q4_0, 0, MF_TYPE_F32};
@@ -147,8 +149,8 @@ Test(gpu, forms_from_cache)
         const size_t hn = (size_t)(T * XK * XF), yn = (size_t)(T * XH);
         cr_assert_eq(mf_moe_gate_up(a, &gu, T, XK, x, idx, ha), MF_OK);
         cr_assert_eq(mf_moe_gate_up(b, &gu, T, XK, x, idx, hb), MF_OK);
-        expect_forms(b, T == 1 ? (int[]){AU, 0, 1, AU, AU}
-                               : (int[]){AU, AU, AU, AU, AU},
+        expect_forms(b, T == 1 ? (int[]){AU, 0, 1, AU, AU, AU}
+                               : (int[]){AU, AU, AU, AU, AU, AU},
                      T == 1 ? "gate_up T=1" : "gate_up T=2");
         cr_expect_eq(memcmp(ha, hb, hn * 4), 0, "gate_up T=%lld bits",
                      (long long)T);
@@ -156,8 +158,8 @@ Test(gpu, forms_from_cache)
                      MF_OK);
         cr_assert_eq(mf_moe_down_combine(b, &dd, T, XK, ha, idx, w, NULL, yb),
                      MF_OK);
-        expect_forms(b, T == 1 ? (int[]){AU, AU, AU, 0, 0}
-                               : (int[]){AU, AU, AU, AU, AU},
+        expect_forms(b, T == 1 ? (int[]){AU, AU, AU, 0, 0, AU}
+                               : (int[]){AU, AU, AU, AU, AU, AU},
                      T == 1 ? "down T=1" : "down T=2");
         cr_expect_eq(memcmp(ya, yb, yn * 4), 0, "down T=%lld bits",
                      (long long)T);
@@ -165,14 +167,14 @@ Test(gpu, forms_from_cache)
     /* INT8 calls take the built-in forms (the profiler measures EXACT) */
     gu.prec = MF_PREC_INT8;
     cr_assert_eq(mf_moe_gate_up(b, &gu, 1, XK, x, idx, hb), MF_OK);
-    expect_forms(b, (int[]){AU, AU, AU, AU, AU}, "gate_up T=1 INT8");
+    expect_forms(b, (int[]){AU, AU, AU, AU, AU, AU}, "gate_up T=1 INT8");
     gu.prec = MF_PREC_EXACT;
     cr_assert_eq(mf_moe_gate_up(b, &gu, 1, XK, x, idx, hb), MF_OK);
-    expect_forms(b, (int[]){AU, 0, 1, AU, AU}, "gate_up T=1 EXACT again");
+    expect_forms(b, (int[]){AU, 0, 1, AU, AU, AU}, "gate_up T=1 EXACT again");
     dd.prec = MF_PREC_INT8;
     cr_assert_eq(mf_moe_down_combine(b, &dd, 1, XK, ha, idx, w, NULL, yb),
                  MF_OK);
-    expect_forms(b, (int[]){AU, AU, AU, AU, AU}, "down T=1 INT8");
+    expect_forms(b, (int[]){AU, AU, AU, AU, AU, AU}, "down T=1 INT8");
     qd_free(&wg);
     qd_free(&wd);
     mf_ctx_destroy(b);
@@ -226,8 +228,8 @@ Test(gpu, forms_in_layer_chain)
     for (int64_t T = 1; T <= 2; T++) {
         cr_assert_eq(mf_moe_layer_forward(la, &run, x, T, NULL, ya), MF_OK);
         cr_assert_eq(mf_moe_layer_forward(lb, &run, x, T, NULL, yb), MF_OK);
-        expect_forms(b, T == 1 ? (int[]){1, 0, AU, 1, 0}
-                               : (int[]){AU, AU, AU, AU, AU},
+        expect_forms(b, T == 1 ? (int[]){1, 0, AU, 1, 0, AU}
+                               : (int[]){AU, AU, AU, AU, AU, AU},
                      T == 1 ? "chain T=1" : "chain T=2");
         cr_expect_eq(memcmp(ya, yb, (size_t)(T * XH) * 4), 0,
                      "chain T=%lld bits", (long long)T);

@@ -312,6 +312,28 @@ static void qmv_case(mf_ctx *c, mft_rng *r, const qd_variant *v, int64_t M,
         cr_assert(err <= t + 1e-30, "%s: y[%lld] = %.9g, ref %.9g, err %.3g tol %.3g",
                   what, (long long)i, (double)yg[i], (double)yr[i], err, t);
     }
+    if (M == 1 && !int8) {
+        /* the staged row (form qmv_xstage; off by default) gives the same
+         * bits, whole and in chunks of two blocks (two lanes a row: the
+         * unstaged run with two lanes is the reference) */
+        float *ys = mft_alloc((size_t)N * 4, 4), *yu = mft_alloc((size_t)N * 4, 4);
+        setenv("MOEFUSE_GPU_XSTAGE", "1", 1);
+        cr_assert_eq(mf_qmv(c, &d, &q.t, x, M, ys), MF_OK);
+        cr_expect_eq(memcmp(ys, yg, (size_t)N * 4), 0, "%s: staged bits", what);
+        unsetenv("MOEFUSE_GPU_XSTAGE");
+        setenv("MOEFUSE_GPU_QLANES", "2", 1);
+        cr_assert_eq(mf_qmv(c, &d, &q.t, x, M, yu), MF_OK);
+        setenv("MOEFUSE_GPU_XSTAGE", "1", 1);
+        setenv("MOEFUSE_GPU_XKB", "2", 1);
+        cr_assert_eq(mf_qmv(c, &d, &q.t, x, M, ys), MF_OK);
+        cr_expect_eq(memcmp(ys, yu, (size_t)N * 4), 0, "%s: chunked staged bits",
+                     what);
+        unsetenv("MOEFUSE_GPU_XSTAGE");
+        unsetenv("MOEFUSE_GPU_XKB");
+        unsetenv("MOEFUSE_GPU_QLANES");
+        mft_free(ys);
+        mft_free(yu);
+    }
     mf_weights_evict(c, &q.t);
     free(w);
     free(tol);

@@ -7,6 +7,7 @@
 #include "cache.h"
 
 _Static_assert((int)MF_OP_GATING == (int)MF_ROUTE_GATING &&
+                   (int)MF_OP_QMV == (int)MF_ROUTE_QMV &&
                    (int)MF_OP_MOE_GATE_UP == (int)MF_ROUTE_MOE_GATE_UP &&
                    (int)MF_OP_MOE_DOWN == (int)MF_ROUTE_MOE_DOWN_COMBINE,
                "op ids follow the route op ids");

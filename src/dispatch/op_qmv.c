@@ -232,6 +232,8 @@ mf_status mf_qmv(mf_ctx *ctx, const mf_qmv_desc *d, const mf_tensor *w,
     mf_status st = check(d, w, x, M, y);
     if (st != MF_OK)
         return st;
+    const mf_op_shape s = {.op = MF_OP_QMV, .T = M, .E = 1, .N = w->n,
+                           .K = w->k, .wtype = w->type, .mode = (int)d->prec};
     switch (d->impl) {
     case MF_IMPL_UNFUSED:
         if (d->act != MF_ACT_NONE && !mf_kernels_get(MF_ISA_SCALAR)->act)
@@ -240,11 +242,11 @@ mf_status mf_qmv(mf_ctx *ctx, const mf_qmv_desc *d, const mf_tensor *w,
     case MF_IMPL_GPU:
         if (!ctx->gpu)
             return MF_ERR_UNSUPPORTED;
+        mf_ctx_gpu_forms(ctx, &s);
         return mf_gpu_qmv(ctx->gpu, d, w, x, M, y);
     case MF_IMPL_AUTO: {
-        mf_op_shape s = {.op = MF_OP_QMV, .T = M, .E = 1, .N = w->n,
-                         .K = w->k, .wtype = w->type, .mode = (int)d->prec};
         if (mf_route_gpu(ctx, &s)) {
+            mf_ctx_gpu_forms(ctx, &s);
             st = mf_gpu_qmv(ctx->gpu, d, w, x, M, y);
             /* A device failure leaves the work to the CPU below. */
             if (st != MF_ERR_DEVICE && st != MF_ERR_DEVICE_LOST &&

@@ -651,7 +651,7 @@ mf_status mf_profile_run(mf_ctx *ctx, const mf_prof_opts *o,
                 double a = now_s();
                 int warm = 0;
                 mf_status ts = MF_OK;
-                if (dev && (v->op == MF_OP_GATING ||
+                if (dev && (v->op == MF_OP_GATING || v->op == MF_OP_QMV ||
                             v->op == MF_OP_MOE_GATE_UP ||
                             v->op == MF_OP_MOE_DOWN))
                     ts = tune_forms(ctx, &oa, &pt.s, per / 2, o, p, &warm);

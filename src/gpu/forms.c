@@ -14,6 +14,7 @@ static const struct {
     [MF_GPU_FORM_GU_GROUP] = {"gu_group", MF_ROUTE_MOE_GATE_UP},
     [MF_GPU_FORM_DN_SLOTS] = {"dn_slots", MF_ROUTE_MOE_DOWN_COMBINE},
     [MF_GPU_FORM_DN_XSTAGE] = {"dn_xstage", MF_ROUTE_MOE_DOWN_COMBINE},
+    [MF_GPU_FORM_QMV_XSTAGE] = {"qmv_xstage", MF_ROUTE_QMV},
 };
 
 void mf_gpu_forms_auto(mf_gpu_forms *f)
@@ -48,6 +49,7 @@ int mf_gpu_form_env(int id)
         break;
     case MF_GPU_FORM_GU_XSTAGE:
     case MF_GPU_FORM_DN_XSTAGE:
+    case MF_GPU_FORM_QMV_XSTAGE:
         e = getenv("MOEFUSE_GPU_XSTAGE");
         break;
     case MF_GPU_FORM_GU_GROUP: {

@@ -110,6 +110,8 @@ typedef enum mf_gpu_form_id {
     MF_GPU_FORM_DN_SLOTS,        /* moe_down_combine: slot groups (1) or
                                     per token (0) */
     MF_GPU_FORM_DN_XSTAGE,       /* moe_down_combine EXACT: h rows staged */
+    MF_GPU_FORM_QMV_XSTAGE,      /* qmv EXACT, one activation row a pass:
+                                    the row staged (1); built-in: not */
     MF_GPU_FORM_COUNT_
 } mf_gpu_form_id;
 

@@ -12,6 +12,7 @@ typedef struct qmv_key {
     uint32_t wid[4];
     int64_t M;
     int32_t act, has_bias, int8;
+    uint64_t pipe; /* the pipeline (its tuning and form) */
 } qmv_key;
 
 typedef struct qmv_push {
@@ -45,13 +46,18 @@ mf_status mf_gpu_qmv_pipe(mf_vk *vk, const mf_tensor *w, uint32_t mb,
     if (red > vk->shared_bytes)
         return MF_ERR_UNSUPPORTED;
     uint32_t kb = int8 ? mf_qkb(vk, l.nb, mb, red) : 0;
+    /* EXACT, one row a pass: the row staged where the form qmv_xstage
+     * (measured, or MOEFUSE_GPU_XSTAGE=1) says so; not by default */
+    uint32_t xkb = 0;
+    if (!kb && mb == 1 && mf_gpu_form(vk, MF_GPU_FORM_QMV_XSTAGE) == 1)
+        xkb = mf_qxkb(vk, l.nb, 1, tpr, red);
     mf_vk_pipe_desc pd = {
         .shader = kb ? (sg ? &mf_shader_qmv_i8_sg : &mf_shader_qmv_i8_sh)
                      : (sg ? &mf_shader_qmv_sg : &mf_shader_qmv_sh),
         .n_bindings = 4,
         .push_bytes = sizeof(qmv_push),
-        .n_spec = kb ? 6 : 5,
-        .spec = {wg, tpr, mb, mf_wfmt(w), rpw, kb},
+        .n_spec = 6,
+        .spec = {wg, tpr, mb, mf_wfmt(w), rpw, kb ? kb : xkb},
     };
     *wg_out = wg;
     *rows_out = wg / tpr * rpw;
@@ -118,13 +124,16 @@ mf_status mf_gpu_qmv(mf_gpu *g, const mf_qmv_desc *d, const mf_tensor *w,
     key.act = (int32_t)d->act;
     key.has_bias = d->bias != NULL;
     key.int8 = M <= 32 && mf_qint8(vk, d->prec, &w, 1);
+    const mf_vk_pipe *pipe;
+    uint32_t wg, rows;
+    st = mf_gpu_qmv_pipe(vk, w, mf_qmv_rows_per_pass(M), key.int8, &pipe,
+                         &wg, &rows);
+    if (st != MF_OK)
+        return st;
+    key.pipe = (uint64_t)(uintptr_t)pipe;
     mf_vk_plans *c = &g->plans[MF_GPU_OP_QMV];
     mf_vk_plan *pl = mf_vk_plans_get(vk, c, &key, sizeof key);
     if (!pl->ready) {
-        const mf_vk_pipe *pipe;
-        uint32_t wg, rows;
-        st = mf_gpu_qmv_pipe(vk, w, mf_qmv_rows_per_pass(M), key.int8,
-                             &pipe, &wg, &rows);
         int in = -1, out = -1;
         if (st == MF_OK)
             in = mf_vk_plan_io(vk, pl, (size_t)in_bytes, MF_VK_IN, &st);

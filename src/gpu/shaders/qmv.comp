@@ -16,6 +16,14 @@
 // one subgroup, so there is no barrier) or through shared memory (none
 // needed with one lane per row). Row blocks and chunks are strided over
 // the dispatched workgroups (x: row blocks, y: chunks).
+// With one activation row per pass and XKB > 0 (the form qmv_xstage), the
+// row is first staged in shared memory, XKB blocks at a time (loads by
+// consecutive invocations of consecutive vec4s, element-major with an odd
+// stride so that a lane group's reads of one vec4 of consecutive blocks
+// are consecutive words): from device memory each lane would read 128
+// contiguous bytes, and a warp's load touch a cache line per lane. XKB is
+// nb or a multiple of TPR, so every lane takes the same blocks in the same
+// order: the bits do not depend on it.
 // Built with -DINT8 (MF_PREC_INT8, qint8.glsl): the pass's activation rows
 // are quantized into shared memory per chunk of KB blocks, and each weight
 // block's integer dot products with them replace the f32 ones.
@@ -37,6 +45,11 @@ layout(constant_id = 5) const uint KB = 64;      // staged x blocks a row
                                                  // and chunk
 const uint I8_ROWS = MB;
 const uint I8_KB = KB;
+#else
+layout(constant_id = 5) const uint XKB = 0;      // staged x blocks a chunk
+                                                 // (MB = 1); 0: none
+const uint XS = XKB | 1u;                        // stride of xsh
+shared vec4 xsh[XKB > 0u ? 8u * XS : 1u];
 #endif
 
 const uint R = WG / TPR * RPW;                   // rows per workgroup
@@ -136,6 +149,28 @@ void main()
                         }
                 }
 #else
+                if (MB == 1u && XKB > 0u) {
+                    // the row staged XKB blocks at a time
+                    for (uint c0 = 0u; c0 < pc.nb; c0 += XKB) {
+                        uint kbn = min(XKB, pc.nb - c0);
+                        barrier();
+                        for (uint s = tid; s < kbn * 8u; s += WG)
+                            xsh[(s & 7u) * XS + (s >> 3u)] =
+                                xb[m0 * pc.xs + c0 * 8u + s];
+                        barrier();
+                        for (uint b = c0 + lane; b < c0 + kbn; b += TPR) {
+                            vec4 xv[8];
+                            for (uint i = 0u; i < 8u; i++)
+                                xv[i] = xsh[i * XS + (b - c0)];
+                            for (uint q = 0u; q < RPW; q++) {
+                                uvec4 raw[8];
+                                float d, sc, bi;
+                                w_load(0u, min(r0 + q, pc.N - 1u), b, raw, d, sc, bi);
+                                acc[q] += w_dot_raw(0u, raw, d, sc, bi, xv);
+                            }
+                        }
+                    }
+                } else
                 for (uint b = lane; b < pc.nb; b += TPR) {
                     if (MB == 1u) {
                         // one activation row: its block stays in registers
