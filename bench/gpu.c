@@ -295,6 +295,95 @@ static void cold_chain(gcase *c, const bench_opts *o, bench_results *res,
            100 * (bytes_gu + bytes_dn) / (both * 1e3) / res->device_copy_gbps);
 }
 
+/* One side of a kernel-form A/B of the chain: the whole chain call (host
+ * arrays in and out) with `form` forced to `val`, the other forms
+ * automatic; its device step times collected for their medians. */
+typedef struct form_side {
+    chain_case *k;
+    int form, val;
+    int n;
+    double gpu[256], step[4][256];
+} form_side;
+
+static int run_chain_form(void *a, int i)
+{
+    (void)i;
+    form_side *f = a;
+    gcase *c = f->k->c;
+    c->ctx->forms_forced = 1;
+    mf_gpu_forms_auto(&c->ctx->forms);
+    c->ctx->forms.v[f->form] = (int8_t)f->val;
+    mf_gpu_chain_desc cd = {.gating = &f->k->gd, .gate_up = &f->k->gu,
+                            .down = &f->k->dd};
+    mf_gpu_chain_times t;
+    mf_ctx_gpu_forms_n(c->ctx, NULL, 0);
+    int rc = mf_gpu_moe_chain(c->gpu, &cd, c->x, c->logits, c->T, NULL, c->y,
+                              c->gidx, c->wout, &t);
+    c->ctx->forms_forced = 0;
+    if (!rc && t.gpu_us >= 0 && f->n < 256) {
+        f->gpu[f->n] = t.gpu_us;
+        for (int s = 0; s < 4; s++)
+            f->step[s][f->n] = t.step_us[s];
+        f->n++;
+    }
+    return rc;
+}
+
+static double median_d(double *v, int n)
+{
+    if (n <= 0)
+        return -1;
+    qsort(v, (size_t)n, sizeof *v, cmp_dbl);
+    return v[n / 2];
+}
+
+/* --forms: the chain with each form of its ops (gpu.h) forced off and on,
+ * interleaved in one run: host medians of the whole call, and device
+ * medians of the chain and of the step the form belongs to. */
+static void chain_forms(chain_case *k, const bench_opts *o, bench_results *res,
+                        const char *shape)
+{
+    static const int forms[] = {MF_GPU_FORM_GATING_RANK, MF_GPU_FORM_GU_XSTAGE,
+                                MF_GPU_FORM_GU_GROUP, MF_GPU_FORM_DN_SLOTS,
+                                MF_GPU_FORM_DN_XSTAGE};
+    static form_side s0, s1; /* 16 KiB each: not on the stack */
+    printf("           kernel forms, whole chain call with the form 0 / 1 "
+           "(interleaved; medians):\n");
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        const int f = forms[i];
+        /* the step of the chain the form's op is: gating 1, gate_up 2,
+         * down 3 */
+        const int step = mf_gpu_form_op(f) == MF_ROUTE_GATING      ? 1
+                         : mf_gpu_form_op(f) == MF_ROUTE_MOE_GATE_UP ? 2
+                                                                      : 3;
+        s0 = (form_side){.k = k, .form = f, .val = 0};
+        s1 = (form_side){.k = k, .form = f, .val = 1};
+        bench_stats h0, h1;
+        int rc = bench_measure_pair(run_chain_form, &s0, run_chain_form, &s1, 3,
+                                    o->quick ? 20 : 61, 200, o->budget_us, &h0,
+                                    &h1);
+        if (rc) {
+            printf("             %-11s failed: %s\n", mf_gpu_form_name(f),
+                   mf_status_str((mf_status)rc));
+            continue;
+        }
+        double g0 = median_d(s0.gpu, s0.n), g1 = median_d(s1.gpu, s1.n);
+        double t0 = median_d(s0.step[step], s0.n), t1 = median_d(s1.step[step], s1.n);
+        printf("             %-11s call %.2f / %.2f us; device chain %.2f / %.2f us, "
+               "its step %.2f / %.2f us (%.2fx)\n",
+               mf_gpu_form_name(f), h0.median_us, h1.median_us, g0, g1, t0, t1,
+               t0 > 0 ? t1 / t0 : -1);
+        /* op "moe_chain:FORM", impl "form=0" / "form=1" */
+        char op[32];
+        snprintf(op, sizeof op, "moe_chain:%s", mf_gpu_form_name(f));
+        for (int v = 0; v < 2; v++) {
+            bench_results_add(res, op, shape, v ? "form=1" : "form=0",
+                              v ? &h1 : &h0, 0);
+            res->rec[res->n - 1].gpu_us = v ? g1 : g0;
+        }
+    }
+}
+
 static int bench_chain(gcase *c, const bench_opts *o, bench_results *res,
                        const char *shape, double bytes_gu, double bytes_dn)
 {
@@ -395,6 +484,8 @@ static int bench_chain(gcase *c, const bench_opts *o, bench_results *res,
                    same, 100 * same / res->device_copy_gbps);
     }
     cold_chain(c, o, res, shape, bytes_gu, bytes_dn);
+    if (o->forms)
+        chain_forms(&k, o, res, shape);
     if (!have3)
         return 0;
     bench_results_add(res, "moe_chain", shape, "gpu-3ops", &st3, bytes_gu + bytes_dn);

@@ -34,6 +34,8 @@ static void usage(FILE *f)
         "  --op NAME       only ops whose name contains NAME\n"
         "  --model NAME    only this model preset\n"
         "  --mem-gb X      cap on one weight stack (default 1.5)\n"
+        "  --forms         gpu: also time the MoE chain with each kernel form\n"
+        "                  of its ops off and on, interleaved (same bits)\n"
         "  --no-progress   no progress lines on stderr\n"
         "  -h, --help      this text\n"
         "exit status: 0 ok, 1 an op failed, 2 bad usage\n");
@@ -54,6 +56,7 @@ int main(int argc, char **argv)
         {"model", required_argument, 0, 'm'},
         {"mem-gb", required_argument, 0, 'g'},
         {"no-progress", no_argument, 0, 'P'},
+        {"forms", no_argument, 0, 'F'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int ch;
@@ -86,6 +89,7 @@ int main(int argc, char **argv)
             }
             break;
         case 'P': o.progress = 0; break;
+        case 'F': o.forms = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

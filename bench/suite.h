@@ -13,6 +13,7 @@ typedef struct bench_opts {
     int progress;        /* progress lines on stderr */
     double mem_gb;       /* cap on one weight stack's size */
     int report;          /* the CPU-vs-GPU report: one model, GPU optional */
+    int forms;           /* gpu: the MoE chain with each kernel form 0 / 1 */
 } bench_opts;
 
 /* Caps c's routed experts so that one stack of per_expert bytes each stays
