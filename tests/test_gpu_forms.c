@@ -50,6 +50,35 @@ static void add_form(mf_placement *p, mf_op_shape s, int form, double us0,
     cr_assert_eq(mf_placement_add_form(p, &f), MF_OK);
 }
 
+/* An empty placement for a's machine, to add forms to. */
+static mf_placement *cache_for(mf_ctx *a)
+{
+    mf_placement *p = calloc(1, sizeof *p);
+    cr_assert_not_null(p);
+    cr_assert_eq(mf_fingerprint_make(a, &p->fp), MF_OK);
+    snprintf(p->created, sizeof p->created, "2026-12-07T00:00:00Z");
+    snprintf(p->profile_mode, sizeof p->profile_mode, "test");
+    p->complete = 1;
+    return p;
+}
+
+static mf_ctx *ctx_at(const char *path);
+
+/* Writes p (freed) to a's directory and opens a second context on the
+ * same device that reads it. */
+static mf_ctx *open_with(mf_ctx *a, mf_placement *p)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/forms.json", mft_gpu_dir(a));
+    cr_assert_eq(mf_placement_finish(p), MF_OK);
+    cr_assert_eq(mf_placement_save(p, path), MF_OK);
+    mf_placement_free(p);
+    mf_ctx *b = ctx_at(path);
+    cr_assert_eq(mf_ctx_cache_status(b), MF_OK, "%s",
+                 mf_status_str(mf_ctx_cache_status(b)));
+    return b;
+}
+
 /* A context on the same device reading the cache at `path`. */
 static mf_ctx *ctx_at(const char *path)
 {
@@ -78,17 +107,9 @@ _Static_assert(MF_GPU_FORM_COUNT_ == 6,
 Test(gpu, forms_from_cache)
 {
     mf_ctx *a = mft_gpu_ctx(0);
-    char path[256];
-    snprintf(path, sizeof path, "%s/forms.json", mft_gpu_dir(a));
-
     /* a cache for this machine whose only content is forms (their values
      * follow from the times: the faster by more than 3%, else automatic) */
-    mf_placement *p = calloc(1, sizeof *p);
-    cr_assert_not_null(p);
-    cr_assert_eq(mf_fingerprint_make(a, &p->fp), MF_OK);
-    snprintf(p->created, sizeof p->created, "2026-12-07T00:00:00Z");
-    snprintf(p->profile_mode, sizeof p->profile_mode, "test");
-    p->complete = 1;
+    mf_placement *p = cache_for(a);
     add_form(p, gating_shape(1), MF_GPU_FORM_GATING_RANK, 5, 9); /* 0 */
     add_form(p, gating_shape(2), MF_GPU_FORM_GATING_RANK, 9, 5); /* 1 */
     add_form(p, gating_shape(3), MF_GPU_FORM_GATING_RANK, 5, 5.1); /* auto */
@@ -96,12 +117,7 @@ Test(gpu, forms_from_cache)
     add_form(p, gate_up_shape(1), MF_GPU_FORM_GU_GROUP, 9, 5);
     add_form(p, down_shape(1), MF_GPU_FORM_DN_SLOTS, 5, 9);
     add_form(p, down_shape(1), MF_GPU_FORM_DN_XSTAGE, 5, 9);
-    cr_assert_eq(mf_placement_finish(p), MF_OK);
-    cr_assert_eq(mf_placement_save(p, path), MF_OK);
-    mf_placement_free(p);
-    mf_ctx *b = ctx_at(path);
-    cr_assert_eq(mf_ctx_cache_status(b), MF_OK, "%s",
-                 mf_status_str(mf_ctx_cache_status(b)));
+    mf_ctx *b = open_with(a, p);
 
     mft_rng r = mft_rng_make(__LINE__);
     /* gating: the forms per T bucket, the same bits as the built-in
@@ -192,13 +208,7 @@ Test(gpu, forms_in_layer_chain)
     cfg.n_experts = GE;
     cfg.top_k = GK;
     cfg.n_shared = cfg.shared_ffn = 0;
-    char path[256];
-    snprintf(path, sizeof path, "%s/forms.json", mft_gpu_dir(a));
-    mf_placement *p = calloc(1, sizeof *p);
-    cr_assert_not_null(p);
-    cr_assert_eq(mf_fingerprint_make(a, &p->fp), MF_OK);
-    snprintf(p->profile_mode, sizeof p->profile_mode, "test");
-    p->complete = 1;
+    mf_placement *p = cache_for(a);
     mf_op_shape gs = gating_shape(1);
     gs.mode = (int)cfg.router;
     mf_op_shape us = {.op = MF_OP_MOE_GATE_UP, .T = 1, .E = GE, .k = GK,
@@ -210,11 +220,7 @@ Test(gpu, forms_in_layer_chain)
     add_form(p, us, MF_GPU_FORM_GU_XSTAGE, 5, 9);    /* 0 */
     add_form(p, ds, MF_GPU_FORM_DN_SLOTS, 9, 5);     /* 1 */
     add_form(p, ds, MF_GPU_FORM_DN_XSTAGE, 5, 9);    /* 0 */
-    cr_assert_eq(mf_placement_finish(p), MF_OK);
-    cr_assert_eq(mf_placement_save(p, path), MF_OK);
-    mf_placement_free(p);
-    mf_ctx *b = ctx_at(path);
-    cr_assert_eq(mf_ctx_cache_status(b), MF_OK);
+    mf_ctx *b = open_with(a, p);
 
     synth_layer L;
     cr_assert_eq(synth_layer_make(&L, &cfg, MF_TYPE_Q4_0, 7), 0);
