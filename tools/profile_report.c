@@ -767,22 +767,7 @@ static int write_json(const char *path, const mf_placement *p, int have_gpu,
     for (size_t i = 0; i < p->n_forms; i++) {
         const mf_pc_form *f = &p->forms[i];
         mf_jw_object(&w);
-        mf_jw_key(&w, "op");
-        mf_jw_str(&w, mf_op_name(f->s.op));
-        mf_jw_key(&w, "mode");
-        mf_jw_int(&w, f->s.mode);
-        mf_jw_key(&w, "wtype");
-        mf_jw_str(&w, mf_type_name(f->s.wtype));
-        mf_jw_key(&w, "T");
-        mf_jw_int(&w, f->s.T);
-        mf_jw_key(&w, "E");
-        mf_jw_int(&w, f->s.E);
-        mf_jw_key(&w, "k");
-        mf_jw_int(&w, f->s.k);
-        mf_jw_key(&w, "N");
-        mf_jw_int(&w, f->s.N);
-        mf_jw_key(&w, "K");
-        mf_jw_int(&w, f->s.K);
+        mf_pc_put_shape(&w, &f->s);
         mf_jw_key(&w, "form");
         mf_jw_str(&w, mf_gpu_form_name(f->form));
         mf_jw_key(&w, "us_off");

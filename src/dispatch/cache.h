@@ -149,6 +149,10 @@ void mf_placement_forms(const mf_placement *p, const mf_op_shape *s,
 /* Sorts the forms and drops duplicates (mf_placement_finish calls it). */
 void mf_placement_forms_finish(mf_placement *p);
 
+/* The members op, mode, wtype, T, E, k, N, K of a shape, as the cache
+ * writes them (into the object w has open). */
+void mf_pc_put_shape(mf_jw *w, const mf_op_shape *s);
+
 /* The JSON text of p, with its checksum; NULL when out of memory. Caller
  * frees. */
 char *mf_placement_to_json(const mf_placement *p, size_t *len);

@@ -16,7 +16,7 @@ static const char *const dev_names[MF_DEVICE_COUNT_] = {"cpu", "gpu"};
 
 /* -------------------------------------------------------------- writing -- */
 
-static void put_shape(mf_jw *w, const mf_op_shape *s)
+void mf_pc_put_shape(mf_jw *w, const mf_op_shape *s)
 {
     mf_jw_key(w, "op");
     mf_jw_str(w, mf_op_name(s->op));
@@ -143,7 +143,7 @@ char *mf_placement_to_json(const mf_placement *p, size_t *len)
     for (size_t i = 0; i < p->n_pts; i++) {
         const mf_pc_point *pt = &p->pts[i];
         mf_jw_object(&w);
-        put_shape(&w, &pt->s);
+        mf_pc_put_shape(&w, &pt->s);
         mf_jw_key(&w, "dev");
         mf_jw_str(&w, dev_names[pt->dev]);
         mf_jw_key(&w, "median_us");
@@ -192,7 +192,7 @@ char *mf_placement_to_json(const mf_placement *p, size_t *len)
     for (size_t i = 0; i < p->n_dec; i++) {
         const mf_pc_decision *d = &p->dec[i];
         mf_jw_object(&w);
-        put_shape(&w, &d->s);
+        mf_pc_put_shape(&w, &d->s);
         mf_jw_key(&w, "dev");
         mf_jw_str(&w, dev_names[d->dev]);
         mf_jw_key(&w, "cpu_us");
@@ -211,7 +211,7 @@ char *mf_placement_to_json(const mf_placement *p, size_t *len)
     for (size_t i = 0; i < p->n_forms; i++) {
         const mf_pc_form *f = &p->forms[i];
         mf_jw_object(&w);
-        put_shape(&w, &f->s);
+        mf_pc_put_shape(&w, &f->s);
         mf_jw_key(&w, "form");
         mf_jw_str(&w, mf_gpu_form_name(f->form));
         mf_jw_key(&w, "us");

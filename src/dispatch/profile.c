@@ -331,8 +331,10 @@ static mf_status tune_forms(mf_ctx *ctx, op_arg *oa, const mf_op_shape *s,
     ctx->forms_forced = 1;
     mf_gpu_forms_auto(&ctx->forms);
     for (int f = 0; f < MF_GPU_FORM_COUNT_ && !*o->stop; f++) {
+        /* INT8 qmv runs other shaders: its forms are EXACT's */
         if (mf_gpu_form_op(f) != (int)s->op ||
-            mf_gpu_form_env(f) != MF_GPU_FORM_AUTO)
+            mf_gpu_form_env(f) != MF_GPU_FORM_AUTO ||
+            (s->op == MF_OP_QMV && s->mode != MF_PREC_EXACT))
             continue;
         mf_pc_form pf = {.s = *s, .form = f};
         mf_status st = MF_OK;
