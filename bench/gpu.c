@@ -587,6 +587,32 @@ static double measure_floor(mf_gpu *g, const bench_opts *o, bench_results *res,
     return r->gbps;
 }
 
+static void print_pipe(void *user, const mf_gpu_pipe_info *p)
+{
+    (void)user;
+    printf("  %-20s spec", p->shader);
+    for (uint32_t i = 0; i < p->n_spec; i++)
+        printf("%c%u", i ? ',' : ' ', p->spec[i]);
+    printf("\n     ");
+    for (uint32_t i = 0; i < p->n_stats; i++)
+        printf(" %s %.0f%s", p->stats[i].name, p->stats[i].value,
+               i + 1 < p->n_stats ? "," : "");
+    printf("%s\n", p->n_stats ? "" : " (no statistics)");
+}
+
+/* With MOEFUSE_GPU_PIPELINE_STATS=1: what the driver's compiler made of
+ * every pipeline the run built (registers, spills, ...). */
+static void print_pipeline_stats(const mf_gpu *g)
+{
+    const char *e = getenv("MOEFUSE_GPU_PIPELINE_STATS");
+    if (!g || !e || strcmp(e, "1") != 0)
+        return;
+    printf("\npipeline statistics (the driver's, newest first):\n");
+    if (mf_gpu_pipeline_stats(g, print_pipe, NULL) < 0)
+        printf("  not offered by this driver "
+               "(VK_KHR_pipeline_executable_properties)\n");
+}
+
 int bench_suite_gpu(mf_ctx *ctx, const bench_opts *o, bench_results *res)
 {
     mf_gpu *g = ctx->gpu;
@@ -752,5 +778,6 @@ int bench_suite_gpu(mf_ctx *ctx, const bench_opts *o, bench_results *res)
         }
         synth_layer_free(&L);
     }
+    print_pipeline_stats(g);
     return 0;
 }

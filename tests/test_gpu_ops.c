@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "gpu_common.h"
+#include "src/gpu/gpu_internal.h"
 
 /* ---------------------------------------------------------------- gating */
 
@@ -680,4 +681,61 @@ Test(gpu, io_paths)
         }
         mft_gpu_ctx_done(c);
     }
+}
+
+/* ---------------------------------------------------- pipeline statistics */
+
+typedef struct pstat_seen {
+    int pipes, glu, bad;
+} pstat_seen;
+
+static void pstat_count(void *user, const mf_gpu_pipe_info *p)
+{
+    pstat_seen *s = user;
+    s->pipes++;
+    s->glu += p->shader && strcmp(p->shader, "glu") == 0;
+    /* every statistic named; the count within the array */
+    if (!p->shader || p->n_stats > MF_GPU_PIPE_STATS)
+        s->bad++;
+    for (uint32_t i = 0; i < p->n_stats && i < MF_GPU_PIPE_STATS; i++)
+        if (!p->stats[i].name || !p->stats[i].name[0])
+            s->bad++;
+}
+
+/* MOEFUSE_GPU_PIPELINE_STATS=1: every pipeline built keeps the driver's
+ * statistics where the driver offers VK_KHR_pipeline_executable_properties
+ * (and the feature); -1 where it does not, or without the variable. Either
+ * way the ops give the same results. */
+Test(gpu, pipeline_stats)
+{
+    mf_ctx *c = mft_gpu_ctx(0);
+    mft_rng r = mft_rng_make(__LINE__);
+    mf_glu_desc gd = {.kind = MF_GLU_SWIGLU, .layout = MF_GLU_SEPARATE,
+                      .in_type = MF_TYPE_F32, .out_type = MF_TYPE_F32};
+    glu_case(c, &r, &gd, 2, 129, 0, "no stats");
+    cr_assert_eq(mf_gpu_pipeline_stats(mft_gpu_of(c), pstat_count, NULL), -1,
+                 "statistics without MOEFUSE_GPU_PIPELINE_STATS");
+    mft_gpu_ctx_done(c);
+    cr_assert_eq(mf_gpu_pipeline_stats(NULL, pstat_count, NULL), -1);
+
+    setenv("MOEFUSE_GPU_PIPELINE_STATS", "1", 1);
+    c = mft_gpu_ctx(0);
+    unsetenv("MOEFUSE_GPU_PIPELINE_STATS");
+    mf_vk *vk = &mft_gpu_of(c)->vk;
+    int offered = mf_vk_pstats_offered(vk);
+    glu_case(c, &r, &gd, 2, 129, 0, "stats");
+    pstat_seen s = {0};
+    int n = mf_gpu_pipeline_stats(mft_gpu_of(c), pstat_count, &s);
+    if (!offered) {
+        cr_assert_eq(n, -1, "statistics from a driver that offers none");
+        cr_log_info("pipeline statistics: the driver does not offer "
+                    "VK_KHR_pipeline_executable_properties; checked that "
+                    "none are claimed");
+    } else {
+        cr_assert_geq(n, 1, "no pipeline listed");
+        cr_assert_eq(n, s.pipes);
+        cr_assert_geq(s.glu, 1, "the glu pipeline is not listed");
+        cr_assert_eq(s.bad, 0, "unnamed statistics");
+    }
+    mft_gpu_ctx_done(c);
 }

@@ -206,6 +206,30 @@ void mf_gpu_inject_fault_after(mf_gpu *g, mf_gpu_fault f, int skip)
 
 int mf_gpu_validation_messages(void) { return mf_vk_validation_messages(); }
 
+_Static_assert(MF_VK_PSTATS == MF_GPU_PIPE_STATS, "pipeline statistics");
+
+int mf_gpu_pipeline_stats(const mf_gpu *g,
+                          void (*fn)(void *user, const mf_gpu_pipe_info *p),
+                          void *user)
+{
+    if (!g || !g->vk.pstats)
+        return -1;
+    int n = 0;
+    for (const mf_vk_pipe *p = g->vk.pipes; p; p = p->next, n++) {
+        mf_gpu_pipe_info in = {.shader = p->desc.shader->name,
+                               .spec = p->desc.spec,
+                               .n_spec = p->desc.n_spec,
+                               .n_stats = p->n_stats};
+        for (uint32_t i = 0; i < p->n_stats && i < MF_GPU_PIPE_STATS; i++) {
+            in.stats[i].name = p->stats[i].name;
+            in.stats[i].value = p->stats[i].value;
+        }
+        if (fn)
+            fn(user, &in);
+    }
+    return n;
+}
+
 void mf_gpu_gating_rows(const mf_gpu *g, int64_t *device_rows,
                         int64_t *host_rows)
 {

@@ -206,6 +206,28 @@ void mf_gpu_gating_rows(const mf_gpu *g, int64_t *device_rows,
  * MF_GPU_FORM_AUTO without Vulkan. */
 void mf_gpu_forms_current(const mf_gpu *g, mf_gpu_forms *out);
 
+/* The driver's statistics of one built pipeline (register count, shared
+ * memory, spills, ...: the names and units are the driver's). */
+#define MF_GPU_PIPE_STATS 8
+typedef struct mf_gpu_pipe_info {
+    const char *shader;    /* embedded module name, e.g. "moe_gate_up_sg" */
+    const uint32_t *spec;  /* its specialization constants, in id order */
+    uint32_t n_spec;
+    uint32_t n_stats;
+    struct {
+        const char *name;
+        double value;
+    } stats[MF_GPU_PIPE_STATS];
+} mf_gpu_pipe_info;
+
+/* Calls fn for every pipeline built so far (newest first) and returns how
+ * many; -1 when statistics are not captured: MOEFUSE_GPU_PIPELINE_STATS=1
+ * was not set when the context was created, the driver lacks
+ * VK_KHR_pipeline_executable_properties, or no Vulkan. */
+int mf_gpu_pipeline_stats(const mf_gpu *g,
+                          void (*fn)(void *user, const mf_gpu_pipe_info *p),
+                          void *user);
+
 /* Vulkan validation warnings and errors this process has seen (with
  * MOEFUSE_VK_VALIDATION=1; 0 without Vulkan). */
 int mf_gpu_validation_messages(void);

@@ -111,6 +111,14 @@ void mf_gpu_inject_fault_after(mf_gpu *g, mf_gpu_fault f, int skip)
 
 int mf_gpu_validation_messages(void) { return 0; }
 
+int mf_gpu_pipeline_stats(const mf_gpu *g,
+                          void (*fn)(void *user, const mf_gpu_pipe_info *p),
+                          void *user)
+{
+    (void)g, (void)fn, (void)user;
+    return -1;
+}
+
 void mf_gpu_gating_rows(const mf_gpu *g, int64_t *device_rows,
                         int64_t *host_rows)
 {

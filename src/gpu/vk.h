@@ -95,6 +95,11 @@ typedef struct mf_vk {
     int64_t spin_ns;
 
     mf_vk_pipe *pipes; /* built pipelines (list) */
+    int pstats; /* MOEFUSE_GPU_PIPELINE_STATS=1 and the driver offers
+                   VK_KHR_pipeline_executable_properties: every pipeline
+                   built keeps the driver's statistics (vk_pstats.c) */
+    PFN_vkGetPipelineExecutablePropertiesKHR get_exec_props;
+    PFN_vkGetPipelineExecutableStatisticsKHR get_exec_stats;
 
     int fault;  /* MF_VK_FAULT_*, consumed when it fires */
     int fault_skip; /* OOM: device allocations that pass before it fires */
@@ -213,13 +218,32 @@ typedef struct mf_vk_pipe_desc {
     uint32_t spec[MF_VK_MAX_SPEC];
 } mf_vk_pipe_desc;
 
+#define MF_VK_PSTATS 8
+typedef struct mf_vk_pstat {
+    char name[40];
+    double value;
+} mf_vk_pstat;
+
 struct mf_vk_pipe {
     mf_vk_pipe_desc desc;
     VkDescriptorSetLayout dsl;
     VkPipelineLayout layout;
     VkPipeline pipe;
+    mf_vk_pstat stats[MF_VK_PSTATS]; /* with vk->pstats */
+    uint32_t n_stats;
     mf_vk_pipe *next;
 };
+
+/* Whether the physical device lists extension `name`. */
+int mf_vk_has_device_ext(mf_vk *vk, const char *name);
+
+/* Pipeline statistics (vk_pstats.c): whether the physical device reports
+ * them (extension and feature; checked before the device is made, which
+ * then enables both), the entry points once it exists (vk->pstats stays 0
+ * where they are missing), and the capture after a pipeline is built. */
+int mf_vk_pstats_offered(mf_vk *vk);
+void mf_vk_pstats_load(mf_vk *vk);
+void mf_vk_pstats_capture(mf_vk *vk, mf_vk_pipe *p);
 
 /* The pipeline for desc: built once (through the pipeline cache), then
  * found again by value. Owned by vk. */

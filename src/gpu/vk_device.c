@@ -372,10 +372,7 @@ static void read_caps(mf_vk *vk, uint32_t ts_bits)
         vk->spin_ns = 0;
 }
 
-/* VK_KHR_shader_integer_dot_product with shaderIntegerDotProduct: the INT8
- * matvec shaders (packed 4x8 dot products) can run. Enabled through the
- * extension, which every 1.3 driver that has the feature also lists. */
-static int has_int_dot(mf_vk *vk)
+int mf_vk_has_device_ext(mf_vk *vk, const char *name)
 {
     uint32_t n = 0;
     if (vkEnumerateDeviceExtensionProperties(vk->pdev, NULL, &n, NULL) !=
@@ -389,10 +386,18 @@ static int has_int_dot(mf_vk *vk)
     if (vkEnumerateDeviceExtensionProperties(vk->pdev, NULL, &n, e) ==
         VK_SUCCESS)
         for (uint32_t i = 0; i < n && !found; i++)
-            found = strcmp(e[i].extensionName,
-                           VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME) == 0;
+            found = strcmp(e[i].extensionName, name) == 0;
     free(e);
-    if (!found)
+    return found;
+}
+
+/* VK_KHR_shader_integer_dot_product with shaderIntegerDotProduct: the INT8
+ * matvec shaders (packed 4x8 dot products) can run. Enabled through the
+ * extension, which every 1.3 driver that has the feature also lists. */
+static int has_int_dot(mf_vk *vk)
+{
+    if (!mf_vk_has_device_ext(vk,
+                              VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME))
         return 0;
     VkPhysicalDeviceShaderIntegerDotProductFeaturesKHR f = {
         .sType =
@@ -434,18 +439,30 @@ static mf_status make_device(mf_vk *vk)
     vk->int_dot = !env_flag("MOEFUSE_GPU_NO_INT8") && has_int_dot(vk);
     if (!vk->int_dot)
         vk->int_dot_accel = 0;
+    vk->pstats = env_flag("MOEFUSE_GPU_PIPELINE_STATS") &&
+                 mf_vk_pstats_offered(vk);
+    VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pef = {
+        .sType =
+            VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
+        .pipelineExecutableInfo = VK_TRUE};
     VkPhysicalDeviceShaderIntegerDotProductFeaturesKHR idf = {
         .sType =
             VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES_KHR,
+        .pNext = vk->pstats ? &pef : NULL,
         .shaderIntegerDotProduct = VK_TRUE};
-    const char *ext = VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME;
+    const char *ext[2];
+    uint32_t n_ext = 0;
+    if (vk->int_dot)
+        ext[n_ext++] = VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME;
+    if (vk->pstats)
+        ext[n_ext++] = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
     VkDeviceCreateInfo di = {
         .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
-        .pNext = vk->int_dot ? &idf : NULL,
+        .pNext = vk->int_dot ? (void *)&idf : vk->pstats ? (void *)&pef : NULL,
         .queueCreateInfoCount = 1,
         .pQueueCreateInfos = &qi,
-        .enabledExtensionCount = vk->int_dot ? 1 : 0,
-        .ppEnabledExtensionNames = vk->int_dot ? &ext : NULL,
+        .enabledExtensionCount = n_ext,
+        .ppEnabledExtensionNames = n_ext ? ext : NULL,
     };
     VkResult r = vkCreateDevice(vk->pdev, &di, NULL, &vk->dev);
     if (r != VK_SUCCESS) {
@@ -453,6 +470,8 @@ static mf_status make_device(mf_vk *vk)
         return r == VK_ERROR_OUT_OF_HOST_MEMORY ? MF_ERR_OUT_OF_MEMORY
                                                 : MF_ERR_DEVICE;
     }
+    if (vk->pstats)
+        mf_vk_pstats_load(vk);
     vkGetDeviceQueue(vk->dev, vk->qfam, 0, &vk->queue);
     VkCommandPoolCreateInfo pi = {
         .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,

@@ -92,12 +92,15 @@ static mf_status build(mf_vk *vk, mf_vk_pipe *p)
         },
         .layout = p->layout,
     };
+    if (vk->pstats)
+        ci.flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
     r = vkCreateComputePipelines(vk->dev, vk->pcache, 1, &ci, NULL, &p->pipe);
     vkDestroyShaderModule(vk->dev, mod, NULL);
     if (r != VK_SUCCESS) {
         p->pipe = VK_NULL_HANDLE;
         return mf_vk_status(vk, r);
     }
+    mf_vk_pstats_capture(vk, p);
     return MF_OK;
 }
 
