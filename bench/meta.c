@@ -23,6 +23,29 @@ static void json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
+typedef struct pipe_json_arg {
+    FILE *f;
+    int *first;
+} pipe_json_arg;
+
+static void pipe_json(void *user, const mf_gpu_pipe_info *p)
+{
+    pipe_json_arg *a = user;
+    fprintf(a->f, "%s{\"shader\": ", *a->first ? "" : ", ");
+    *a->first = 0;
+    json_str(a->f, p->shader);
+    fprintf(a->f, ", \"spec\": [");
+    for (uint32_t i = 0; i < p->n_spec; i++)
+        fprintf(a->f, "%s%u", i ? ", " : "", p->spec[i]);
+    fprintf(a->f, "], \"stats\": {");
+    for (uint32_t i = 0; i < p->n_stats; i++) {
+        fprintf(a->f, "%s", i ? ", " : "");
+        json_str(a->f, p->stats[i].name);
+        fprintf(a->f, ": %.17g", p->stats[i].value);
+    }
+    fprintf(a->f, "}}");
+}
+
 void bench_write_machine_json(FILE *f, const mf_ctx *ctx, int threads)
 {
     mf_cpu_info ci;
@@ -64,6 +87,14 @@ void bench_write_machine_json(FILE *f, const mf_ctx *ctx, int threads)
     json_str(f, mf_status_str(mf_ctx_cache_status(ctx)));
     fprintf(f, ", \"gpu_forms_measured\": %zu",
             ctx->placement ? ctx->placement->n_forms : (size_t)0);
+    /* MOEFUSE_GPU_PIPELINE_STATS=1: what the driver's compiler made of
+     * each pipeline the run built */
+    if (mf_gpu_pipeline_stats(ctx->gpu, NULL, NULL) >= 0) {
+        fprintf(f, ", \"gpu_pipelines\": [");
+        int first = 1;
+        mf_gpu_pipeline_stats(ctx->gpu, pipe_json, &(pipe_json_arg){f, &first});
+        fprintf(f, "]");
+    }
     fprintf(f, ", \"compiler\": ");
     json_str(f, MF_BUILD_COMPILER);
     fprintf(f, ", \"flags\": ");
