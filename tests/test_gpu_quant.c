@@ -561,23 +561,24 @@ static void gate_up_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
         /* the activations staged in shared memory or loaded by each lane,
          * whole rows or in chunks (two lanes a row, chunks of two blocks;
          * per pair and grouped): the same bits */
-        setenv("MOEFUSE_GPU_XSTAGE", "0", 1);
+        setenv("MOEFUSE_GPU_XSTAGE", "1", 1);
         st = mf_moe_gate_up(c, &d, T, gc->k, x, idx, hm);
         unsetenv("MOEFUSE_GPU_XSTAGE");
-        cr_assert_eq(st, MF_OK, "%s unstaged: gpu %s", what,
+        cr_assert_eq(st, MF_OK, "%s staged: gpu %s", what,
                      mf_status_str(st));
         cr_expect(memcmp(hm, hg, (size_t)(P * F) * 4) == 0,
-                  "%s: unstaged activations change the bits", what);
+                  "%s: staged activations change the bits", what);
         float *h2 = mft_alloc((size_t)(P * F) * 4, 0);
         setenv("MOEFUSE_GPU_QLANES", "2", 1);
         for (int gi = 0; gi < 2; gi++) {
             setenv("MOEFUSE_GPU_MOE_GROUP", gi ? "4" : "0", 1);
             setenv("MOEFUSE_GPU_XSTAGE", "0", 1);
             cr_assert_eq(mf_moe_gate_up(c, &d, T, gc->k, x, idx, hm), MF_OK);
-            unsetenv("MOEFUSE_GPU_XSTAGE");
+            setenv("MOEFUSE_GPU_XSTAGE", "1", 1);
             setenv("MOEFUSE_GPU_XKB", "2", 1);
             cr_assert_eq(mf_moe_gate_up(c, &d, T, gc->k, x, idx, h2), MF_OK);
             unsetenv("MOEFUSE_GPU_XKB");
+            unsetenv("MOEFUSE_GPU_XSTAGE");
             cr_expect(memcmp(hm, h2, (size_t)(P * F) * 4) == 0,
                       "%s: chunked staging (group %d) changes the bits", what,
                       gi ? 4 : 0);
@@ -764,18 +765,18 @@ static void down_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
                       "%s: slots %s differs from the automatic mode", what,
                       slot_modes[si]);
         }
-        /* slot groups and one lane group for the slots, h loaded by each
-         * lane instead of staged */
+        /* slot groups and one lane group for the slots, h staged in
+         * shared memory instead of loaded by each lane */
         for (int si = 0; si < 3; si++) {
             slot_env(si);
-            setenv("MOEFUSE_GPU_XSTAGE", "0", 1);
+            setenv("MOEFUSE_GPU_XSTAGE", "1", 1);
             st = mf_moe_down_combine(c, &d, T, k, h, idx, w, res, ym);
             unsetenv("MOEFUSE_GPU_XSTAGE");
             slot_env_clear();
-            cr_assert_eq(st, MF_OK, "%s unstaged: gpu %s", what,
+            cr_assert_eq(st, MF_OK, "%s staged: gpu %s", what,
                          mf_status_str(st));
             cr_expect(memcmp(ym, yg, (size_t)(T * H) * 4) == 0,
-                      "%s: slots %s unstaged differs from the automatic mode",
+                      "%s: slots %s staged differs from the automatic mode",
                       what, slot_modes[si]);
         }
         /* h staged in chunks of two blocks (two lanes a row), one lane
@@ -786,11 +787,12 @@ static void down_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
         setenv("MOEFUSE_GPU_XSTAGE", "0", 1);
         cr_assert_eq(mf_moe_down_combine(c, &d, T, k, h, idx, w, res, ym),
                      MF_OK);
-        unsetenv("MOEFUSE_GPU_XSTAGE");
+        setenv("MOEFUSE_GPU_XSTAGE", "1", 1);
         setenv("MOEFUSE_GPU_XKB", "2", 1);
         cr_assert_eq(mf_moe_down_combine(c, &d, T, k, h, idx, w, res, y2),
                      MF_OK);
         unsetenv("MOEFUSE_GPU_XKB");
+        unsetenv("MOEFUSE_GPU_XSTAGE");
         slot_env_clear();
         unsetenv("MOEFUSE_GPU_QLANES");
         cr_expect(memcmp(ym, y2, (size_t)(T * H) * 4) == 0,

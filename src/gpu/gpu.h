@@ -104,12 +104,14 @@ typedef enum mf_gpu_form_id {
     MF_GPU_FORM_GATING_RANK = 0, /* gating: selection by rank (1) or by
                                     arg-max rounds (0) */
     MF_GPU_FORM_GU_XSTAGE,       /* moe_gate_up EXACT: activations staged in
-                                    shared memory (1) or loaded per lane */
+                                    shared memory (1) or loaded per lane;
+                                    built-in: not staged */
     MF_GPU_FORM_GU_GROUP,        /* moe_gate_up: pairs of one expert share a
                                     pass (1, 4 a pass) or one pair a pass */
     MF_GPU_FORM_DN_SLOTS,        /* moe_down_combine: slot groups (1) or
                                     per token (0) */
-    MF_GPU_FORM_DN_XSTAGE,       /* moe_down_combine EXACT: h rows staged */
+    MF_GPU_FORM_DN_XSTAGE,       /* moe_down_combine EXACT: h rows staged
+                                    (1); built-in: not */
     MF_GPU_FORM_QMV_XSTAGE,      /* qmv EXACT, one activation row a pass:
                                     the row staged (1); built-in: not */
     MF_GPU_FORM_COUNT_

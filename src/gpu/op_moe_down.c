@@ -211,9 +211,12 @@ mf_status mf_gpu_down_prepare(mf_gpu *g, const mf_moe_down_desc *d,
     /* (48 bytes a block against h's 128: the records fit one binding
      * wherever h does, which the callers check) */
     const int preq = kb && preq_mode(P * out->wd->lay.nb, phase, kc_pass);
-    /* EXACT per token: the pass's h rows staged (slot groups: whole) */
+    /* EXACT per token: the pass's h rows staged (slot groups: whole) where
+     * the form dn_xstage says so; built-in: not staged (on the H100
+     * staging was 1.04x slower at Qwen3 T = 1 and 1.24x at T = 32, the
+     * same run; on lavapipe a tie) */
     if (!kb && phase != 1) {
-        uint32_t xkb = mf_gpu_form(vk, MF_GPU_FORM_DN_XSTAGE) == 0
+        uint32_t xkb = mf_gpu_form(vk, MF_GPU_FORM_DN_XSTAGE) != 1
                            ? 0
                            : mf_qxkb(vk, out->wd->lay.nb, kc_pass, tpr, other);
         pd.n_spec = 9;

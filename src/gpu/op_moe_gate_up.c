@@ -62,7 +62,10 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
                          : mf_qlanes(vk, out->wg->lay.nb);
     const uint64_t F = (uint64_t)(sep ? d->w_gate->n : d->w_gate->n / 2);
     const uint64_t E = (uint64_t)d->w_gate->e;
-    uint32_t m = mf_qgroup((uint64_t)pairs, E, 16,
+    /* built-in grouping from 16 pairs an expert on (EXACT), 2 (INT8: on
+     * the H100 at Qwen3 T = 32, 2 pairs an expert, grouped INT8 gate_up
+     * took 0.74x the time of per pair, EXACT 1.20x) */
+    uint32_t m = mf_qgroup((uint64_t)pairs, E, want8 ? 2 : 16,
                            mf_gpu_form(vk, MF_GPU_FORM_GU_GROUP));
     /* grouped: at most min(E, pairs) experts' workgroups have work */
     uint32_t rpw = mf_qrpw(F, wg / tpr,
@@ -87,9 +90,13 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
                             2 * (size_t)wg + 1);
         kb = mf_qkb(vk, out->wg->lay.nb, m ? m : 1, other);
     }
-    /* EXACT: the staged activations beside the reduction and the list */
+    /* EXACT: the staged activations beside the reduction and the list,
+     * where the form gu_xstage says so; built-in: not staged (on the H100
+     * staging was 1.03x slower at Qwen3 T = 1 and 1.14x at T = 32, 0.93x
+     * at T = 2-4, where a profiled machine keeps it; on lavapipe 1.2-1.6x
+     * slower) */
     uint32_t xkb = 0;
-    if (!kb && mf_gpu_form(vk, MF_GPU_FORM_GU_XSTAGE) != 0)
+    if (!kb && mf_gpu_form(vk, MF_GPU_FORM_GU_XSTAGE) == 1)
         xkb = mf_qxkb(vk, out->wg->lay.nb, m ? m : 1, tpr,
                       4 * ((sg ? 0 : (size_t)2 * (m ? m : 1) * rpw * wg) +
                            2 * (size_t)wg + 2));
