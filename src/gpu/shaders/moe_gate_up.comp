@@ -279,18 +279,14 @@ void row_block(uint e, uint rb, uint pr[M], uint n)
                 }
             uvec4 cw[4u * RPW];
             float cf[6u * RPW];
-            if (pre_loads() && !NEXT) {
-                GU_LOADS(b)
+            if (pre_loads()) {
+                if (!NEXT)
+                    { GU_LOADS(b) }
                 [[unroll]] for (uint i = 0u; i < 4u * RPW; i++)
                     cw[i] = pw[i];
                 [[unroll]] for (uint i = 0u; i < 6u * RPW; i++)
                     cf[i] = pf[i];
-            } else if (pre_loads()) {
-                [[unroll]] for (uint i = 0u; i < 4u * RPW; i++)
-                    cw[i] = pw[i];
-                [[unroll]] for (uint i = 0u; i < 6u * RPW; i++)
-                    cf[i] = pf[i];
-                if (b + TPR < c0 + kbn)
+                if (NEXT && b + TPR < c0 + kbn)
                     { GU_LOADS(b + TPR) }
             }
             [[unroll]] for (uint q = 0u; q < RPW; q++) {
