@@ -124,8 +124,11 @@ Test(gpu, gating_grouped)
     mf_ctx *c = mft_gpu_ctx(0);
     mft_rng r = mft_rng_make(__LINE__);
     static const int32_t shapes[][4] = {
-        /* E, n_group, topk_group, k */
-        {256, 8, 4, 8}, {64, 4, 2, 6}, {64, 64, 8, 8}, {96, 3, 2, 5},
+        /* E, n_group, topk_group, k (256 / 16: as many invocations a
+         * group as lavapipe's subgroup has lanes, the group merge all
+         * butterfly; 256 / 8 and 96 / 3: butterfly, then shared memory) */
+        {256, 8, 4, 8}, {256, 16, 4, 8}, {64, 4, 2, 6}, {64, 64, 8, 8},
+        {96, 3, 2, 5},
         {32, 2, 1, 16}, {2048, 1024, 16, 16}, {4096, 2048, 8, 8}};
     int64_t dev0, host0, dev1, host1;
     mf_gpu_gating_rows(mft_gpu_of(c), &dev0, &host0);

@@ -302,6 +302,12 @@ uvec2 top2_add(uvec2 a, uint v)
     return v > a.y ? uvec2(a.x, v) : a;
 }
 
+// The top-2 pair of the union of two multisets from their top-2 pairs.
+uvec2 top2_merge(uvec2 a, uvec2 b)
+{
+    return uvec2(max(a.x, b.x), max(min(a.x, b.x), max(a.y, b.y)));
+}
+
 // The group scores g_mid, g_lo, g_hi of group g from the top-2 pairs of
 // mid, lo and hi over its experts.
 void group_score(uint g, uvec2 m, uvec2 l, uvec2 h)
@@ -342,28 +348,49 @@ bool select_groups(uint row)
     uint G = pc.G;
     if (TG > 1u) {
         // TG invocations a group (G TG <= WG), each over a strided slice;
-        // the first merges the slices' pairs (the top-2 of a multiset is
-        // the same whatever the order its members are inserted in)
-        uint g = tid / TG, part = tid % TG;
+        // the slices' pairs are merged (the top-2 of a multiset is the
+        // same whatever the order its members are inserted in): with
+        // subgroups, by a butterfly over the group's lanes that share a
+        // subgroup (consecutive invocations), then the first merges the
+        // TG / W partial pairs left; without, the first merges all TG.
+        // Invocations are numbered by subgroup and lane (vid), so that a
+        // butterfly's partners share a group whatever the driver's
+        // mapping of invocations to subgroups.
+        uint vid = tid;
+#ifdef USE_SUBGROUP
+        vid = gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID;
+#endif
+        uint g = vid / TG, part = vid % TG;
         uvec2 m, l, h;
         group_slice(row, min(g, G - 1u), part, TG, m, l, h);
-        uint o = 6u * tid;
-        s_top2[o] = m.x;
-        s_top2[o + 1u] = m.y;
-        s_top2[o + 2u] = l.x;
-        s_top2[o + 3u] = l.y;
-        s_top2[o + 4u] = h.x;
-        s_top2[o + 5u] = h.y;
-        barrier();
-        if (part == 0u && g < G) {
-            for (uint q = 1u; q < TG; q++) {
-                uint oq = o + 6u * q;
-                m = top2_add(top2_add(m, s_top2[oq]), s_top2[oq + 1u]);
-                l = top2_add(top2_add(l, s_top2[oq + 2u]), s_top2[oq + 3u]);
-                h = top2_add(top2_add(h, s_top2[oq + 4u]), s_top2[oq + 5u]);
-            }
-            group_score(g, m, l, h);
+        uint W = 1u;
+#ifdef USE_SUBGROUP
+        W = min(TG, gl_SubgroupSize);
+        for (uint o = 1u; o < W; o <<= 1u) {
+            m = top2_merge(m, subgroupShuffleXor(m, o));
+            l = top2_merge(l, subgroupShuffleXor(l, o));
+            h = top2_merge(h, subgroupShuffleXor(h, o));
         }
+#endif
+        if (W < TG) {
+            uint o = 6u * vid;
+            s_top2[o] = m.x;
+            s_top2[o + 1u] = m.y;
+            s_top2[o + 2u] = l.x;
+            s_top2[o + 3u] = l.y;
+            s_top2[o + 4u] = h.x;
+            s_top2[o + 5u] = h.y;
+            barrier();
+            if (part == 0u && g < G)
+                for (uint q = W; q < TG; q += W) {
+                    uint oq = o + 6u * q;
+                    m = top2_merge(m, uvec2(s_top2[oq], s_top2[oq + 1u]));
+                    l = top2_merge(l, uvec2(s_top2[oq + 2u], s_top2[oq + 3u]));
+                    h = top2_merge(h, uvec2(s_top2[oq + 4u], s_top2[oq + 5u]));
+                }
+        }
+        if (part == 0u && g < G)
+            group_score(g, m, l, h);
     } else {
         for (uint g = tid; g < G; g += WG) {
             uvec2 m, l, h;

@@ -109,15 +109,15 @@ void qf_decode(uint t, uint st, uvec4 raw[8], float scale, float bias,
     } else if (t == QT_F16) {
         for (uint i = 0u; i < 8u; i++) {
             uvec4 r = raw[i >> 1u];
-            uint o = (i & 1u) * 2u;
-            w[i] = vec4(unpackHalf2x16(r[o]), unpackHalf2x16(r[o + 1u]));
+            uvec2 q = (i & 1u) != 0u ? r.zw : r.xy;   // (no dynamic index)
+            w[i] = vec4(unpackHalf2x16(q.x), unpackHalf2x16(q.y));
         }
     } else {
         for (uint i = 0u; i < 8u; i++) {
             uvec4 r = raw[i >> 1u];
-            uint o = (i & 1u) * 2u;
-            w[i] = uintBitsToFloat(uvec4(r[o] << 16u, r[o] & 0xffff0000u,
-                                         r[o + 1u] << 16u, r[o + 1u] & 0xffff0000u));
+            uvec2 q = (i & 1u) != 0u ? r.zw : r.xy;
+            w[i] = uintBitsToFloat(uvec4(q.x << 16u, q.x & 0xffff0000u,
+                                         q.y << 16u, q.y & 0xffff0000u));
         }
     }
 }

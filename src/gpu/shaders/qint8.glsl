@@ -39,36 +39,39 @@ uint i8_spread4(uint w)
     return (a | (a << 4u)) & 0x0f0f0f0fu;
 }
 
+// Sums of four packed dot products, components by name (a loop indexing
+// the vectors can leave them in local memory where a driver does not
+// unroll it). Integer sums: any order gives the same value.
+int i8_dot4(uvec4 a, uvec4 b)
+{
+    return (i8_sdot(a.x, b.x, 0) + i8_sdot(a.y, b.y, 0)) +
+           (i8_sdot(a.z, b.z, 0) + i8_sdot(a.w, b.w, 0));
+}
+
+int i8_udot4(uvec4 sgn, uvec4 uns)
+{
+    return (i8_sudot(sgn.x, uns.x, 0) + i8_sudot(sgn.y, uns.y, 0)) +
+           (i8_sudot(sgn.z, uns.z, 0) + i8_sudot(sgn.w, uns.w, 0));
+}
+
 // Integer dot product of a block's codes (raw uvec4s r0, r1 of format t)
 // with the quantized activations (x0, x1, their sum xsum).
 int i8_idot(uint t, uvec4 r0, uvec4 r1, uvec4 x0, uvec4 x1, int xsum)
 {
-    int s = 0;
-    if (t == QT_Q4_0) {
-        for (uint i = 0u; i < 4u; i++) {
-            s += i8_sdot(r0[i] & 0x0f0f0f0fu, x0[i], 0);
-            s += i8_sdot((r0[i] >> 4u) & 0x0f0f0f0fu, x1[i], 0);
-        }
-        s -= 8 * xsum;
-    } else if (t == QT_Q8_0) {
-        for (uint i = 0u; i < 4u; i++) {
-            s += i8_sdot(r0[i], x0[i], 0);
-            s += i8_sdot(r1[i], x1[i], 0);
-        }
-    } else if (t == QT_MLX_Q8) {
-        for (uint i = 0u; i < 4u; i++) {
-            s += i8_sudot(x0[i], r0[i], 0);
-            s += i8_sudot(x1[i], r1[i], 0);
-        }
-    } else {
-        // MLX_Q4: word i holds elements 8 i .. 8 i + 7, lowest bits first
-        uint xw[8] = uint[8](x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w);
-        for (uint i = 0u; i < 4u; i++) {
-            s += i8_sdot(i8_spread4(r0[i]), xw[2u * i], 0);
-            s += i8_sdot(i8_spread4(r0[i] >> 16u), xw[2u * i + 1u], 0);
-        }
-    }
-    return s;
+    if (t == QT_Q4_0)
+        return i8_dot4(r0 & 0x0f0f0f0fu, x0) +
+               i8_dot4((r0 >> 4u) & 0x0f0f0f0fu, x1) - 8 * xsum;
+    if (t == QT_Q8_0)
+        return i8_dot4(r0, x0) + i8_dot4(r1, x1);
+    if (t == QT_MLX_Q8)
+        return i8_udot4(x0, r0) + i8_udot4(x1, r1);
+    // MLX_Q4: word i holds elements 8 i .. 8 i + 7, lowest bits first
+    uvec4 lo = uvec4(i8_spread4(r0.x), i8_spread4(r0.y), i8_spread4(r0.z),
+                     i8_spread4(r0.w));
+    uvec4 hi = uvec4(i8_spread4(r0.x >> 16u), i8_spread4(r0.y >> 16u),
+                     i8_spread4(r0.z >> 16u), i8_spread4(r0.w >> 16u));
+    return i8_dot4(uvec4(lo.x, hi.x, lo.y, hi.y), x0) +
+           i8_dot4(uvec4(lo.z, hi.z, lo.w, hi.w), x1);
 }
 
 // acc plus one block's term: d the block's d (Q4_0/Q8_0), sc and bi the

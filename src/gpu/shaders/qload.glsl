@@ -15,10 +15,13 @@
 
 uint w_type(uint which) { return w_fmt(which) & 255u; }
 
+// (the component by selects: a dynamic index into a vector can put it in
+// local memory, as NVIDIA's compiler did: 64 bytes a thread in gate_up)
 uint w_word(uint which, uint i)
 {
     uvec4 v = w_vec(which, i >> 2u);
-    return v[i & 3u];
+    uvec2 h = (i & 2u) != 0u ? v.zw : v.xy;
+    return (i & 1u) != 0u ? h.y : h.x;
 }
 
 // Scale or bias gi of an MLX tensor whose array starts at word off.
