@@ -4,6 +4,7 @@
  * (mf_qgroup), the same bits either way. EXACT math; MF_PREC_INT8
  * with quantized weights runs the INT8 shader where the device has integer
  * dot products (mf_qint8), else the EXACT one (ops.h). */
+#include <stdlib.h>
 #include <string.h>
 
 #include "quant.h"
@@ -100,6 +101,11 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
         xkb = mf_qxkb(vk, out->wg->lay.nb, m ? m : 1, tpr,
                       4 * ((sg ? 0 : (size_t)2 * (m ? m : 1) * rpw * wg) +
                            2 * (size_t)wg + 2));
+    /* EXACT unstaged: the next block's weight loads in flight while a
+     * lane computes the current one, where MOEFUSE_GPU_GU_NEXT=1 says so
+     * (built-in: not; the registers double) */
+    const char *nx = getenv("MOEFUSE_GPU_GU_NEXT");
+    const uint32_t next = !kb && nx && strcmp(nx, "1") == 0;
     mf_vk_pipe_desc pd = {
         .shader = kb ? (sg ? &mf_shader_moe_gate_up_i8_sg
                            : &mf_shader_moe_gate_up_i8_sh)
@@ -107,10 +113,10 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
                            : &mf_shader_moe_gate_up_sh),
         .n_bindings = 7,
         .push_bytes = sizeof(gu_push),
-        .n_spec = 9,
+        .n_spec = 10,
         .spec = {wg, tpr, mf_wfmt(d->w_gate),
                  mf_wfmt(sep ? d->w_up : d->w_gate), mode, rpw, m != 0,
-                 m ? m : 1, kb ? kb : xkb},
+                 m ? m : 1, kb ? kb : xkb, next},
     };
     out->rows = wg / tpr * rpw;
     out->group = m;

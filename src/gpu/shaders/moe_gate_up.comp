@@ -57,6 +57,9 @@ const uint I8_KB = KB;
 #else
 layout(constant_id = 8) const uint XKB = 0;   // staged activation blocks a
                                               // pair and chunk (0: none)
+layout(constant_id = 9) const uint NEXTB = 0; // 1: unstaged too, the next
+                                              // block's weight loads in
+                                              // flight (staged: always)
 #endif
 
 const uint R = WG / TPR * RPW;                // outputs per workgroup
@@ -240,12 +243,13 @@ void row_block(uint e, uint rb, uint pr[M], uint n)
     // else every lane loads its blocks' activations itself. Staged, the
     // weight loads of a lane's next block are in flight while it computes
     // the current one (across the staging's barriers); unstaged, a block's
-    // loads are issued at the top of its iteration (holding two blocks
-    // doubles the registers: on the H100 the T = 32 gate_up ran 1.26x
-    // slower with them, and gu_xstage off is the built-in form). Every
-    // lane takes the same blocks in the same order whatever XKB is (XKB =
-    // nb or a multiple of TPR), so the bits do not depend on it.
-    const bool NEXT = XKB != 0u;
+    // loads are issued at the top of its iteration unless NEXTB says
+    // otherwise (holding two blocks doubles the registers: on the H100 the
+    // T = 32 gate_up ran 1.26x slower with them, and gu_xstage off is the
+    // built-in form). Every lane takes the same blocks in the same order
+    // whatever XKB is (XKB = nb or a multiple of TPR), so the bits do not
+    // depend on it.
+    const bool NEXT = XKB != 0u || NEXTB != 0u;
     uint step = XKB == 0u ? pc.nb : XKB;
     for (uint c0 = 0u; c0 < pc.nb; c0 += step) {
         uint kbn = min(step, pc.nb - c0);
