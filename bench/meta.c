@@ -1,10 +1,23 @@
 /* Machine metadata for results files. */
 #include <time.h>
+#include <unistd.h>
 
 #include "bench.h"
 #include "mf_config.h"
 #include "git_sha.h"
 #include "src/dispatch/cache.h"
+
+/* The placement cache's state for the metadata: "absent" where no file is
+ * there (an unprofiled machine; the status alone, MF_ERR_IO, would read
+ * "i/o error"), else the status string ("ok" when loaded). */
+static const char *cache_state(const mf_ctx *ctx)
+{
+    mf_status st = mf_ctx_cache_status(ctx);
+    const char *path = mf_ctx_cache_path(ctx);
+    if (st == MF_ERR_IO && (!path || access(path, F_OK) != 0))
+        return "absent";
+    return mf_status_str(st);
+}
 
 const char *bench_git_sha(void) { return MF_GIT_SHA; }
 
@@ -84,7 +97,7 @@ void bench_write_machine_json(FILE *f, const mf_ctx *ctx, int threads)
     }
     /* GPU calls take the kernel forms a placement cache measured */
     fprintf(f, ", \"placement_cache\": ");
-    json_str(f, mf_status_str(mf_ctx_cache_status(ctx)));
+    json_str(f, cache_state(ctx));
     fprintf(f, ", \"gpu_forms_measured\": %zu",
             ctx->placement ? ctx->placement->n_forms : (size_t)0);
     /* MOEFUSE_GPU_PIPELINE_STATS=1: what the driver's compiler made of
