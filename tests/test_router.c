@@ -405,6 +405,67 @@ Test(dispatch, router_chain_plan)
     mf_placement_free(p);
 }
 
+/* The one-submit question of a caller that otherwise runs the calls one by
+ * one (mf_moe_layer): the one submit against the sum of the calls' own
+ * decisions (each GPU call its own submit and copies), not against the
+ * chain plan's best split, whose GPU groups such a caller cannot form. */
+Test(dispatch, router_one_submit)
+{
+    mf_placement *p = pcf_make(1);
+    mock m;
+    mock_init(&m, p, 1);
+    int split_but_submit = 0, plan_all_gpu = 0, ops_win = 0;
+    for (int64_t T = 1; T <= 64; T++)
+        for (int mix = 0; mix < 4; mix++) {
+            mf_op_shape s[3] = {mix & 1 ? glu(T, 1024) : qmv(T), qmv(T),
+                                mix & 2 ? glu(T, 768) : qmv(T)};
+            mf_route_shape rs[3] = {rshape(&s[0]), rshape(&s[1]),
+                                    rshape(&s[2])};
+            mf_route_plan plan;
+            cr_assert_eq(mf_route_chain(&m.ctx, rs, 3, &plan), MF_OK);
+            /* op by op, written out from the single-call decisions */
+            double ops = 0;
+            for (int i = 0; i < 3; i++) {
+                mf_route_decision d;
+                cr_assert_eq(mf_route_explain(&m.ctx, &rs[i], &d), MF_OK);
+                ops += d.device == MF_DEVICE_GPU ? d.gpu_us + d.gpu_transfer_us
+                                                 : d.cpu_us;
+            }
+            double sub_us, ops_us;
+            int one = mf_route_one_submit(p, 1, s, 3, &sub_us, &ops_us);
+            cr_expect_eq(sub_us, plan.all_gpu_us);
+            cr_expect(fabs(ops_us - ops) <= 1e-9 * ops, "%g vs %g", ops_us, ops);
+            cr_expect_eq(one, plan.all_gpu_us <= ops, "T=%lld mix %d",
+                         (long long)T, mix);
+            int all_gpu = plan.n_groups == 1;
+            for (int i = 0; i < 3; i++)
+                all_gpu &= plan.device[i] == MF_DEVICE_GPU;
+            /* the plan's own all-GPU verdict is never overturned */
+            if (all_gpu) {
+                plan_all_gpu++;
+                cr_expect_eq(one, 1, "T=%lld mix %d", (long long)T, mix);
+            } else if (one == 1) {
+                split_but_submit++;
+            } else {
+                ops_win++;
+            }
+        }
+    cr_log_info("all-GPU plans %d, split plans where one submit wins %d, "
+                "op by op wins %d", plan_all_gpu, split_but_submit, ops_win);
+    cr_expect_gt(plan_all_gpu, 0);
+    cr_expect_gt(ops_win, 0);
+    cr_expect_gt(split_but_submit, 0,
+                 "no chain here whose best plan splits while one submit "
+                 "still beats the calls one by one");
+    /* no GPU, no cache: no verdict */
+    mf_op_shape s1 = qmv(32);
+    double a, b;
+    cr_expect_eq(mf_route_one_submit(p, 0, &s1, 1, &a, &b), -1);
+    cr_expect(a < 0 && b < 0);
+    cr_expect_eq(mf_route_one_submit(NULL, 1, &s1, 1, &a, &b), -1);
+    mf_placement_free(p);
+}
+
 Test(dispatch, router_builtin_and_no_gpu)
 {
     mf_op_shape s = qmv(32);

@@ -80,6 +80,18 @@ void mf_route_decide(const mf_placement *p, int have_gpu,
 void mf_route_plan_chain(const mf_placement *p, int have_gpu,
                          const mf_op_shape *s, int n, mf_route_plan *out);
 
+/* For a caller that runs a chain of n valid shapes either as ONE GPU submit
+ * or op by op, each call routed on its own (every GPU call then pays its
+ * own submit and copies; mf_moe_layer does this): 1 when the one submit is
+ * predicted faster than the op-by-op calls (ties: the submit), else 0; -1
+ * when a prediction is missing (no GPU, no cache, an unknown cost). The two
+ * predictions go to *submit_us and *ops_us when not NULL (-1 when unknown).
+ * (mf_route_plan_chain's best plan may group GPU calls that an op-by-op
+ * caller cannot group.) (route.c) */
+int mf_route_one_submit(const mf_placement *p, int have_gpu,
+                        const mf_op_shape *s, int n, double *submit_us,
+                        double *ops_us);
+
 /* Converts a measured GPU time of a host-in/host-out call to its device
  * part: the round trip and the copies removed; never below 0 unless raw
  * (for fitting, where noise must average out rather than be clipped). */

@@ -175,6 +175,39 @@ void mf_route_plan_chain(const mf_placement *p, int have_gpu,
     *out = plan;
 }
 
+int mf_route_one_submit(const mf_placement *p, int have_gpu,
+                        const mf_op_shape *s, int n, double *submit_us,
+                        double *ops_us)
+{
+    double sub = -1, ops = -1;
+    if (have_gpu && p && n >= 1 && n <= MF_ROUTE_CHAIN_MAX) {
+        mf_route_plan plan;
+        mf_route_plan_chain(p, have_gpu, s, n, &plan);
+        sub = plan.source == MF_ROUTE_SRC_MEASURED ||
+                      plan.source == MF_ROUTE_SRC_MODEL
+                  ? plan.all_gpu_us
+                  : -1;
+        ops = 0;
+        for (int i = 0; i < n && ops >= 0; i++) {
+            mf_route_decision d;
+            mf_route_decide(p, have_gpu, &s[i], &d);
+            double t = d.device == MF_DEVICE_GPU ? d.gpu_us + d.gpu_transfer_us
+                                                 : d.cpu_us;
+            ops = t >= 0 && (d.device != MF_DEVICE_GPU ||
+                             (d.gpu_us >= 0 && d.gpu_transfer_us >= 0))
+                      ? ops + t
+                      : -1;
+        }
+    }
+    if (submit_us)
+        *submit_us = sub;
+    if (ops_us)
+        *ops_us = ops;
+    if (sub < 0 || ops < 0)
+        return -1;
+    return sub <= ops;
+}
+
 mf_status mf_route_chain(const mf_ctx *ctx, const mf_route_shape *ops,
                          int32_t n, mf_route_plan *out)
 {
