@@ -71,6 +71,21 @@ static void gating_check(mf_ctx *c, const mf_gating_desc *d0,
                      "%s E=%d k=%d mode=%d RANK=%s: weights differ", what,
                      d.n_experts, d.k, d.mode, forced[f]);
     }
+    /* sigmoid groups: the slices merged in sequence (MOEFUSE_GPU_GATING_
+     * MERGE=seq) give the butterfly's selection and weights, bit for bit */
+    if (d.n_group > 1) {
+        setenv("MOEFUSE_GPU_GATING_MERGE", "seq", 1);
+        st = mf_gating(c, &d, logits, T, i2, w2);
+        unsetenv("MOEFUSE_GPU_GATING_MERGE");
+        cr_assert_eq(st, MF_OK, "%s MERGE=seq: gpu status %s", what,
+                     mf_status_str(st));
+        cr_assert_eq(memcmp(i2, ig, n * 4), 0,
+                     "%s E=%d G=%d MERGE=seq: indices differ", what,
+                     d.n_experts, d.n_group);
+        cr_assert_eq(memcmp(w2, wg, n * 4), 0,
+                     "%s E=%d G=%d MERGE=seq: weights differ", what,
+                     d.n_experts, d.n_group);
+    }
     mft_free(i2);
     mft_free(w2);
     mft_free(ir);

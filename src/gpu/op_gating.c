@@ -19,6 +19,7 @@
 typedef struct gating_key {
     int32_t mode, E, k, renorm, has_bias, G, topk_group;
     int32_t rank; /* rank_mode() when recorded */
+    int32_t seqm; /* seq_merge() when recorded */
     uint32_t scale_bits;
     int64_t T;
 } gating_key;
@@ -66,6 +67,15 @@ static int rank_mode(const mf_vk *vk, uint32_t k)
     if (f != MF_GPU_FORM_AUTO)
         return f;
     return k > GATING_ROUNDS_MAX;
+}
+
+/* MOEFUSE_GPU_GATING_MERGE=seq: the groups' slices merged one after
+ * another rather than by a subgroup butterfly (the same bits; for A/B
+ * runs). Read when a plan is recorded. */
+static uint32_t seq_merge(void)
+{
+    const char *e = getenv("MOEFUSE_GPU_GATING_MERGE");
+    return e && strcmp(e, "seq") == 0;
 }
 
 /* The pipeline for a call's push constants and mode. */
@@ -120,9 +130,9 @@ static mf_status gating_pipe(mf_vk *vk, const gating_push *pc, int mode,
                                      : &mf_shader_gating_sh,
         .n_bindings = 4,
         .push_bytes = sizeof *pc,
-        .n_spec = 9,
+        .n_spec = 10,
         .spec = {wg, per, (uint32_t)mode, gmax, rankn, scap, lcap,
-                 pc->k > GATING_ROUNDS_MAX, (uint32_t)mirror},
+                 pc->k > GATING_ROUNDS_MAX, (uint32_t)mirror, seq_merge()},
     };
     return mf_vk_pipe_get(vk, &pd, pipe);
 }
@@ -202,6 +212,7 @@ mf_status mf_gpu_gating(mf_gpu *g, const mf_gating_desc *d,
     memcpy(&key.scale_bits, &d->scale, 4);
     key.T = T;
     key.rank = rank_mode(&g->vk, (uint32_t)k);
+    key.seqm = (int32_t)seq_merge();
 
     mf_vk_plans *c = &g->plans[MF_GPU_OP_GATING];
     mf_vk_plan *pl = mf_vk_plans_get(vk, c, &key, sizeof key);

@@ -42,6 +42,9 @@ layout(constant_id = 7) const uint SELG = 0;   // 1 (k > 32): the selection
 layout(constant_id = 8) const uint MIRROR = 0; // 1: the row's results also
                                                // to binding 3 (the chain's
                                                // host-visible output)
+layout(constant_id = 9) const uint SEQM = 0;   // 1: the group slices merged
+                                               // in sequence even with
+                                               // subgroups (A/B runs)
 
 layout(push_constant) uniform PC {
     uint T, E, k, renorm, has_bias, G, topk_group;
@@ -365,7 +368,7 @@ bool select_groups(uint row)
         group_slice(row, min(g, G - 1u), part, TG, m, l, h);
         uint W = 1u;
 #ifdef USE_SUBGROUP
-        W = min(TG, gl_SubgroupSize);
+        W = SEQM != 0u ? 1u : min(TG, gl_SubgroupSize);
         for (uint o = 1u; o < W; o <<= 1u) {
             m = top2_merge(m, subgroupShuffleXor(m, o));
             l = top2_merge(l, subgroupShuffleXor(l, o));
