@@ -97,6 +97,21 @@ void bench_cap_experts(mf_moe_config *c, double per_expert, double mem_gb)
         c->n_group = c->topk_group = 1;
 }
 
+/* How the routed path ran: one GPU submit or op by op, and the placement
+ * cache's predictions of the two. */
+static void print_route(const mf_moe_layer *layer, int64_t T)
+{
+    int one;
+    double sub, ops;
+    if (mf_moe_layer_explain(layer, T, &one, &sub, &ops) != MF_OK)
+        return;
+    if (sub < 0 || ops < 0)
+        printf("            routed: op by op (no prediction for one submit)\n");
+    else
+        printf("            routed: %s (predicted: one submit %.1f us, op by op "
+               "%.1f us)\n", one ? "one GPU submit" : "op by op", sub, ops);
+}
+
 int bench_suite_layer(mf_ctx *ctx, const bench_opts *o, bench_results *res)
 {
     static const int64_t Ts[] = {1, 4, 32};
@@ -213,6 +228,8 @@ int bench_suite_layer(mf_ctx *ctx, const bench_opts *o, bench_results *res)
                     bench_print_record(stdout, &res->rec[res->n - 1], bench_floor_now(res));
                     if (impls[k].impl == MF_IMPL_GPU && ctx->gpu)
                         print_chain_steps(ctx->gpu);
+                    if (impls[k].impl == MF_IMPL_AUTO && ctx->gpu)
+                        print_route(layer, T);
                     fflush(stdout);
                 }
                 free(c.x);

@@ -87,6 +87,24 @@ Test(layer, create_errors)
     mf_moe_run bad = {(mf_impl)99, MF_PREC_EXACT};
     cr_expect_eq(mf_moe_layer_forward(l, &bad, x, 1, NULL, y), MF_ERR_INVALID_ARG);
     cr_expect_null(mf_moe_layer_last_routing(l, NULL, NULL), "no forward yet");
+    /* explain: errors leave the outputs alone; otherwise its verdict is
+     * the comparison of the two predictions it reports */
+    int one = 7;
+    double sub = 7, ops = 7;
+    cr_expect_eq(mf_moe_layer_explain(NULL, 1, &one, &sub, &ops), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_moe_layer_explain(l, 0, &one, &sub, &ops), MF_ERR_INVALID_ARG);
+    cr_expect_eq(mf_moe_layer_explain(l, 65537, &one, &sub, &ops), MF_ERR_INVALID_ARG);
+    cr_expect(one == 7 && sub == 7 && ops == 7, "outputs written on error");
+    cr_expect_eq(mf_moe_layer_explain(l, 1, NULL, NULL, NULL), MF_OK);
+    for (int64_t T = 1; T <= 64; T *= 4) {
+        cr_assert_eq(mf_moe_layer_explain(l, T, &one, &sub, &ops), MF_OK);
+        if (sub < 0 || ops < 0)
+            cr_expect_eq(one, 0, "T=%lld: one submit without predictions", (long long)T);
+        else
+            cr_expect_eq(one, sub <= ops, "T=%lld: %g vs %g", (long long)T, sub, ops);
+        if (mf_ctx_cache_status(mft_ctx()) != MF_OK)
+            cr_expect(sub < 0 && ops < 0 && one == 0, "no cache, yet predictions");
+    }
     mf_moe_layer_destroy(l);
     mf_moe_layer_destroy(NULL);
     synth_layer_free(&L);

@@ -83,15 +83,27 @@ typedef struct mf_moe_run {
 /* y [T, H] = MoE(x [T, H]) (+ residual [T, H] when not NULL). run NULL =
  * {AUTO, EXACT}. Scratch grows with T and is kept by the layer. The expert
  * choices can be read back with mf_moe_layer_last_routing. Without a shared
- * expert, MF_IMPL_GPU (and AUTO when the router places every step on the
- * GPU) runs router, gating, gate/up and down/combine as one GPU submit with
- * the intermediates in device memory and the weights resident (weights.h);
- * the results are those of the ops run one by one on the GPU.
+ * expert, MF_IMPL_GPU (and AUTO when the placement cache predicts that one
+ * submit beats the steps run one by one, each routed on its own:
+ * mf_moe_layer_explain) runs router, gating, gate/up and down/combine as
+ * one GPU submit with the intermediates in device memory and the weights
+ * resident (weights.h); the results are those of the ops run one by one on
+ * the GPU.
  * y may equal residual; it must not overlap x. Errors: the common op errors;
  * T < 1 or > 65536. */
 mf_status mf_moe_layer_forward(mf_moe_layer *layer, const mf_moe_run *run,
                                const float *x, int64_t T,
                                const float *residual, float *y);
+
+/* How an MF_IMPL_AUTO forward of T tokens runs: *one_submit 1 for the whole
+ * block as one GPU submit, 0 op by op (each op routed on its own: every GPU
+ * op its own submit); *submit_us and *ops_us the placement cache's
+ * predictions of the two (-1 where it has none: no GPU, no cache, a shared
+ * expert). Any output may be NULL. Errors: MF_ERR_INVALID_ARG (NULL layer,
+ * T < 1 or > 65536); the outputs untouched on error. */
+mf_status mf_moe_layer_explain(const mf_moe_layer *layer, int64_t T,
+                               int *one_submit, double *submit_us,
+                               double *ops_us);
 
 /* The experts and weights the last forward chose: pointers into the layer's
  * scratch ([T, k] each), valid until the next forward or destroy. NULL

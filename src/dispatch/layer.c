@@ -179,7 +179,8 @@ static mf_status shared_expert(mf_moe_layer *l, const mf_moe_run *r,
     return MF_OK;
 }
 
-static int route_whole_chain(const mf_moe_layer *l, int64_t T);
+static int route_whole_chain(const mf_moe_layer *l, int64_t T,
+                             double *submit_us, double *ops_us);
 
 /* Whether forward runs the whole block as one GPU chain (router qmv ->
  * gating -> gate/up -> down/combine in one submit, src/gpu/chain.c): with
@@ -202,7 +203,7 @@ static int use_chain(mf_moe_layer *l, const mf_moe_run *r, int64_t T)
     for (int i = 0; i < l->memo_n; i++)
         if (l->memo_T[i] == T)
             return l->memo_use[i];
-    int use = route_whole_chain(l, T);
+    int use = route_whole_chain(l, T, NULL, NULL);
     l->memo_T[l->memo_next] = T;
     l->memo_use[l->memo_next] = use;
     l->memo_next = (l->memo_next + 1) % CHAIN_MEMO;
@@ -219,7 +220,8 @@ static int use_chain(mf_moe_layer *l, const mf_moe_run *r, int64_t T)
  * the op-by-op path runs (on the H100 at Qwen3-30B-A3B shapes it ran 1.15x
  * slower at T = 1 and 1.23x at T = 32 than the one submit,
  * layer-h100-qwen3-fd0f299.txt). */
-static int route_whole_chain(const mf_moe_layer *l, int64_t T)
+static int route_whole_chain(const mf_moe_layer *l, int64_t T,
+                             double *submit_us, double *ops_us)
 {
     const mf_moe_config *c = &l->cfg;
     mf_ctx *ctx = l->ctx;
@@ -233,8 +235,28 @@ static int route_whole_chain(const mf_moe_layer *l, int64_t T)
          .mode = (int)c->glu},
         {.op = MF_OP_MOE_DOWN, .T = T, .E = c->n_experts, .k = c->top_k,
          .N = c->hidden, .K = c->expert_ffn, .wtype = l->w.down.type}};
-    return mf_route_one_submit(ctx->placement, ctx->gpu != NULL, s, 4, NULL,
-                               NULL) == 1;
+    return mf_route_one_submit(ctx->placement, ctx->gpu != NULL, s, 4,
+                               submit_us, ops_us) == 1;
+}
+
+mf_status mf_moe_layer_explain(const mf_moe_layer *l, int64_t T,
+                               int *one_submit, double *submit_us,
+                               double *ops_us)
+{
+    if (!l || T < 1 || T > MF_MAX_T)
+        return MF_ERR_INVALID_ARG;
+    double sub = -1, ops = -1;
+    int one = 0;
+    const mf_ctx *ctx = l->ctx;
+    if (!l->cfg.n_shared && ctx->gpu && mf_gpu_usable(ctx->gpu))
+        one = route_whole_chain(l, T, &sub, &ops);
+    if (one_submit)
+        *one_submit = one;
+    if (submit_us)
+        *submit_us = sub;
+    if (ops_us)
+        *ops_us = ops;
+    return MF_OK;
 }
 
 /* The block as one GPU chain; idx and weights land in the scratch for
