@@ -52,6 +52,15 @@ vec4 qf_nib(uint w, uvec4 sh, float off)
     return uintBitsToFloat(((uvec4(w) >> sh) & 0xfu) | 0x4B000000u) - (QF_MAGIC + off);
 }
 
+// The four bytes of w (each below 2^23 - off) as floats minus off. Byte
+// extracts ORed into the magic number: one byte permute each where the
+// compiler has one (NVIDIA's PRMT), where a nibble extract takes a shift
+// and a mask.
+vec4 qf_bytes(uint w, float off)
+{
+    return uintBitsToFloat(((uvec4(w) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu) | 0x4B000000u) - (QF_MAGIC + off);
+}
+
 vec4 qf_ubyte(uint w)
 {
     return uintBitsToFloat(((uvec4(w) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu) | 0x4B000000u) - QF_MAGIC;
@@ -81,10 +90,17 @@ void qf_decode(uint t, uint st, uvec4 raw[8], float scale, float bias,
                out vec4 w[8])
 {
     if (t == QT_Q4_0) {
-        for (uint i = 0u; i < 4u; i++) {
-            w[i] = qf_nib(raw[0][i], uvec4(0u, 8u, 16u, 24u), 8.0);
-            w[4u + i] = qf_nib(raw[0][i], uvec4(4u, 12u, 20u, 28u), 8.0);
-        }
+        // element 4 i + j: the low nibble of byte j of word i; 16 + 4 i + j
+        // its high nibble (both nibble sets masked once a word)
+        uvec4 lo = raw[0] & 0x0f0f0f0fu, hi = (raw[0] >> 4u) & 0x0f0f0f0fu;
+        w[0] = qf_bytes(lo.x, 8.0);
+        w[1] = qf_bytes(lo.y, 8.0);
+        w[2] = qf_bytes(lo.z, 8.0);
+        w[3] = qf_bytes(lo.w, 8.0);
+        w[4] = qf_bytes(hi.x, 8.0);
+        w[5] = qf_bytes(hi.y, 8.0);
+        w[6] = qf_bytes(hi.z, 8.0);
+        w[7] = qf_bytes(hi.w, 8.0);
     } else if (t == QT_Q8_0) {
         for (uint i = 0u; i < 8u; i++)
             w[i] = qf_sbyte(raw[i >> 2u][i & 3u]);
