@@ -568,6 +568,13 @@ static void gate_up_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
                      mf_status_str(st));
         cr_expect(memcmp(hm, hg, (size_t)(P * F) * 4) == 0,
                   "%s: staged activations change the bits", what);
+        /* unstaged with the next block's loads in flight: the same bits */
+        setenv("MOEFUSE_GPU_GU_NEXT", "1", 1);
+        st = mf_moe_gate_up(c, &d, T, gc->k, x, idx, hm);
+        unsetenv("MOEFUSE_GPU_GU_NEXT");
+        cr_assert_eq(st, MF_OK, "%s next: gpu %s", what, mf_status_str(st));
+        cr_expect(memcmp(hm, hg, (size_t)(P * F) * 4) == 0,
+                  "%s: the next block's loads change the bits", what);
         float *h2 = mft_alloc((size_t)(P * F) * 4, 0);
         setenv("MOEFUSE_GPU_QLANES", "2", 1);
         for (int gi = 0; gi < 2; gi++) {
@@ -581,6 +588,14 @@ static void gate_up_case(mf_ctx *c, mft_rng *r, const qd_variant *v,
             unsetenv("MOEFUSE_GPU_XSTAGE");
             cr_expect(memcmp(hm, h2, (size_t)(P * F) * 4) == 0,
                       "%s: chunked staging (group %d) changes the bits", what,
+                      gi ? 4 : 0);
+            /* two lanes a row: every lane has several blocks, so the
+             * next-block loads are in play */
+            setenv("MOEFUSE_GPU_GU_NEXT", "1", 1);
+            cr_assert_eq(mf_moe_gate_up(c, &d, T, gc->k, x, idx, h2), MF_OK);
+            unsetenv("MOEFUSE_GPU_GU_NEXT");
+            cr_expect(memcmp(hm, h2, (size_t)(P * F) * 4) == 0,
+                      "%s: next-block loads (group %d) change the bits", what,
                       gi ? 4 : 0);
         }
         unsetenv("MOEFUSE_GPU_QLANES");
