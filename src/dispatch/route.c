@@ -188,15 +188,15 @@ int mf_route_one_submit(const mf_placement *p, int have_gpu,
                   ? plan.all_gpu_us
                   : -1;
         ops = 0;
-        for (int i = 0; i < n && ops >= 0; i++) {
+        for (int i = 0; i < n; i++) {
             mf_route_decision d;
             mf_route_decide(p, have_gpu, &s[i], &d);
-            double t = d.device == MF_DEVICE_GPU ? d.gpu_us + d.gpu_transfer_us
-                                                 : d.cpu_us;
-            ops = t >= 0 && (d.device != MF_DEVICE_GPU ||
-                             (d.gpu_us >= 0 && d.gpu_transfer_us >= 0))
-                      ? ops + t
-                      : -1;
+            const int gpu = d.device == MF_DEVICE_GPU;
+            if (gpu ? d.gpu_us < 0 || d.gpu_transfer_us < 0 : d.cpu_us < 0) {
+                ops = -1;
+                break;
+            }
+            ops += gpu ? d.gpu_us + d.gpu_transfer_us : d.cpu_us;
         }
     }
     if (submit_us)
