@@ -201,7 +201,8 @@ int pcf_valid(const mf_placement *p)
         mf_op_shape b = mf_shape_bucket(&f->s);
         if (p->fp.n_gpus == 0 || mf_shape_cmp(&b, &f->s) != 0 ||
             mf_gpu_form_op(f->form) != (int)f->s.op ||
-            !finite_in(f->us[0], 1e-9, 1e9) || !finite_in(f->us[1], 1e-9, 1e9) ||
+            !(f->us[0] > 0) || !finite_in(f->us[0], 0, 1e9) ||
+            !(f->us[1] > 0) || !finite_in(f->us[1], 0, 1e9) ||
             f->value != mf_pc_form_pick(f->us))
             return 0;
         if (i) {
