@@ -49,6 +49,8 @@ void mf_gpu_cmd_copy_words(mf_vk *vk, mf_vk_prog *p, const mf_vk_pipe *pipe,
  * when a plan is recorded): the power of two in [lo, hi] that variable
  * `name` holds, 0 when it is unset or holds anything else. */
 uint32_t mf_gpu_env_pow2(const char *name, uint32_t lo, uint32_t hi);
+/* 1 when environment variable name is set to exactly value. */
+int mf_gpu_env_is(const char *name, const char *value);
 
 /* A kernel form's value for the plan being recorded: the environment
  * override where set (0 or 1), else the one mf_gpu_forms_use set, else

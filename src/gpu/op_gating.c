@@ -74,8 +74,7 @@ static int rank_mode(const mf_vk *vk, uint32_t k)
  * runs). Read when a plan is recorded. */
 static uint32_t seq_merge(void)
 {
-    const char *e = getenv("MOEFUSE_GPU_GATING_MERGE");
-    return e && strcmp(e, "seq") == 0;
+    return (uint32_t)mf_gpu_env_is("MOEFUSE_GPU_GATING_MERGE", "seq");
 }
 
 /* The pipeline for a call's push constants and mode. */

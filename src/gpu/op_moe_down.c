@@ -73,10 +73,9 @@ static int slots_mode(const mf_vk *vk, int32_t k, uint32_t groups)
 #define DOWN_PREQ_BLOCKS 512
 static int preq_mode(uint64_t blocks, int phase, uint32_t kc)
 {
-    const char *e = getenv("MOEFUSE_GPU_DN_PREQ");
-    if (e && strcmp(e, "1") == 0)
+    if (mf_gpu_env_is("MOEFUSE_GPU_DN_PREQ", "1"))
         return 1;
-    if (e && strcmp(e, "0") == 0)
+    if (mf_gpu_env_is("MOEFUSE_GPU_DN_PREQ", "0"))
         return 0;
     return blocks >= DOWN_PREQ_BLOCKS && (phase == 3 || (phase == 0 && kc <= 2));
 }

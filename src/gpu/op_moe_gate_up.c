@@ -4,7 +4,6 @@
  * (mf_qgroup), the same bits either way. EXACT math; MF_PREC_INT8
  * with quantized weights runs the INT8 shader where the device has integer
  * dot products (mf_qint8), else the EXACT one (ops.h). */
-#include <stdlib.h>
 #include <string.h>
 
 #include "quant.h"
@@ -104,8 +103,7 @@ mf_status mf_gpu_gate_up_prepare(mf_gpu *g, const mf_moe_gate_up_desc *d,
     /* EXACT unstaged: the next block's weight loads in flight while a
      * lane computes the current one, where MOEFUSE_GPU_GU_NEXT=1 says so
      * (built-in: not; the registers double) */
-    const char *nx = getenv("MOEFUSE_GPU_GU_NEXT");
-    const uint32_t next = !kb && nx && strcmp(nx, "1") == 0;
+    const uint32_t next = !kb && mf_gpu_env_is("MOEFUSE_GPU_GU_NEXT", "1");
     mf_vk_pipe_desc pd = {
         .shader = kb ? (sg ? &mf_shader_moe_gate_up_i8_sg
                            : &mf_shader_moe_gate_up_i8_sh)

@@ -28,9 +28,8 @@ static uint64_t expert_bytes(const mf_wres *w, uint64_t n)
 
 int mf_gpu_prefetch_wanted(const mf_wres *w, int64_t n, uint64_t P)
 {
-    const char *e = getenv("MOEFUSE_GPU_PREFETCH");
     /* byte offsets in 32 bits, with room for the shader's rounding up */
-    return e && !strcmp(e, "1") && w->nparts == 1 &&
+    return mf_gpu_env_is("MOEFUSE_GPU_PREFETCH", "1") && w->nparts == 1 &&
            w->lay.total <= UINT32_MAX - 16 &&
            P * expert_bytes(w, (uint64_t)n) <= PREFETCH_MAX_BYTES;
 }

@@ -17,6 +17,12 @@ uint32_t mf_wfmt(const mf_tensor *t)
     return (uint32_t)t->type | g << 8 | st << 16;
 }
 
+int mf_gpu_env_is(const char *name, const char *value)
+{
+    const char *e = getenv(name);
+    return e && strcmp(e, value) == 0;
+}
+
 uint32_t mf_gpu_env_pow2(const char *name, uint32_t lo, uint32_t hi)
 {
     const char *e = getenv(name);
