@@ -50,41 +50,33 @@ static void gating_check(mf_ctx *c, const mf_gating_desc *d0,
                   what, d.n_experts, d.k, d.mode, i, (double)wg[i],
                   (double)wr[i], mft_ulp_diff(wg[i], wr[i]));
     }
-    /* both selections, forced (MOEFUSE_GPU_GATING_RANK, read when a plan
-     * is recorded): the k arg-max rounds (=0; what a device runs where the
-     * keys do not fit in shared memory, k > 32 too) and the rank pass (=1)
-     * select the automatic choice's experts and give its weights, bit for
-     * bit */
+    /* Forced forms (read when a plan is recorded) give the automatic
+     * choice's experts and weights, bit for bit: both selections
+     * (MOEFUSE_GPU_GATING_RANK: =0 the k arg-max rounds, what a device runs
+     * where the keys do not fit in shared memory, k > 32 too; =1 the rank
+     * pass) and, with sigmoid groups, the slices merged in sequence
+     * (MOEFUSE_GPU_GATING_MERGE=seq) rather than by the butterfly. */
     int32_t *i2 = mft_alloc(n * 4, 0);
     float *w2 = mft_alloc(n * 4, 0);
-    static const char *const forced[] = {"0", "1"};
-    for (int f = 0; f < 2; f++) {
-        setenv("MOEFUSE_GPU_GATING_RANK", forced[f], 1);
+    static const char *const forced[][2] = {{"MOEFUSE_GPU_GATING_RANK", "0"},
+                                            {"MOEFUSE_GPU_GATING_RANK", "1"},
+                                            {"MOEFUSE_GPU_GATING_MERGE", "seq"}};
+    for (int f = 0; f < 3; f++) {
+        if (f == 2 && d.n_group <= 1)
+            continue;
+        setenv(forced[f][0], forced[f][1], 1);
         st = mf_gating(c, &d, logits, T, i2, w2);
-        unsetenv("MOEFUSE_GPU_GATING_RANK");
-        cr_assert_eq(st, MF_OK, "%s RANK=%s: gpu status %s", what, forced[f],
-                     mf_status_str(st));
+        unsetenv(forced[f][0]);
+        cr_assert_eq(st, MF_OK, "%s %s=%s: gpu status %s", what, forced[f][0],
+                     forced[f][1], mf_status_str(st));
         cr_assert_eq(memcmp(i2, ig, n * 4), 0,
-                     "%s E=%d k=%d mode=%d RANK=%s: indices differ", what,
-                     d.n_experts, d.k, d.mode, forced[f]);
+                     "%s E=%d k=%d mode=%d G=%d %s=%s: indices differ", what,
+                     d.n_experts, d.k, d.mode, d.n_group, forced[f][0],
+                     forced[f][1]);
         cr_assert_eq(memcmp(w2, wg, n * 4), 0,
-                     "%s E=%d k=%d mode=%d RANK=%s: weights differ", what,
-                     d.n_experts, d.k, d.mode, forced[f]);
-    }
-    /* sigmoid groups: the slices merged in sequence (MOEFUSE_GPU_GATING_
-     * MERGE=seq) give the butterfly's selection and weights, bit for bit */
-    if (d.n_group > 1) {
-        setenv("MOEFUSE_GPU_GATING_MERGE", "seq", 1);
-        st = mf_gating(c, &d, logits, T, i2, w2);
-        unsetenv("MOEFUSE_GPU_GATING_MERGE");
-        cr_assert_eq(st, MF_OK, "%s MERGE=seq: gpu status %s", what,
-                     mf_status_str(st));
-        cr_assert_eq(memcmp(i2, ig, n * 4), 0,
-                     "%s E=%d G=%d MERGE=seq: indices differ", what,
-                     d.n_experts, d.n_group);
-        cr_assert_eq(memcmp(w2, wg, n * 4), 0,
-                     "%s E=%d G=%d MERGE=seq: weights differ", what,
-                     d.n_experts, d.n_group);
+                     "%s E=%d k=%d mode=%d G=%d %s=%s: weights differ", what,
+                     d.n_experts, d.k, d.mode, d.n_group, forced[f][0],
+                     forced[f][1]);
     }
     mft_free(i2);
     mft_free(w2);

@@ -61,16 +61,10 @@ vec4 qf_bytes(uint w, float off)
     return uintBitsToFloat(((uvec4(w) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu) | 0x4B000000u) - (QF_MAGIC + off);
 }
 
-vec4 qf_ubyte(uint w)
-{
-    return uintBitsToFloat(((uvec4(w) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu) | 0x4B000000u) - QF_MAGIC;
-}
+vec4 qf_ubyte(uint w) { return qf_bytes(w, 0.0); }
 
-vec4 qf_sbyte(uint w)
-{
-    uvec4 b = ((uvec4(w) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu) ^ 0x80u;
-    return uintBitsToFloat(b | 0x4B000000u) - (QF_MAGIC + 128.0);
-}
+// (each byte's sign bit flipped: q + 128, then 128 off)
+vec4 qf_sbyte(uint w) { return qf_bytes(w ^ 0x80808080u, 128.0); }
 
 // A 16-bit float (F16 or BF16 per st) to f32, exact (subnormal f16 too).
 float qf_half(uint h, uint st)
